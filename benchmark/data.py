@@ -1,0 +1,182 @@
+"""Datasets by name, read once into memory as uint8 tensors (N, C, 32, 32).
+
+MNIST and Fashion-MNIST are read by torchvision from its own layout (`<root>/MNIST/raw/...`);
+its tensors `.data`/`.targets` are taken whole, never through per-sample `__getitem__`.
+CIFAR pickles are read directly: torchvision's CIFAR classes refuse any file whose md5
+differs from the release and drop CIFAR-100's 20 coarse labels, which Figure 3 needs;
+`--download` still fetches and checks them through torchvision.
+
+Every image is brought to 32x32, the input of the paper's three stride-2 convolutions:
+28x28 images are zero-padded by 2 pixels on each side (the LeNet convention, which keeps
+every pixel), 8x8 digits are upsampled 4x bilinearly (values 0..16 are rescaled to 0..255).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATA_DIR_ENV = "VQBENCH_DATA_DIR"
+DEFAULT_DATA_DIR = "~/.cache/vqbench/data"
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")),
+    "cifar100": ("cifar-100-python", ("train", "test")),
+}
+TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+class DataError(RuntimeError):
+    """A dataset is missing or unreadable: the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train_x: torch.Tensor  # uint8 (N, C, 32, 32)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    # CIFAR-100's 20 superclasses; None elsewhere. Figure 3 colours CIFAR-100 by them.
+    train_coarse: torch.Tensor | None = None
+    test_coarse: torch.Tensor | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    def plot_labels(self) -> torch.Tensor:
+        return self.test_coarse if self.test_coarse is not None else self.test_y
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """`--data-dir`, else $VQBENCH_DATA_DIR, else ~/.cache/vqbench/data; always absolute."""
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser().resolve()
+
+
+def required_files(name: str, root: Path) -> list[Path]:
+    if name in TORCHVISION_FOLDER:
+        return [root / TORCHVISION_FOLDER[name] / "raw" / f for f in IDX_FILES]
+    if name in CIFAR_FILES:
+        folder, files = CIFAR_FILES[name]
+        return [root / folder / f for f in files]
+    return []
+
+
+def check_available(name: str, data_dir: str | os.PathLike | None, download: bool = False) -> None:
+    """Fail before any work starts when a dataset's files are absent and cannot be fetched."""
+    if name not in NUM_CLASSES:
+        raise DataError(f"dataset={name!r} is not known: choose one of {', '.join(NUM_CLASSES)}")
+    root = resolve_data_dir(data_dir)
+    missing = [p for p in required_files(name, root) if not p.is_file()]
+    if missing and not download:
+        folder = missing[0].parent
+        raise DataError(
+            f"dataset {name!r} is not in {folder}: expected files {', '.join(p.name for p in missing)}. "
+            f"Fetch it with `python -m benchmark.trial --dataset {name} --data-dir {root} --download`, "
+            f"or pass --data-dir pointing at a folder in torchvision's layout that holds it."
+        )
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, data_dir: str | None = None, download: bool = False) -> Dataset:
+    """Read a dataset once per process; a reused Ray actor does not read it again."""
+    check_available(name, data_dir, download)
+    root = resolve_data_dir(data_dir)
+    if name == "digits":
+        return _load_digits()
+    if name in TORCHVISION_FOLDER:
+        return _load_idx(name, root, download)
+    return _load_cifar(name, root, download)
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    images, labels = load_digits(return_X_y=True)
+    pixels = torch.from_numpy(images.reshape(-1, 1, 8, 8) * (255.0 / 16.0)).float()
+    big = F.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
+    big = big.round().clamp(0, 255).to(torch.uint8)
+    # A fixed split, the same for every seed, so seeds vary the model and not the data.
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.25, random_state=0, stratify=labels)
+    y = torch.from_numpy(labels).long()
+    return Dataset("digits", big[train_idx], y[train_idx], big[test_idx], y[test_idx], 10)
+
+
+def _load_idx(name: str, root: Path, download: bool) -> Dataset:
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    splits = []
+    for train in (True, False):
+        prefix = "train" if train else "t10k"
+        try:
+            ds = cls(str(root), train=train, download=download)
+        except Exception as err:  # torchvision's IDX reader fails with bare asserts
+            raise DataError(
+                f"cannot read {root / TORCHVISION_FOLDER[name] / 'raw' / (prefix + '-images-idx3-ubyte')} "
+                f"or its labels file: the file is truncated or not an IDX file ({type(err).__name__}: {err}). "
+                "Delete the raw folder and fetch it again with --download."
+            ) from err
+        images, labels = ds.data, ds.targets
+        image_file = root / TORCHVISION_FOLDER[name] / "raw" / f"{prefix}-images-idx3-ubyte"
+        if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+            raise DataError(f"{image_file} holds shape {tuple(images.shape)} {images.dtype}; expected (N, 28, 28) uint8")
+        if labels.shape != (images.shape[0],):
+            raise DataError(f"{image_file} holds {images.shape[0]} images but its labels file {labels.numel()} labels")
+        if labels.numel() and (labels.min() < 0 or labels.max() > 9):
+            raise DataError(f"{image_file.with_name(prefix + '-labels-idx1-ubyte')} holds labels outside 0..9")
+        splits.append((F.pad(images, (2, 2, 2, 2)).unsqueeze(1).contiguous(), labels.long()))
+    (train_x, train_y), (test_x, test_y) = splits
+    return Dataset(name, train_x, train_y, test_x, test_y, 10)
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
+    if download:
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    folder, files = CIFAR_FILES[name]
+    fine_key = "labels" if name == "cifar10" else "fine_labels"
+    train_files = [f for f in files if f.startswith("data_batch") or f == "train"]
+    test_files = ["test_batch" if name == "cifar10" else "test"]
+    train = [_read_cifar_pickle(root / folder / f, fine_key, name == "cifar100") for f in train_files]
+    test = _read_cifar_pickle(root / folder / test_files[0], fine_key, name == "cifar100")
+    train_x, train_y, train_coarse = (torch.cat(part) if part[0] is not None else None for part in zip(*train))
+    num_classes = NUM_CLASSES[name]
+    ds = Dataset(name, train_x, train_y, test[0], test[1], num_classes, train_coarse, test[2])
+    for split, labels in (("train", ds.train_y), ("test", ds.test_y)):
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DataError(f"{root / folder}: {split} labels fall outside 0..{num_classes - 1}")
+    return ds
+
+
+def _read_cifar_pickle(path: Path, fine_key: str, coarse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except Exception as err:
+        raise DataError(f"cannot read {path}: not a CIFAR python pickle ({type(err).__name__}: {err})") from err
+    needed = ["data", fine_key] + (["coarse_labels"] if coarse else [])
+    missing = [k for k in needed if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise DataError(f"{path} lacks the key(s) {missing}: it is not a {fine_key.split('_')[0]} CIFAR batch file")
+    data = np.asarray(entry["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(entry[fine_key]) != data.shape[0]:
+        raise DataError(f"{path} holds data of shape {data.shape} with {len(entry[fine_key])} labels; expected (N, 3072) and N labels")
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    coarse_labels = torch.tensor(entry["coarse_labels"], dtype=torch.long) if coarse else None
+    return images, torch.tensor(entry[fine_key], dtype=torch.long), coarse_labels

@@ -1,0 +1,83 @@
+"""The end of every trial, on the trial's device: probes, reconstruction, codebook, figure data."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmark.config import TrialConfig
+from benchmark.data import Dataset
+from benchmark.probe import ProbeSettings, probe_all
+from benchmark.quantizer import code_perplexity
+from benchmark.reconstruction import reconstruction_metrics
+from benchmark.train import autocast, scale
+
+GRID_IMAGES = 8
+TSNE_POINTS = 1000
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    originals: torch.Tensor  # (GRID_IMAGES, C, H, W) in [0, 1], a fixed set of test images
+    reconstructions: torch.Tensor
+    latents: torch.Tensor  # seeded subsample of test latents for t-SNE, (n, features)
+    latent_labels: torch.Tensor  # their labels (CIFAR-100: the 20 superclasses)
+
+
+@torch.no_grad()
+def represent_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrialConfig, batch: int = 1024) -> dict[str, torch.Tensor]:
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    for first in range(0, x.shape[0], batch):
+        with autocast(config, x.device):
+            out = model.represent(scale(x[first : first + batch]), y[first : first + batch])
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value if key == "codes" else value.float())
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: ProbeSettings = ProbeSettings()) -> Evaluation:
+    timings = {}
+    start = time.perf_counter()
+    train = represent_split(model, data.train_x, data.train_y, config)
+    test = represent_split(model, data.test_x, data.test_y, config)
+    timings["encode"] = time.perf_counter() - start
+
+    metrics: dict[str, float] = {}
+    start = time.perf_counter()
+    for name, features in (("latent", "latent"), ("pixels", None), ("codes", "codes")):
+        if features is not None and features not in train:
+            continue
+        tr = train[features] if features else data.train_x.flatten(1).float()
+        te = test[features] if features else data.test_x.flatten(1).float()
+        num_codes = config.num_codes if name == "codes" else None
+        for key, value in probe_all(tr, data.train_y, te, data.test_y, data.num_classes, config.seed, settings, num_codes).items():
+            metrics[f"probe/{name}/{key}"] = value
+    timings["probes"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    originals = scale(data.test_x)
+    for key, value in reconstruction_metrics(originals, test["recon"]).items():
+        metrics[f"recon/{key}"] = value
+    timings["reconstruction"] = time.perf_counter() - start
+
+    if "codes" in test:
+        codes = test["codes"]
+        used = torch.bincount(codes.reshape(-1), minlength=config.num_codes) > 0
+        metrics["codebook/perplexity"] = code_perplexity(codes, config.num_codes).item()
+        metrics["codebook/usage"] = used.float().mean().item()
+        metrics["codebook/dead_codes"] = float((~used).sum().item())
+    metrics.update({f"time/eval_{k}_s": v for k, v in timings.items()})
+
+    generator = torch.Generator().manual_seed(config.seed)
+    pick = torch.randperm(data.test_x.shape[0], generator=generator)[:TSNE_POINTS].to(data.test_x.device)
+    return Evaluation(
+        metrics=metrics,
+        originals=originals[:GRID_IMAGES].cpu(),
+        reconstructions=test["recon"][:GRID_IMAGES].clamp(0, 1).cpu(),
+        latents=test["latent"][pick].cpu(),
+        latent_labels=data.plot_labels()[pick].cpu(),
+    )

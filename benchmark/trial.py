@@ -1,0 +1,120 @@
+"""One trial end to end: data -> model -> train -> evaluate.
+
+    python -m benchmark.trial --model vqvae --dataset digits --epochs 5
+
+prints one JSON object with every metric. The Ray Tune trainable (`benchmark.tune_trial`)
+runs the same `run_trial`, adding checkpoints and MLflow logging through `on_epoch`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from benchmark.config import ConfigError, TrialConfig
+from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
+from benchmark.evaluate import Evaluation, evaluate
+from benchmark.figures import save_reconstruction_grid, save_tsne
+from benchmark.train import TrainState, init_state, pick_device, to_device, train_epoch
+
+EpochCallback = Callable[[TrainState, dict[str, float]], None]
+
+HELP = {
+    "model": "vae (continuous Gaussian latent) or vqvae (discrete codes)",
+    "dataset": "digits (embedded), mnist, fashion_mnist, cifar10, cifar100",
+    "seed": "seeds torch, numpy, Python and the batch order",
+    "epochs": "training epochs (paper: 10)",
+    "batch_size": "training batch size (paper: 64)",
+    "lr": "Adam learning rate (paper: 1e-3)",
+    "num_codes": "K, codebook size (VQ-VAE; paper: 512)",
+    "code_dim": "D, latent channels per position (paper: 64)",
+    "beta": "commitment cost (VQ-VAE; paper: 0.25)",
+    "kl_weight": "KL weight on the per-pixel scale (VAE; the paper does not state it)",
+    "batch_norm": "BatchNorm in encoder and decoder (default: on for CIFAR only)",
+    "label_embedding": "none, or add: the paper's label embedding, which leaks the label into the latent",
+    "ema": "EMA codebook updates instead of the codebook loss",
+    "ema_decay": "decay of the EMA codebook",
+    "restart_dead_codes": "re-seed unused codes from encoder outputs",
+    "precision": "fp32 or bf16 (autocast)",
+    "fail_at_epoch": "fault injection: raise after this epoch (0 = never)",
+}
+
+
+@dataclasses.dataclass
+class TrialResult:
+    config: TrialConfig
+    metrics: dict[str, float]
+    evaluation: Evaluation
+    device: str
+
+
+def run_trial(
+    config: TrialConfig,
+    data_dir: str | None = None,
+    download: bool = False,
+    resume: dict | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrialResult:
+    device = pick_device()
+    data = to_device(load_dataset(config.dataset, data_dir, download), device)
+    state = init_state(config, data, device)
+    if resume is not None:
+        state.load_state_dict(resume)
+    train_start = time.perf_counter()
+    epoch_metrics: dict[str, float] = {}
+    while state.epoch < config.epochs:
+        epoch_metrics = train_epoch(state, data, config)
+        if on_epoch is not None:
+            on_epoch(state, epoch_metrics)
+    train_s = time.perf_counter() - train_start
+    eval_start = time.perf_counter()
+    evaluation = evaluate(state.model, data, config)
+    metrics = {**epoch_metrics, **evaluation.metrics, "time/train_s": train_s, "time/eval_s": time.perf_counter() - eval_start}
+    return TrialResult(config, metrics, evaluation, str(device))
+
+
+def save_figures(result: TrialResult, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    c, ev = result.config, result.evaluation
+    title = f"{c.model} on {c.dataset}, test latents" + (f" (K={c.num_codes})" if c.model == "vqvae" else "")
+    return [
+        save_reconstruction_grid(ev.originals, ev.reconstructions, folder / "reconstructions.png"),
+        save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png"),
+    ]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrialConfig()
+    for field in dataclasses.fields(TrialConfig):
+        default = "auto" if field.name == "batch_norm" else getattr(defaults, field.name)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, help=f"{HELP[field.name]} (default: {default})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.trial", description="Train and evaluate one VAE or VQ-VAE; print every metric as JSON.")
+    add_config_arguments(parser)
+    parser.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
+    parser.add_argument("--download", action="store_true", help="let torchvision fetch a missing dataset (needs internet)")
+    parser.add_argument("--figures", type=Path, default=None, help="folder for reconstructions.png and tsne.png (default: none)")
+    args = parser.parse_args(argv)
+    raw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig) if getattr(args, f.name) is not None}
+    try:
+        config = TrialConfig.from_dict(raw)
+        result = run_trial(config, args.data_dir, args.download)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.figures:
+        save_figures(result, args.figures)
+    print(json.dumps({"config": config.to_dict(), "device": result.device, "metrics": result.metrics}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
