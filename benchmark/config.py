@@ -42,7 +42,7 @@ class TrialConfig:
     ema_decay: float = 0.99
     restart_dead_codes: bool = False
     precision: str = "fp32"
-    # Fault injection for reliability tests: raise at the end of this epoch (0 = never).
+    # Fault injection for reliability tests: crash once after this epoch (0 = never).
     fail_at_epoch: int = 0
 
     def __post_init__(self) -> None:

@@ -104,8 +104,6 @@ def train_epoch(state: TrainState, data: Dataset, config: TrialConfig) -> dict[s
     state.epoch += 1
     if not math.isfinite(metrics["train/loss"]):
         raise TrialDiverged(f"loss became {metrics['train/loss']} in epoch {state.epoch}; lower lr or beta, or try --precision fp32")
-    if config.fail_at_epoch and state.epoch == config.fail_at_epoch:
-        raise InjectedFault(f"fail_at_epoch={config.fail_at_epoch}: failing on purpose after epoch {state.epoch}")
     metrics["train/images_per_s"] = order.numel() / seconds
     metrics["train/epoch_s"] = seconds
     return metrics

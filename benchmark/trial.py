@@ -21,7 +21,7 @@ from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
 from benchmark.evaluate import Evaluation, evaluate
 from benchmark.figures import save_reconstruction_grid, save_tsne
-from benchmark.train import TrainState, init_state, pick_device, to_device, train_epoch
+from benchmark.train import InjectedFault, TrainState, init_state, pick_device, to_device, train_epoch
 
 EpochCallback = Callable[[TrainState, dict[str, float]], None]
 
@@ -42,7 +42,7 @@ HELP = {
     "ema_decay": "decay of the EMA codebook",
     "restart_dead_codes": "re-seed unused codes from encoder outputs",
     "precision": "fp32 or bf16 (autocast)",
-    "fail_at_epoch": "fault injection: raise after this epoch (0 = never)",
+    "fail_at_epoch": "fault injection: crash after this epoch, once; a retry resumed from its checkpoint succeeds (0 = never)",
 }
 
 
@@ -72,6 +72,9 @@ def run_trial(
         epoch_metrics = train_epoch(state, data, config)
         if on_epoch is not None:
             on_epoch(state, epoch_metrics)
+        # A transient crash: a trial resumed from its checkpoint does not fail again.
+        if config.fail_at_epoch == state.epoch and resume is None:
+            raise InjectedFault(f"fail_at_epoch={config.fail_at_epoch}: failing on purpose after epoch {state.epoch}")
     train_s = time.perf_counter() - train_start
     eval_start = time.perf_counter()
     evaluation = evaluate(state.model, data, config)

@@ -1,0 +1,80 @@
+"""What a search space is: named studies of fixed trials or of Optuna-sampled ones.
+
+A space is a module in `search_spaces/` with a one-line `DESCRIPTION` and
+`studies(options) -> list[Study]`. Adding a space means adding one file.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmark.config import ConfigError, TrialConfig
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """Command-line overrides a space honours; None keeps the space's own default."""
+
+    datasets: tuple[str, ...] | None = None
+    seeds: int | None = None
+    epochs: int | None = None
+    num_samples: int | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    """One Tune run: a fixed list of trial configs, or `base` plus an Optuna-searched `search`."""
+
+    label: str
+    configs: tuple[dict[str, Any], ...] = ()
+    base: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)  # ray.tune domains, e.g. tune.lograndint
+    num_samples: int = 1
+    metric: str = "train/recon_loss"
+    mode: str = "min"
+
+    @property
+    def is_search(self) -> bool:
+        return bool(self.search)
+
+    def trial_count(self) -> int:
+        return self.num_samples if self.is_search else len(self.configs)
+
+
+def available_spaces() -> list[str]:
+    import search_spaces
+
+    return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__))
+
+
+def load_space(name: str):
+    if name not in available_spaces():
+        raise ConfigError(f"space={name!r} is not known: choose one of {', '.join(available_spaces())}")
+    return importlib.import_module(f"search_spaces.{name}")
+
+
+def seeds(options: SpaceOptions, default: int) -> range:
+    return range(options.seeds if options.seeds is not None else default)
+
+
+def datasets(options: SpaceOptions, default: tuple[str, ...]) -> tuple[str, ...]:
+    return options.datasets or default
+
+
+def with_epochs(options: SpaceOptions, config: dict[str, Any], default: int) -> dict[str, Any]:
+    return {**config, "epochs": options.epochs if options.epochs is not None else default}
+
+
+def validate(study: Study) -> list[TrialConfig]:
+    """Every trial config of a study, validated: the fixed ones, and for a search its bounds."""
+    if not study.is_search:
+        return [TrialConfig.from_dict(c) for c in study.configs]
+    checked = [TrialConfig.from_dict(study.base)]
+    for key, domain in study.search.items():
+        for value in getattr(domain, "categories", None) or (domain.lower, domain.upper):
+            checked.append(TrialConfig.from_dict({**study.base, key: value}))
+    if study.num_samples < 1:
+        raise ConfigError(f"num_samples={study.num_samples} is not allowed: it must be >= 1")
+    return checked
