@@ -16,6 +16,8 @@ from benchmark.train import autocast, scale
 
 GRID_IMAGES = 8
 TSNE_POINTS = 1000
+# Raw pixels do not depend on the model: a reused Ray actor probes them once per dataset and seed.
+_PIXEL_PROBES: dict[tuple, dict[str, float]] = {}
 
 
 @dataclass
@@ -28,12 +30,14 @@ class Evaluation:
 
 
 @torch.no_grad()
-def represent_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrialConfig, batch: int = 1024) -> dict[str, torch.Tensor]:
+def represent_split(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrialConfig, decode: bool, batch: int = 1024
+) -> dict[str, torch.Tensor]:
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     for first in range(0, x.shape[0], batch):
         with autocast(config, x.device):
-            out = model.represent(scale(x[first : first + batch]), y[first : first + batch])
+            out = model.represent(scale(x[first : first + batch]), y[first : first + batch], decode)
         for key, value in out.items():
             parts.setdefault(key, []).append(value if key == "codes" else value.float())
     return {key: torch.cat(values) for key, values in parts.items()}
@@ -42,20 +46,23 @@ def represent_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: 
 def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: ProbeSettings = ProbeSettings()) -> Evaluation:
     timings = {}
     start = time.perf_counter()
-    train = represent_split(model, data.train_x, data.train_y, config)
-    test = represent_split(model, data.test_x, data.test_y, config)
+    train = represent_split(model, data.train_x, data.train_y, config, decode=False)
+    test = represent_split(model, data.test_x, data.test_y, config, decode=True)
     timings["encode"] = time.perf_counter() - start
 
     metrics: dict[str, float] = {}
     start = time.perf_counter()
-    for name, features in (("latent", "latent"), ("pixels", None), ("codes", "codes")):
-        if features is not None and features not in train:
-            continue
-        tr = train[features] if features else data.train_x.flatten(1).float()
-        te = test[features] if features else data.test_x.flatten(1).float()
-        num_codes = config.num_codes if name == "codes" else None
-        for key, value in probe_all(tr, data.train_y, te, data.test_y, data.num_classes, config.seed, settings, num_codes).items():
-            metrics[f"probe/{name}/{key}"] = value
+    for name in ("latent", "codes"):
+        if name in train:
+            num_codes = config.num_codes if name == "codes" else None
+            found = probe_all(train[name], data.train_y, test[name], data.test_y, data.num_classes, config.seed, settings, num_codes)
+            metrics.update({f"probe/{name}/{key}": value for key, value in found.items()})
+    pixel_key = (data.name, tuple(data.train_x.shape), config.seed, settings)
+    if pixel_key not in _PIXEL_PROBES:
+        _PIXEL_PROBES[pixel_key] = probe_all(
+            data.train_x.flatten(1).float(), data.train_y, data.test_x.flatten(1).float(), data.test_y, data.num_classes, config.seed, settings
+        )
+    metrics.update({f"probe/pixels/{key}": value for key, value in _PIXEL_PROBES[pixel_key].items()})
     timings["probes"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -72,10 +72,10 @@ class VAE(nn.Module):
         return Output(recon, recon_loss + self.kl_weight * kl, {"recon_loss": recon_loss, "kl": kl})
 
     @torch.no_grad()
-    def represent(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def represent(self, x: torch.Tensor, y: torch.Tensor, decode: bool = True) -> dict[str, torch.Tensor]:
         """The posterior mean is the VAE's representation, and decodes to its reconstruction."""
         mean, _ = self.posterior(x, y)
-        return {"latent": mean.flatten(1), "recon": self.decoder(mean)}
+        return {"latent": mean.flatten(1), **({"recon": self.decoder(mean)} if decode else {})}
 
 
 class VQVAE(nn.Module):
@@ -101,10 +101,11 @@ class VQVAE(nn.Module):
         return Output(recon, recon_loss + q.loss.float(), {"recon_loss": recon_loss, "vq_loss": q.loss, "perplexity": q.perplexity})
 
     @torch.no_grad()
-    def represent(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def represent(self, x: torch.Tensor, y: torch.Tensor, decode: bool = True) -> dict[str, torch.Tensor]:
         """Quantized vectors and, as a second discrete representation, the code indices."""
         q = self.quantizer(self.encode(x, y))
-        return {"latent": q.z_q.flatten(1), "codes": q.indices.flatten(1), "recon": self.decoder(q.z_q)}
+        out = {"latent": q.z_q.flatten(1), "codes": q.indices.flatten(1)}
+        return {**out, "recon": self.decoder(q.z_q)} if decode else out
 
 
 def build_model(config: TrialConfig, channels: int, num_classes: int) -> nn.Module:

@@ -1,0 +1,131 @@
+"""Sensitivity plots (probe accuracy, SSIM, codebook usage against K, D and beta) and SSIM vs probe.
+
+Figures are built with matplotlib's object API (no pyplot), so no GUI backend and no
+global figure state: safe from a notebook, a test or a headless server.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.stats import t_interval
+from analysis.tables import DATASET_NAMES, MLP, MODEL_NAMES, SSIM, USAGE, Measure, dataset_rank, finished
+
+KNOBS = {"num_codes": "K (codebook size)", "code_dim": "D (code dimension)", "beta": "beta (commitment cost)"}
+SENSITIVITY_MEASURES = (MLP, SSIM, USAGE)
+COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
+MARKERS = {"none": "o", "add": "^"}
+MAX_LINE_POINTS = 12  # beyond this many distinct values (a random search), plot the runs as points
+
+
+def knob_values(runs: pd.DataFrame, knob: str) -> list[float]:
+    """The distinct values of a knob among finished runs that have it (K and beta: VQ-VAE only)."""
+    values = finished(runs)[knob].dropna()
+    return sorted(float(v) for v in values.unique())
+
+
+def sensitivity_figure(runs: pd.DataFrame, knob: str, path: Path) -> Path | None:
+    """Probe accuracy, SSIM and codebook usage against one knob, a panel per dataset; None
+    (nothing written) where the knob takes fewer than two values."""
+    done = finished(runs)
+    done = done[done[knob].notna()]
+    if len(knob_values(done, knob)) < 2:
+        return None
+    datasets = sorted(done["dataset"].unique(), key=dataset_rank)
+    measures = [m for m in SENSITIVITY_MEASURES if m.column in done and done[m.column].notna().any()]
+    fig = Figure(figsize=(max(4.2 * len(datasets), 5.0), 3.0 * len(measures)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(measures), len(datasets), squeeze=False))
+    for col, dataset in enumerate(datasets):
+        for row, measure in enumerate(measures):
+            ax = axes[row, col]
+            _draw_lines(ax, done[done["dataset"] == dataset], knob, measure)
+            ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: {measure.title.split(' (')[0]}", fontsize=10)
+            ax.set_xlabel(KNOBS[knob])
+            ax.set_ylabel(measure.title)
+            ax.grid(alpha=0.3)
+            _scale_axis(ax, knob_values(done, knob), knob)
+    by_label = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    if by_label:
+        fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), 4), fontsize=9)
+    fig.suptitle(f"Sensitivity to {KNOBS[knob]}\nline: mean over seeds, band: 95% t interval", fontsize=11)
+    return _save(fig, path)
+
+
+def _draw_lines(ax, frame: pd.DataFrame, knob: str, measure: Measure) -> None:
+    scale = 100 if measure.percent else 1
+    for (model, label), group in _by_model_and_label(frame):
+        group = group[group[measure.column].notna()] if measure.column in group else group.iloc[0:0]
+        if group.empty:
+            continue
+        name = MODEL_NAMES.get(model, model) + (" + label emb." if label == "add" else "")
+        style = {"color": COLOURS.get(model), "marker": MARKERS.get(label, "o"), "label": name}
+        if group[knob].nunique() > MAX_LINE_POINTS:
+            ax.scatter(group[knob].astype(float), group[measure.column] * scale, s=14, alpha=0.7, **style)
+            continue
+        xs, means, lows, highs = [], [], [], []
+        for x, at in group.groupby(knob, sort=True):
+            # other knobs of a grid are averaged within a seed first: the band is seed-to-seed variation
+            est = t_interval(at.groupby("seed")[measure.column].mean())
+            xs.append(float(x))
+            means.append(est.mean * scale)
+            lows.append(est.low * scale)
+            highs.append(est.high * scale)
+        ax.plot(xs, means, markersize=5, **style)
+        ax.fill_between(xs, lows, highs, color=style["color"], alpha=0.18, linewidth=0)
+
+
+def _scale_axis(ax, values: list[float], knob: str) -> None:
+    """Powers of two (K, D) on a log2 axis with the values as ticks."""
+    if knob in ("num_codes", "code_dim") and values and min(values) > 0 and max(values) / min(values) >= 8:
+        ax.set_xscale("log", base=2)
+    if len(values) <= MAX_LINE_POINTS:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+
+
+def ssim_vs_probe_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+    """One point per finished run: SSIM against MLP-probe accuracy, coloured by model, a panel per dataset."""
+    done = finished(runs)
+    if MLP.column not in done or SSIM.column not in done:
+        return None
+    done = done[done[MLP.column].notna() & done[SSIM.column].notna()]
+    if done.empty:
+        return None
+    datasets = sorted(done["dataset"].unique(), key=dataset_rank)
+    fig = Figure(figsize=(max(4.2 * len(datasets), 5.0), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+    for ax, dataset in zip(axes, datasets):
+        here = done[done["dataset"] == dataset]
+        for (model, label), group in _by_model_and_label(here):
+            name = MODEL_NAMES.get(model, model) + (" + label emb." if label == "add" else "")
+            ax.scatter(group[MLP.column] * 100, group[SSIM.column], color=COLOURS.get(model), marker=MARKERS.get(label, "o"),
+                       s=22, alpha=0.75, label=name, edgecolors="none")
+        ax.set_title(DATASET_NAMES.get(dataset, dataset), fontsize=10)
+        ax.set_xlabel(MLP.title)
+        ax.set_ylabel("SSIM")
+        ax.grid(alpha=0.3)
+    by_label = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), 4), fontsize=9)
+    fig.suptitle("Reconstruction (SSIM) against probe accuracy\none point per run", fontsize=11)
+    return _save(fig, path)
+
+
+def _by_model_and_label(frame: pd.DataFrame):
+    """VAE before VQ-VAE, without the label embedding before with it: a stable legend order."""
+    groups = frame.groupby(["model", "label_embedding"])
+    return sorted(groups, key=lambda kv: (str(kv[0][0]), kv[0][1] != "none", str(kv[0][1])))
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

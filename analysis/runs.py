@@ -1,0 +1,232 @@
+"""MLflow runs -> one tidy DataFrame, one row per trial; and the few other reads the report needs.
+
+    from analysis import load_runs
+    runs = load_runs("paper", tracking_uri="sqlite:////abs/path/mlflow.db")
+    runs[runs.status == "FINISHED"].groupby(["model", "dataset"])["probe/latent/mlp_acc"].mean()
+
+Params come back from MLflow as strings; they are typed here from `TrialConfig`'s fields.
+Knobs that mean nothing for a model are NA in its rows (K, beta and the EMA/restart
+switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on them.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from benchmark.config import TrialConfig
+
+DEFAULT_STORE = "mlflow.db"  # the sweep's default store, in the working directory
+ROLE_TAG = "vqbench.role"
+STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
+CONFIG_TYPES = {f.name: f.type for f in fields(TrialConfig)}
+VAE_ONLY = ("kl_weight",)
+VQ_ONLY = ("num_codes", "beta", "ema", "ema_decay", "restart_dead_codes")
+TAG_COLUMNS = {
+    "vqbench.error": "error",
+    "vqbench.config_id": "config_id",
+    "vqbench.device": "device",
+    "vqbench.git_commit": "git_commit",
+    "vqbench.leaks_label": "leaks_label",
+}
+# Config columns the tags also carry, used where a run died before logging its params.
+TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
+FRONT = ["run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
+
+
+class RunsError(RuntimeError):
+    """Bad input for the analysis: the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """An opened store and the experiment read from it."""
+
+    client: MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Like the sweep: default sqlite:///<cwd>/mlflow.db, relative sqlite paths made absolute."""
+    if not uri:
+        return f"sqlite:///{Path.cwd().resolve() / DEFAULT_STORE}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(Path.cwd() / uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:
+        raise RunsError(f"tracking URI {uri!r} is not a URI: pass sqlite:////abs/path/mlflow.db (the sweep's store) or http://HOST:PORT")
+    return uri
+
+
+def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
+    """Find the experiment by name (or id) without creating anything in the store."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        # MLflow would silently create an empty database here; a missing file is a wrong path.
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise RunsError(f"no MLflow store at {path}: pass --tracking-uri sqlite:////abs/path/mlflow.db pointing at the sweep's store")
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    client = MlflowClient(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None and experiment.isdigit():
+            found = _experiment_by_id(client, experiment)
+        if found is None:
+            names = sorted(e.name for e in client.search_experiments())
+    except MlflowException as err:
+        raise RunsError(f"cannot read the MLflow store {uri} ({_first_line(err)}): check --tracking-uri and that the store/server is up") from None
+    except Exception as err:  # network errors, a corrupt database
+        raise RunsError(f"cannot reach the MLflow store {uri} ({type(err).__name__}: {_first_line(err)}): check --tracking-uri") from None
+    if found is None:
+        known = ", ".join(names) if names else "none"
+        raise RunsError(f"experiment {experiment!r} not found in {uri}: pass --experiment with one of: {known}")
+    return Source(client, uri, found.experiment_id, found.name)
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every trial run of an experiment: typed config, final metrics, status and error.
+
+    Columns: run_id, parent_run_id, run_name, status, error, start_time, end_time, the
+    config (model, dataset, seed, num_codes, ...), config_id, leaks_label, device,
+    git_commit, then one column per metric under its MLflow name ("recon/ssim", ...).
+    Accuracies are fractions. Raises RunsError for an unknown experiment or store.
+    """
+    return runs_frame(open_experiment(experiment, tracking_uri))
+
+
+def runs_frame(source: Source) -> pd.DataFrame:
+    runs = _search(source, f"tags.`{ROLE_TAG}` = 'trial'")
+    rows = [_row(run) for run in runs]
+    metric_names = sorted({name for run in runs for name in run.data.metrics})
+    # Params a newer TrialConfig may add: kept, as numbers where every value parses.
+    extra = sorted({key for run in runs for key in run.data.params} - set(CONFIG_TYPES))
+    frame = pd.DataFrame(rows, columns=_columns(extra, metric_names))
+    for column in extra:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if numbers.notna().sum() == frame[column].notna().sum():
+            frame[column] = numbers
+    return _typed(frame, metric_names)
+
+
+def sweep_runs(source: Source) -> list[Run]:
+    """The experiment's sweep (parent) runs, latest first."""
+    return sorted(_search(source, f"tags.`{ROLE_TAG}` = 'sweep'"), key=lambda r: r.info.start_time or 0, reverse=True)
+
+
+def pick_sweep(source: Source, parent_run_id: str | None) -> Run | None:
+    """The given sweep run (checked to be a sweep of this experiment), else the latest, else None."""
+    sweeps = sweep_runs(source)
+    if parent_run_id is None:
+        return sweeps[0] if sweeps else None
+    for run in sweeps:
+        if run.info.run_id == parent_run_id:
+            return run
+    known = ", ".join(r.info.run_id for r in sweeps) or "none"
+    raise RunsError(
+        f"run {parent_run_id!r} is not a sweep run (tag {ROLE_TAG}=sweep) of experiment {source.experiment_name!r}: "
+        f"pass --parent-run-id with one of: {known}, or leave it out to use the latest"
+    )
+
+
+def download_artifact(source: Source, run_id: str, name: str, destination: Path) -> bool:
+    """Copy one artifact of a run to `destination`; False (nothing written) if it is missing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(source.client.download_artifacts(run_id, name, tmp))
+        except Exception:  # MlflowException, OSError: the report says "missing" instead
+            return False
+        if not local.is_file():
+            return False
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, destination)
+    return True
+
+
+def _search(source: Source, filter_string: str) -> list[Run]:
+    found: list[Run] = []
+    token = None
+    while True:
+        page = source.client.search_runs([source.experiment_id], filter_string, max_results=5000, page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def _experiment_by_id(client: MlflowClient, experiment_id: str):
+    try:
+        return client.get_experiment(experiment_id)
+    except MlflowException:
+        return None
+
+
+def _check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when no server answers."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).read()
+    except Exception as err:
+        raise RunsError(f"MLflow server {uri} cannot be reached ({err}): start it (`mlflow server ...`) or pass a reachable --tracking-uri") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+def _columns(extra_params: list[str], metric_names: list[str]) -> list[str]:
+    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit"] + metric_names
+
+
+def _row(run: Run) -> dict[str, object]:
+    tags, info = run.data.tags, run.info
+    row: dict[str, object] = {
+        "run_id": info.run_id,
+        "parent_run_id": tags.get("mlflow.parentRunId"),
+        "run_name": info.run_name,
+        "status": info.status,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+    }
+    row.update({column: tags.get(tag) for tag, column in TAG_COLUMNS.items()})
+    row.update({key: value for key, value in run.data.params.items()})
+    for tag, column in TAG_FALLBACKS.items():
+        if row.get(column) is None:
+            row[column] = tags.get(tag)
+    row.update(run.data.metrics)
+    return row
+
+
+def _typed(frame: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
+    for column in ("start_time", "end_time"):
+        frame[column] = pd.to_datetime(frame[column], unit="ms", utc=True)
+    for column, kind in CONFIG_TYPES.items():
+        if kind == "int":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+        elif kind == "float":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        elif kind == "bool":
+            frame[column] = frame[column].map(_to_bool).astype("boolean")
+    frame["leaks_label"] = frame["leaks_label"].map(_to_bool).astype("boolean")
+    for column in metric_names:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    is_vae, is_vq = frame["model"] == "vae", frame["model"] == "vqvae"
+    for column in VQ_ONLY:
+        frame.loc[is_vae, column] = pd.NA
+    for column in VAE_ONLY:
+        frame.loc[is_vq, column] = pd.NA
+    return frame.sort_values(["dataset", "model", "label_embedding", "seed", "start_time"], na_position="last", ignore_index=True)
+
+
+def _to_bool(value: object) -> object:
+    if isinstance(value, str):
+        return {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), pd.NA)
+    return pd.NA if value is None or pd.isna(value) else bool(value)

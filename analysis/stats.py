@@ -1,0 +1,78 @@
+"""Intervals over seeds: Student t for a mean, percentile bootstrap for a paired difference.
+
+The paper reports single runs; these say whether a difference is larger than what
+changing the seed does. With one value there is no interval: low/high are NaN.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+RESAMPLES = 10_000
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its interval; low/high are NaN where n < 2."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def has_interval(self) -> bool:
+        return not (math.isnan(self.low) or math.isnan(self.high))
+
+    def excludes_zero(self) -> int:
+        """+1 if the whole interval is above 0, -1 if below, 0 if it contains 0 or is missing."""
+        if not self.has_interval:
+            return 0
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+
+def _clean(values: Iterable[float]) -> np.ndarray:
+    array = np.asarray(list(values), dtype=float)
+    return array[~np.isnan(array)]
+
+
+def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean and Student t interval (n - 1 degrees of freedom); NaN values are dropped."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n == 1:
+        return Estimate(mean, math.nan, math.nan, 1)
+    sem = float(x.std(ddof=1) / math.sqrt(n))
+    if sem == 0:  # identical values: scipy would give NaN, the interval is the point
+        return Estimate(mean, mean, mean, n)
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return Estimate(mean, float(low), float(high), n)
+
+
+def paired_bootstrap(differences: Iterable[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
+    """Mean of paired differences with a seeded percentile bootstrap interval.
+
+    Pairs (same dataset, seed and setting) are resampled whole, so seed-to-seed variation
+    shared by both models cancels.
+    """
+    d = _clean(differences)
+    n = len(d)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = float(d.mean())
+    if n == 1:
+        return Estimate(mean, math.nan, math.nan, 1)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Estimate(mean, float(low), float(high), n)

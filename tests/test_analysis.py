@@ -1,0 +1,376 @@
+"""analysis/: a real MLflow sqlite store with runs of known metrics, in the sweep's schema.
+
+One store per session (creating the database costs ~5 s), one experiment per scenario:
+  paper   MNIST + Fashion-MNIST, VAE/VQ-VAE, label none/add, 3 seeds, plus a FAILED, a
+          RUNNING and a KILLED run whose metrics must not count
+  full    MNIST + CIFAR-100, label none, 3 seeds: MNIST differences straddle 0
+  grid    VQ-VAE K in {64, 512} and a VAE, 2 seeds (K varies, D and beta do not)
+  single  one seed
+  search  an Optuna-like space: one seed, a different K, beta and lr in every run
+  broken  only failed runs
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from analysis import RunsError, load_runs, tables
+from analysis.paper import paper_table, setting_differences
+from analysis.report import main as report_main
+from analysis.stats import paired_bootstrap, t_interval
+from benchmark.config import TrialConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = (0, 1, 2)
+# MLP-probe accuracy per (dataset, label_embedding, model), by seed.
+PAPER_MLP = {
+    ("mnist", "none", "vae"): (0.90, 0.91, 0.92), ("mnist", "none", "vqvae"): (0.80, 0.82, 0.81),
+    ("mnist", "add", "vae"): (0.95, 0.96, 0.97), ("mnist", "add", "vqvae"): (0.99, 0.985, 0.995),
+    ("fashion_mnist", "none", "vae"): (0.80, 0.81, 0.79), ("fashion_mnist", "none", "vqvae"): (0.78, 0.80, 0.77),
+    ("fashion_mnist", "add", "vae"): (0.90, 0.91, 0.92), ("fashion_mnist", "add", "vqvae"): (0.95, 0.96, 0.97),
+}
+PAPER_SSIM = {("mnist", "vae"): (0.95, 0.96, 0.97), ("mnist", "vqvae"): (0.90, 0.92, 0.91),
+              ("fashion_mnist", "vae"): (0.85, 0.86, 0.87), ("fashion_mnist", "vqvae"): (0.80, 0.82, 0.81)}
+# full: MNIST differences straddle 0; CIFAR-100 VQ probes better; VQ kNN lower on CIFAR-100.
+FULL_MLP = {("mnist", "vae"): (0.90, 0.91, 0.92), ("mnist", "vqvae"): (0.91, 0.90, 0.925),
+            ("cifar100", "vae"): (0.20, 0.22, 0.21), ("cifar100", "vqvae"): (0.30, 0.33, 0.31)}
+
+
+def metrics_for(mlp: float, ssim: float, model: str, seed: int) -> dict[str, float]:
+    found = {
+        "probe/latent/mlp_acc": mlp, "probe/latent/linear_acc": mlp - 0.05, "probe/latent/knn_acc": mlp - 0.02,
+        "probe/pixels/mlp_acc": 0.97 + 0.001 * seed, "probe/pixels/linear_acc": 0.92, "probe/pixels/knn_acc": 0.96 + 0.002 * seed,
+        "recon/mse": (1 - ssim) / 10, "recon/ssim": ssim, "recon/psnr": 20 + 10 * ssim, "time/train_s": 1.0, "time/eval_s": 0.5,
+    }
+    if model == "vqvae":
+        found.update({"codebook/usage": 0.5 + 0.1 * seed, "codebook/perplexity": 100.0, "codebook/dead_codes": 3.0,
+                      "probe/codes/mlp_acc": mlp - 0.01, "probe/codes/linear_acc": mlp - 0.03})
+    return found
+
+
+class Store:
+    """Writes runs exactly as the sweep does: a parent per sweep, a child per trial."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.client = MlflowClient(self.uri)
+        self.png = root / "tiny.png"
+        fig = Figure(figsize=(1, 1))
+        fig.add_subplot().imshow(np.arange(16).reshape(4, 4))
+        fig.savefig(self.png, dpi=20)
+
+    def sweep(self, name: str, space: str) -> tuple[str, str]:
+        experiment = self.client.create_experiment(name, artifact_location=str(self.root / "artifacts" / name))
+        parent = self.client.create_run(experiment, run_name=f"sweep-{space}", tags={"vqbench.role": "sweep", "vqbench.space": space})
+        self.client.log_batch(parent.info.run_id, params=[Param("space", space), Param("seeds", "3"), Param("epochs", "10")])
+        self.client.set_terminated(parent.info.run_id, "FINISHED")
+        return experiment, parent.info.run_id
+
+    def trial(self, experiment: str, parent: str, metrics: dict[str, float], status: str = "FINISHED", error: str | None = None,
+              artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"), **overrides) -> str:
+        config = TrialConfig.from_dict({"epochs": 10, **overrides})
+        tags = {"mlflow.parentRunId": parent, "vqbench.role": "trial", "vqbench.model": config.model, "vqbench.dataset": config.dataset,
+                "vqbench.label_embedding": config.label_embedding, "vqbench.leaks_label": str(config.leaks_label).lower(),
+                "vqbench.config_id": config.config_id, "vqbench.device": "cpu", "vqbench.git_commit": "abc123"}
+        if error:
+            tags["vqbench.error"] = error
+        run = self.client.create_run(experiment, run_name=f"{config.model}-{config.dataset}-s{config.seed}", tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, str(v)) for k, v in config.to_dict().items()]
+        epochs = [Metric("train/loss", 1.0 / step, 0, step) for step in range(1, 4)]
+        final = [Metric(k, float(v), 0, config.epochs) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=epochs + final, params=params)
+        for name in artifacts:
+            target = self.root / "staging" / run_id / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.png.read_bytes())
+            self.client.log_artifact(run_id, str(target))
+        if status != "RUNNING":
+            self.client.set_terminated(run_id, status)
+        return run_id
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Store:
+    s = Store(tmp_path_factory.mktemp("mlflow"))
+    experiment, parent = s.sweep("paper", "paper")
+    for (dataset, label, model), values in PAPER_MLP.items():
+        for seed, mlp in zip(SEEDS, values):
+            ssim = PAPER_SSIM[(dataset, model)][seed]
+            # one representative run lacks its t-SNE: the report must say so, not crash
+            artifacts = ("reconstructions.png",) if (dataset, label, model, seed) == ("mnist", "none", "vae", 1) else ("reconstructions.png", "tsne.png")
+            s.trial(experiment, parent, metrics_for(mlp, ssim, model, seed), model=model, dataset=dataset, seed=seed,
+                    label_embedding=label, artifacts=artifacts)
+    s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.0}, status="FAILED", error="RuntimeError: loss is nan", model="vqvae",
+            dataset="mnist", seed=3, artifacts=())
+    s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.01}, status="RUNNING", model="vae", dataset="mnist", seed=4, artifacts=())
+    s.trial(experiment, parent, {}, status="KILLED", error="orphaned: its sweep driver or worker died while it ran", model="vqvae",
+            dataset="fashion_mnist", seed=5, artifacts=())
+    s.paper = (experiment, parent)
+
+    experiment, parent = s.sweep("full", "paper")
+    for (dataset, model), values in FULL_MLP.items():
+        for seed, mlp in zip(SEEDS, values):
+            knn_shift = -0.25 if (dataset, model) == ("cifar100", "vqvae") else 0.0
+            m = metrics_for(mlp, 0.9 if model == "vae" else 0.7 + 0.01 * seed, model, seed)
+            m["probe/latent/knn_acc"] += knn_shift
+            s.trial(experiment, parent, m, model=model, dataset=dataset, seed=seed, artifacts=())
+
+    experiment, parent = s.sweep("grid", "grid")
+    for seed in (0, 1):
+        s.trial(experiment, parent, metrics_for(0.9, 0.95, "vae", seed), model="vae", dataset="mnist", seed=seed, artifacts=())
+        for k, mlp in ((64, 0.7), (512, 0.8)):
+            s.trial(experiment, parent, metrics_for(mlp + 0.01 * seed, 0.9, "vqvae", seed), model="vqvae", dataset="mnist",
+                    seed=seed, num_codes=k, artifacts=())
+
+    experiment, parent = s.sweep("single", "quick")
+    for model, mlp in (("vae", 0.9), ("vqvae", 0.8)):
+        s.trial(experiment, parent, metrics_for(mlp, 0.9, model, 0), model=model, dataset="mnist", seed=0, artifacts=())
+
+    experiment, parent = s.sweep("search", "optuna")  # one seed, a distinct K/beta/lr per run
+    for i, k in enumerate(range(16, 16 + 13 * 100, 100)):
+        s.trial(experiment, parent, metrics_for(0.8 + i / 1000, 0.9, "vqvae", 0), model="vqvae", dataset="mnist", seed=0, num_codes=k,
+                beta=0.1 + i / 20, lr=1e-3 * (1 + i / 10), artifacts=())
+
+    experiment, parent = s.sweep("broken", "quick")
+    s.trial(experiment, parent, {}, status="FAILED", error="OutOfMemoryError: CUDA", model="vae", dataset="mnist", artifacts=())
+    return s
+
+
+@pytest.fixture(scope="session")
+def paper_runs(store):
+    return load_runs("paper", tracking_uri=store.uri)
+
+
+# --- load_runs ---------------------------------------------------------------------------
+
+def test_load_runs_types_and_columns(store, paper_runs):
+    runs = paper_runs
+    assert len(runs) == 24 + 3
+    assert set(runs["status"]) == {"FINISHED", "FAILED", "RUNNING", "KILLED"}
+    assert runs["seed"].dtype == "Int64" and runs["code_dim"].dtype == "Int64" and runs["epochs"].dtype == "Int64"
+    assert runs["lr"].dtype == "float64" and runs["kl_weight"].dtype == "float64"
+    assert runs["batch_norm"].dtype == "boolean" and runs["leaks_label"].dtype == "boolean"
+    assert runs["recon/ssim"].dtype == "float64"
+    assert set(runs["parent_run_id"]) == {store.paper[1]}
+    # K and beta mean nothing for a VAE, the KL weight nothing for a VQ-VAE
+    vae, vq = runs[runs["model"] == "vae"], runs[runs["model"] == "vqvae"]
+    assert vae["num_codes"].isna().all() and vae["beta"].isna().all() and vae["kl_weight"].notna().all()
+    assert (vq["num_codes"] == 512).all() and vq["kl_weight"].isna().all()
+    failed = runs[runs["status"] == "FAILED"].iloc[0]
+    assert failed["error"] == "RuntimeError: loss is nan" and failed["seed"] == 3
+    assert runs.loc[runs["label_embedding"] == "add", "leaks_label"].all()
+    row = runs[(runs["status"] == "FINISHED")].iloc[0]
+    assert math.isclose(row["train/loss"], 1 / 3)  # the last epoch's value
+
+
+def test_load_runs_bad_input(store, tmp_path):
+    with pytest.raises(RunsError, match="experiment 'nope' not found.*paper"):
+        load_runs("nope", tracking_uri=store.uri)
+    missing = tmp_path / "absent.db"
+    with pytest.raises(RunsError, match="no MLflow store"):
+        load_runs("paper", tracking_uri=f"sqlite:///{missing}")
+    assert not missing.exists()
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+def test_t_interval_matches_scipy():
+    values = [0.90, 0.91, 0.925, 0.88]
+    est = t_interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert est.n == 4 and math.isclose(est.mean, np.mean(values))
+    assert math.isclose(est.low, low) and math.isclose(est.high, high)
+    one = t_interval([0.5])
+    assert one.mean == 0.5 and math.isnan(one.low) and not one.has_interval
+
+
+def test_paired_bootstrap_against_scipy_and_exact():
+    d = np.array([0.03, -0.01, 0.05, 0.02, 0.04, 0.00, 0.06, 0.01])
+    est = paired_bootstrap(d, seed=1)
+    ref = stats.bootstrap((d,), np.mean, method="percentile", n_resamples=10_000, rng=np.random.default_rng(7)).confidence_interval
+    assert math.isclose(est.mean, d.mean())
+    assert abs(est.low - ref.low) < 0.003 and abs(est.high - ref.high) < 0.003
+    # n = 3: every one of the 27 resamples is equally likely; the percentiles of that exact distribution
+    small = np.array([-0.10, -0.09, -0.11])
+    exact = np.sort([small[[i, j, k]].mean() for i in range(3) for j in range(3) for k in range(3)])
+    est = paired_bootstrap(small)
+    assert exact[0] <= est.low <= exact[1] + 1e-12 and exact[-2] - 1e-12 <= est.high <= exact[-1]
+    assert paired_bootstrap(small) == est  # seeded
+
+
+# --- Table 1 -------------------------------------------------------------------------------
+
+def test_table1_values(paper_runs):
+    table = tables.table1(paper_runs)
+    row = table[(table["model"] == "vqvae") & (table["dataset"] == "mnist") & (table["label_embedding"] == "none")].iloc[0]
+    mlp = PAPER_MLP[("mnist", "none", "vqvae")]
+    assert row["n"] == 3  # the FAILED seed-3 run (accuracy 0.0) is left out
+    assert math.isclose(row["mlp_acc"], np.mean(mlp))
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(mlp), scale=stats.sem(mlp))
+    assert math.isclose(row["mlp_acc_low"], low) and math.isclose(row["mlp_acc_high"], high)
+    assert math.isclose(row["ssim"], np.mean(PAPER_SSIM[("mnist", "vqvae")]))
+    assert math.isclose(row["paper_acc"], 0.6960) and math.isclose(row["paper_ssim"], 0.906)
+    assert not row["matches_paper"] and row["differs_from_paper"] == "label_embedding=none"
+    add = table[(table["model"] == "vqvae") & (table["dataset"] == "mnist") & (table["label_embedding"] == "add")].iloc[0]
+    assert add["matches_paper"]
+    vae = table[(table["model"] == "vae") & (table["dataset"] == "mnist") & (table["label_embedding"] == "none")].iloc[0]
+    assert vae["n"] == 3 and math.isclose(vae["mlp_acc"], 0.91)  # the RUNNING run (0.01) is left out
+    pixels = table[(table["model"] == "pixels") & (table["dataset"] == "mnist")].iloc[0]
+    assert math.isclose(pixels["mlp_acc"], 0.971) and pixels["n"] == 3
+    assert math.isnan(table[(table["model"] == "vae") & (table["dataset"] == "fashion_mnist")]["paper_acc"].iloc[0])
+    text = tables.table1_markdown(table)
+    assert "81.00 ± " in text and "69.60" in text and "raw pixels" in text and "matches" in text
+
+
+def test_status_counts(paper_runs):
+    counts = tables.status_counts(paper_runs).set_index("status")["runs"].to_dict()
+    assert counts == {"FINISHED": 24, "FAILED": 1, "KILLED": 1, "RUNNING": 1}
+
+
+def test_paper_data():
+    table = paper_table()
+    assert len(table) == 4 and math.isclose(table["accuracy"].sum(), 0.8005 + 0.6960 + 0.2434 + 0.4013)
+    assert setting_differences({"model": "vqvae", "label_embedding": "add", "num_codes": 512, "code_dim": 64, "beta": 0.25, "epochs": 10}) == []
+    assert setting_differences({"model": "vae", "label_embedding": "none", "num_codes": None, "epochs": 3}) == ["label_embedding=none", "epochs=3"]
+
+
+# --- claims ---------------------------------------------------------------------------------
+
+def test_model_differences_paired(paper_runs):
+    diffs = tables.model_differences(paper_runs)
+    row = diffs[(diffs["dataset"] == "mnist") & (diffs["label_embedding"] == "none") & (diffs["metric"] == "probe/latent/mlp_acc")].iloc[0]
+    expected = np.subtract(PAPER_MLP[("mnist", "none", "vqvae")], PAPER_MLP[("mnist", "none", "vae")])
+    assert row["n"] == 3 and math.isclose(row["difference"], expected.mean())
+    est = paired_bootstrap(expected)
+    assert math.isclose(row["low"], est.low) and math.isclose(row["high"], est.high)
+    assert row["high"] < 0
+    assert diffs[diffs["dataset"] == "fashion_mnist"]["stand_in"].all()
+
+
+def test_claims_each_way(paper_runs, store):
+    tested = tables.claims(paper_runs).set_index(["claim", "label_embedding", "part"])
+    assert tested.loc[(1, "none", "mnist"), "verdict"] == "supported"  # VAE probes better
+    assert tested.loc[(1, "add", "mnist"), "verdict"] == "contradicted"  # with the leak, VQ probes better
+    assert tested.loc[(3, "none", "mnist"), "verdict"] == "supported"
+    assert tested.loc[(2, "none", "cifar100"), "reason"] == "no runs on cifar100"
+    sentences = tables.claim_sentences(paper_runs)
+    assert sentences[0].startswith("**Claim 1**") and "with label_embedding=add (the paper's label setting): contradicted" in sentences[0]
+    assert "with label_embedding=none: supported" in sentences[0]
+    assert "not resolved: no runs on cifar100" in sentences[1]
+    assert "not resolved: no runs on cifar100" in sentences[2] and "MNIST" in sentences[2]
+    assert "not resolved: no runs on cifar100" in sentences[3] and "proxy" in sentences[3].lower()
+
+    full = load_runs("full", tracking_uri=store.uri)
+    tested = tables.claims(full).set_index(["claim", "label_embedding", "part"])
+    assert tested.loc[(1, "none", "mnist"), "verdict"] == "not resolved by this data"
+    assert tested.loc[(1, "none", "mnist"), "reason"] == "the 95% interval contains 0"
+    assert tested.loc[(2, "none", "cifar100"), "verdict"] == "supported"
+    assert tested.loc[(3, "none", "cifar100"), "verdict"] == "supported"
+    assert tested.loc[(4, "none", "mnist - cifar100"), "verdict"] == "supported"
+    sentences = tables.claim_sentences(full)
+    assert "not resolved by this data" in sentences[0] and ": supported" in sentences[1] and ": supported" in sentences[2]
+
+
+def test_single_seed_has_no_intervals(store):
+    runs = load_runs("single", tracking_uri=store.uri)
+    table = tables.table1(runs)
+    models = table[table["model"] != "pixels"]
+    assert (models["n"] == 1).all() and models["mlp_acc_low"].isna().all()
+    assert "±" not in tables.table1_markdown(table)
+    tested = tables.claims(runs).set_index(["claim", "label_embedding", "part"])
+    assert tested.loc[(1, "none", "mnist"), "reason"] == "only one seed, so no interval"
+
+
+# --- label embedding ------------------------------------------------------------------------
+
+def test_label_embedding_effect(paper_runs):
+    effect = tables.label_embedding_effect(paper_runs)
+    row = effect[(effect["model"] == "vqvae") & (effect["dataset"] == "mnist") & (effect["probe"] == "probe/latent/mlp_acc")].iloc[0]
+    expected = np.subtract(PAPER_MLP[("mnist", "add", "vqvae")], PAPER_MLP[("mnist", "none", "vqvae")])
+    assert math.isclose(row["difference"], expected.mean()) and row["n"] == 3 and row["low"] > 0
+    assert math.isclose(row["none"], np.mean(PAPER_MLP[("mnist", "none", "vqvae")]))
+    sentences = tables.leakage_sentences(effect)
+    assert any("VQ-VAE on MNIST" in s and "raises" in s and "leak" not in s.split(":")[0] for s in sentences)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def test_report_end_to_end(store, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert report_main(["--experiment", "paper", "--tracking-uri", store.uri, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| FAILED | 1 |" in text and "| RUNNING | 1 |" in text and "| KILLED | 1 |" in text
+    assert "RuntimeError: loss is nan" in text
+    assert "K (codebook size): skipped" in text and "beta (commitment cost): skipped" in text
+    assert "tsne.png is missing" in text
+    assert "not resolved: no runs on cifar100" in text and "stand-in" in text
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "ssim_vs_probe.png" in pngs and "vqvae_mnist_none_tsne.png" in pngs and "vae_mnist_none_reconstructions.png" in pngs
+    assert "vae_mnist_none_tsne.png" not in pngs
+    for name in pngs:
+        assert f"figures/{name}" in text
+    logged = {a.path for a in store.client.list_artifacts(store.paper[1], "report")}
+    assert {"report/report.md", "report/figures"} <= logged
+    figures = {a.path for a in store.client.list_artifacts(store.paper[1], "report/figures")}
+    assert {f"report/figures/{name}" for name in pngs} == figures
+
+
+def test_report_grid_plots_k(store, tmp_path):
+    out = tmp_path / "grid"
+    assert report_main(["--experiment", "grid", "--tracking-uri", store.uri, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert (out / "figures" / "sensitivity_num_codes.png").is_file() and "sensitivity_num_codes.png" in text
+    assert "D (code dimension): skipped" in text and not (out / "figures" / "sensitivity_code_dim.png").exists()
+    table = tables.table1(load_runs("grid", tracking_uri=store.uri))
+    vq = table[table["model"] == "vqvae"].set_index("num_codes")
+    assert math.isclose(vq.loc[64, "mlp_acc"], 0.705) and math.isclose(vq.loc[512, "mlp_acc"], 0.805)
+
+
+def test_report_single_seed_says_so(store, tmp_path):
+    out = tmp_path / "single"
+    assert report_main(["--experiment", "single", "--tracking-uri", store.uri, "--out", str(out)]) == 0
+    assert "**Single seed:**" in (out / "report.md").read_text()
+
+
+def test_report_search_space(store, tmp_path):
+    """A random search: one run per value, plotted as points; claims not resolvable, said so."""
+    out = tmp_path / "search"
+    assert report_main(["--experiment", "search", "--tracking-uri", store.uri, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert (out / "figures" / "sensitivity_num_codes.png").is_file() and (out / "figures" / "sensitivity_beta.png").is_file()
+    assert "**Single seed:**" in text and "no VAE runs on mnist" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "experiment 'nope' not found"),
+    (["--experiment", "broken"], "no FINISHED trial runs"),
+    (["--experiment", "paper", "--parent-run-id", "0123abc"], "is not a sweep run"),
+])
+def test_report_bad_input(store, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert report_main([*args, "--tracking-uri", store.uri, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_report_cli_module_missing_store(tmp_path):
+    """`python -m analysis.report` itself: exit 2, one message, no database or folder created."""
+    store = tmp_path / "none" / "mlflow.db"
+    done = subprocess.run([sys.executable, "-m", "analysis.report", "--experiment", "paper", "--tracking-uri", f"sqlite:///{store}",
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "no MLflow store" in done.stderr and "--tracking-uri" in done.stderr
+    assert not store.exists() and not (tmp_path / "out").exists()
