@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per Optuna study (default: the space's, 20 for optuna)")
+    p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
     p.add_argument("--download", action="store_true", help="let each trial fetch missing datasets through torchvision (needs internet)")
@@ -76,6 +77,18 @@ def check_gpus_per_trial(gpus: float) -> None:
         raise ConfigError(f"--gpus-per-trial={gpus} does not pack: use 1/n for n trials per GPU, e.g. 0.5, 0.25 or 0.125")
 
 
+def only(study: Study, selector: str | None) -> Study:
+    """Keep the fixed trials whose config matches every KEY=VALUE (compared as validated values)."""
+    if not selector:
+        return study
+    wanted = dict(part.split("=", 1) if "=" in part else (part, "") for part in selector.split(","))
+    reference = TrialConfig.from_dict(wanted).to_dict()  # validates keys and values
+    if study.is_search:
+        raise ConfigError(f"--only {selector}: searched spaces have no fixed trials to select; use it with grid-style spaces")
+    kept = tuple(c for c in study.configs if all(TrialConfig.from_dict(c).to_dict()[k] == reference[k] for k in wanted))
+    return Study(study.label, kept)
+
+
 def plan(args: argparse.Namespace) -> SweepPlan:
     if args.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
@@ -89,8 +102,10 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
-    studies = module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))
+    studies = [only(s, args.only) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
     trials = [config for study in studies for config in validate(study)]
+    if not sum(s.trial_count() for s in studies):
+        raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
     for dataset in sorted({t.dataset for t in trials}):
         check_available(dataset, args.data_dir, args.download)
     name = args.resume or args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
