@@ -18,6 +18,8 @@ KNOBS = {"num_codes": "K (codebook size)", "code_dim": "D (code dimension)", "be
 SENSITIVITY_MEASURES = (MLP, SSIM, USAGE)
 COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
 MARKERS = {"none": "o", "add": "^"}
+# Bands are clipped to what the metric can take: with 2 seeds a t interval is 12.7 standard errors wide.
+VALID_RANGE = {MLP.column: (0.0, 1.0), USAGE.column: (0.0, 1.0), SSIM.column: (-1.0, 1.0)}
 MAX_LINE_POINTS = 12  # beyond this many distinct values (a random search), plot the runs as points
 
 
@@ -77,7 +79,9 @@ def _draw_lines(ax, frame: pd.DataFrame, knob: str, measure: Measure) -> None:
             lows.append(est.low * scale)
             highs.append(est.high * scale)
         ax.plot(xs, means, markersize=5, **style)
-        ax.fill_between(xs, lows, highs, color=style["color"], alpha=0.18, linewidth=0)
+        low_bound, high_bound = VALID_RANGE.get(measure.column, (-np.inf, np.inf))
+        ax.fill_between(xs, np.clip(lows, low_bound * scale, high_bound * scale), np.clip(highs, low_bound * scale, high_bound * scale),
+                        color=style["color"], alpha=0.18, linewidth=0)
 
 
 def _scale_axis(ax, values: list[float], knob: str) -> None:

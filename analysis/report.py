@@ -105,6 +105,10 @@ def _runs_section(runs: pd.DataFrame) -> str:
     done = int(counts.loc[counts["status"] == tables.FINISHED, "runs"].iloc[0])
     text = ["## Runs", "", tables.markdown(counts.astype(str)), "",
             f"Only the {done} FINISHED run(s) enter the numbers below; failed, killed and still-running runs are counted here and left out."]
+    repeats = tables.finished(runs)["config_id"].dropna().duplicated().sum()
+    if repeats:
+        text.append(f"\n{repeats} finished run(s) repeat a config (same config_id, so the same seed) of another run; "
+                    "each counts as a sample, which narrows the intervals more than new seeds would.")
     bad = runs[runs["status"] != tables.FINISHED]
     if len(bad):
         listed = bad.head(MAX_LISTED_FAILURES)
@@ -125,9 +129,12 @@ def _seed_note(table: pd.DataFrame) -> str:
     if (models["n"] <= 1).all():
         return ("**Single seed:** every row rests on one run, so the tables give means without intervals "
                 "and no difference between models can be resolved by this data. Run more seeds (e.g. `--seeds 3`).")
+    notes = []
     if (models["n"] <= 1).any():
-        return "Rows with n = 1 rest on a single seed: they show the mean without an interval."
-    return ""
+        notes.append("Rows with n = 1 rest on a single seed: they show the mean without an interval.")
+    if (models["n"] == 2).any():
+        notes.append("Rows with n = 2 have very wide intervals (the t quantile with 1 degree of freedom is 12.7): run 3 or more seeds.")
+    return " ".join(notes)
 
 
 def _table1_section(runs: pd.DataFrame) -> list[str]:
@@ -240,7 +247,7 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment name (or id) the sweep logged to")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db, as the sweep)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md and figures/ (default: report/)")
     parser.add_argument("--parent-run-id", default=None, help="the sweep run to report on and log to (default: the latest)")
     parser.add_argument("--all-sweeps", action="store_true", help="include the trials of every sweep in the experiment")

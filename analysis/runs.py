@@ -10,6 +10,7 @@ switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on the
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import urllib.request
@@ -56,7 +57,8 @@ class Source:
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """Like the sweep: default sqlite:///<cwd>/mlflow.db, relative sqlite paths made absolute."""
+    """Default $MLFLOW_TRACKING_URI, else the sweep's sqlite:///<cwd>/mlflow.db; relative sqlite paths made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path.cwd().resolve() / DEFAULT_STORE}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -76,8 +78,8 @@ def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
             raise RunsError(f"no MLflow store at {path}: pass --tracking-uri sqlite:////abs/path/mlflow.db pointing at the sweep's store")
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
-    client = MlflowClient(uri)
     try:
+        client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None and experiment.isdigit():
             found = _experiment_by_id(client, experiment)
@@ -99,7 +101,8 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     Columns: run_id, parent_run_id, run_name, status, error, start_time, end_time, the
     config (model, dataset, seed, num_codes, ...), config_id, leaks_label, device,
     git_commit, then one column per metric under its MLflow name ("recon/ssim", ...).
-    Accuracies are fractions. Raises RunsError for an unknown experiment or store.
+    Accuracies are fractions. K, beta (and the EMA switches) are NA for VAE rows and the
+    KL weight for VQ-VAE rows. Raises RunsError for an unknown experiment or store.
     """
     return runs_frame(open_experiment(experiment, tracking_uri))
 

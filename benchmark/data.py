@@ -83,7 +83,7 @@ def check_available(name: str, data_dir: str | os.PathLike | None, download: boo
         folder = missing[0].parent
         raise DataError(
             f"dataset {name!r} is not in {folder}: expected files {', '.join(p.name for p in missing)}. "
-            f"Fetch it with `python -m benchmark.trial --dataset {name} --data-dir {root} --download`, "
+            f"Fetch it with `python -m benchmark.data {name} --data-dir {root} --download`, "
             f"or pass --data-dir pointing at a folder in torchvision's layout that holds it."
         )
 
@@ -180,3 +180,27 @@ def _read_cifar_pickle(path: Path, fine_key: str, coarse: bool) -> tuple[torch.T
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
     coarse_labels = torch.tensor(entry["coarse_labels"], dtype=torch.long) if coarse else None
     return images, torch.tensor(entry[fine_key], dtype=torch.long), coarse_labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fetch (with --download) and check datasets, e.g. once per node of a cluster."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m benchmark.data", description=main.__doc__)
+    parser.add_argument("datasets", nargs="+", help=f"any of {', '.join(NUM_CLASSES)}")
+    parser.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
+    parser.add_argument("--download", action="store_true", help="fetch what is missing through torchvision (needs internet)")
+    args = parser.parse_args(argv)
+    try:
+        for name in args.datasets:
+            ds = load_dataset(name, args.data_dir, args.download)
+            print(f"{name}: train {tuple(ds.train_x.shape)}, test {tuple(ds.test_x.shape)}, {ds.num_classes} classes, in {resolve_data_dir(args.data_dir)}")
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

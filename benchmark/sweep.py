@@ -230,7 +230,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
     status = "FAILED"
     try:
         if not ray.is_initialized():
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
         for study in sweep.studies:
             restore = bool(args.resume) and tune.Tuner.can_restore(str(storage / study.label))
             results = tuner_for(study, args, common, storage, restore).fit()

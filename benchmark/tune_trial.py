@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -41,6 +42,7 @@ def tune_trial(params: dict[str, Any]) -> None:
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None)
+    run.client.set_tag(run.run_id, "vqbench.ray_node_id", ray.get_runtime_context().get_node_id())
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
         run.log_metrics(metrics, step=state.epoch)
@@ -51,7 +53,8 @@ def tune_trial(params: dict[str, Any]) -> None:
     try:
         result = run_trial(config, params["data_dir"], params["download"], resume, on_epoch)
         with tempfile.TemporaryDirectory() as folder:
-            run.finish(result.metrics, config.epochs, save_figures(result, Path(folder)), config)
+            final = {k: v for k, v in result.metrics.items() if not k.startswith("train/")}  # those are logged per epoch
+            run.finish(final, config.epochs, save_figures(result, Path(folder)), config)
     except TrialDiverged as err:
         run.fail(err)
         # inf keeps schedulers and searchers that rank on the loss working, and ranks it last.

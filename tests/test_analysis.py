@@ -7,11 +7,11 @@ One store per session (creating the database costs ~5 s), one experiment per sce
   grid    VQ-VAE K in {64, 512} and a VAE, 2 seeds (K varies, D and beta do not)
   single  one seed
   search  an Optuna-like space: one seed, a different K, beta and lr in every run
+  twice   two sweeps into one experiment
   broken  only failed runs
 """
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
@@ -142,6 +142,13 @@ def store(tmp_path_factory) -> Store:
     for i, k in enumerate(range(16, 16 + 13 * 100, 100)):
         s.trial(experiment, parent, metrics_for(0.8 + i / 1000, 0.9, "vqvae", 0), model="vqvae", dataset="mnist", seed=0, num_codes=k,
                 beta=0.1 + i / 20, lr=1e-3 * (1 + i / 10), artifacts=())
+
+    experiment, first = s.sweep("twice", "quick")  # two sweeps into one experiment
+    second = s.client.create_run(experiment, run_name="sweep-again", tags={"vqbench.role": "sweep", "vqbench.space": "quick"},
+                                 start_time=s.client.get_run(first).info.start_time + 1000).info.run_id
+    for parent, mlp in ((first, 0.5), (second, 0.9)):
+        s.trial(experiment, parent, metrics_for(mlp, 0.9, "vae", 0), model="vae", dataset="mnist", seed=0, artifacts=())
+    s.twice = (first, second)
 
     experiment, parent = s.sweep("broken", "quick")
     s.trial(experiment, parent, {}, status="FAILED", error="OutOfMemoryError: CUDA", model="vae", dataset="mnist", artifacts=())
@@ -351,6 +358,18 @@ def test_report_search_space(store, tmp_path):
     text = (out / "report.md").read_text()
     assert (out / "figures" / "sensitivity_num_codes.png").is_file() and (out / "figures" / "sensitivity_beta.png").is_file()
     assert "**Single seed:**" in text and "no VAE runs on mnist" in text
+
+
+def test_report_picks_the_latest_sweep_or_the_given_one(store, tmp_path):
+    first, second = store.twice
+    assert report_main(["--experiment", "twice", "--tracking-uri", store.uri, "--out", str(tmp_path / "a")]) == 0
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert f"`{second}`" in text and "90.00" in text and "Left out: 1 trial run(s) of other sweeps" in text
+    assert report_main(["--experiment", "twice", "--tracking-uri", store.uri, "--out", str(tmp_path / "b"), "--parent-run-id", first]) == 0
+    assert "50.00" in (tmp_path / "b" / "report.md").read_text()
+    assert {a.path for a in store.client.list_artifacts(first, "report")} >= {"report/report.md"}
+    assert report_main(["--experiment", "twice", "--tracking-uri", store.uri, "--out", str(tmp_path / "c"), "--all-sweeps"]) == 0
+    assert "70.00" in (tmp_path / "c" / "report.md").read_text()  # both runs, logged to the latest sweep
 
 
 @pytest.mark.parametrize("args, message", [

@@ -262,7 +262,7 @@ def test_evaluate_reports_every_metric(model_name):
     if model_name == "vqvae":
         expected |= {"probe/codes/mlp_acc", "probe/codes/linear_acc", "codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
     assert expected <= set(ev.metrics)
-    assert set(ev.metrics) - expected == {f"time/eval_{k}_s" for k in ("encode", "probes", "reconstruction")}
+    assert all(key.startswith("time/") for key in set(ev.metrics) - expected), set(ev.metrics) - expected
     for key, value in ev.metrics.items():
         assert np.isfinite(value), key
         if key.startswith("probe/"):

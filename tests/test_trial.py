@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.config import TrialConfig
-from benchmark.data import Dataset
+from benchmark.data import Dataset, load_dataset
 from benchmark.train import InjectedFault, TrialDiverged, init_state, train_epoch
 from benchmark.trial import main, run_trial, save_figures
 
@@ -20,11 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("vae", "vqvae")
 EPOCHS = 3
 TIMING_KEYS = ("train/images_per_s", "train/epoch_s")
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="bit-identical reruns are promised on the CPU only")
 
 
 def comparable(metrics: dict[str, float]) -> dict[str, float]:
     """Every metric but the timings."""
     return {k: v for k, v in metrics.items() if not k.startswith("time/") and k not in TIMING_KEYS}
+
+
+def tiny_dataset(n: int = 48) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.arange(n) % 10
+    return Dataset("tiny", x, y, x[:16], y[:16], 10)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +68,12 @@ def test_digits_trial_learns_label_information(trials, model):
         assert {"train/vq_loss", "train/perplexity"} <= set(m)
     else:
         assert "train/kl" in m and not any(k.startswith(("codebook/", "probe/codes/")) for k in m)
-    # reconstruction metrics are finite and in range; a trained model beats an all-black guess
+    # reconstruction metrics are finite and in range; a trained model beats a flat grey guess
     assert all(math.isfinite(v) for v in m.values())
-    assert 0 < m["recon/mse"] < 1 and -1 <= m["recon/ssim"] <= 1 and m["recon/psnr"] > 0
-    black_mse = result.evaluation.originals.pow(2).mean().item()  # MSE of predicting 0 on the grid images
-    assert m["recon/mse"] < black_mse
+    assert 0 < m["recon/mse"] < 1 and 0 < m["recon/ssim"] <= 1 and m["recon/psnr"] > 0
+    test_pixels = load_dataset("digits").test_x.float() / 255
+    assert m["recon/mse"] < (test_pixels - test_pixels.mean()).pow(2).mean().item()
+    assert m["recon/psnr"] >= 10 * math.log10(1 / m["recon/mse"]) - 1e-4  # mean of logs >= log of mean (Jensen)
     assert m["train/loss"] > 0 and m["train/images_per_s"] > 0 and m["time/train_s"] > 0 and m["time/eval_s"] > 0
     # one callback per epoch, in order
     assert sorted(checkpoints) == list(range(1, EPOCHS + 1))
@@ -74,6 +83,7 @@ def test_digits_trial_learns_label_information(trials, model):
     assert ev.latents.shape == (450, 16 * 64) and ev.latent_labels.shape == (450,)
 
 
+@cpu_only
 @pytest.mark.parametrize("model", MODELS)
 def test_same_config_and_seed_give_the_same_numbers(trials, model):
     first, _ = trials[model]
@@ -83,12 +93,16 @@ def test_same_config_and_seed_give_the_same_numbers(trials, model):
     assert torch.equal(again.evaluation.latents, first.evaluation.latents)
 
 
-def test_another_seed_gives_other_numbers(trials):
-    first, _ = trials["vqvae"]
-    other = run_trial(TrialConfig(model="vqvae", dataset="digits", epochs=1, seed=1))
-    assert other.metrics["recon/mse"] != first.metrics["recon/mse"]
+def test_another_seed_gives_another_model_and_batch_order():
+    data = tiny_dataset(n=64)
+    states = [init_state(TrialConfig(model="vqvae", seed=seed, batch_size=64, num_codes=16, code_dim=8), data, torch.device("cpu")) for seed in (0, 0, 1)]
+    weights = [s.model.encoder[0].weight.detach().clone() for s in states]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    losses = [train_epoch(s, data, TrialConfig(model="vqvae", seed=seed, batch_size=64, num_codes=16, code_dim=8))["train/loss"] for s, seed in zip(states, (0, 0, 1))]
+    assert losses[0] == losses[1] != losses[2]
 
 
+@cpu_only
 def test_resumed_vqvae_trial_matches_the_uninterrupted_one(trials):
     first, checkpoints = trials["vqvae"]
     calls = []
@@ -112,19 +126,16 @@ def test_resumed_vae_trial_matches_the_uninterrupted_one(trials):
     assert comparable(resumed.metrics) == comparable(first.metrics)
 
 
-def test_fail_at_epoch_raises_after_that_epoch():
-    seen = []
-    with pytest.raises(InjectedFault, match="fail_at_epoch=2"):
-        run_trial(TrialConfig(model="vqvae", dataset="digits", epochs=3, fail_at_epoch=2, num_codes=16, code_dim=8),
-                  on_epoch=lambda state, metrics: seen.append(state.epoch))
-    assert seen == [1]
-
-
-def tiny_dataset(n: int = 48) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g)
-    y = torch.arange(n) % 10
-    return Dataset("tiny", x, y, x[:16], y[:16], 10)
+def test_fail_at_epoch_fails_once_after_its_checkpoint_and_a_retry_succeeds():
+    config = TrialConfig(model="vqvae", dataset="digits", epochs=2, fail_at_epoch=1, num_codes=16, code_dim=8)
+    checkpoints = {}
+    with pytest.raises(InjectedFault, match="fail_at_epoch=1"):
+        run_trial(config, on_epoch=lambda state, metrics: checkpoints.setdefault(state.epoch, copy.deepcopy(state.state_dict())))
+    assert sorted(checkpoints) == [1]  # the failing epoch was checkpointed first
+    resumed_epochs = []
+    result = run_trial(config, resume=checkpoints[1], on_epoch=lambda state, metrics: resumed_epochs.append(state.epoch))
+    assert resumed_epochs == [2]
+    assert math.isfinite(result.metrics["recon/mse"])
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -170,10 +181,10 @@ def test_save_figures_writes_two_pngs(trials, tmp_path):
         assert tsne.size[0] > 300 and tsne.size[1] > 300
 
 
-def test_cli_prints_the_metrics_as_json(tmp_path):
+def test_cli_prints_the_metrics_as_json():
     proc = subprocess.run(
         [sys.executable, "-m", "benchmark.trial", "--model", "vqvae", "--dataset", "digits", "--epochs", "1",
-         "--num-codes", "32", "--code-dim", "16", "--seed", "3", "--figures", str(tmp_path / "fig")],
+         "--num-codes", "32", "--code-dim", "16", "--seed", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -183,8 +194,6 @@ def test_cli_prints_the_metrics_as_json(tmp_path):
     metrics = out["metrics"]
     for key in ("probe/latent/mlp_acc", "probe/codes/linear_acc", "probe/pixels/knn_acc", "recon/mse", "recon/ssim", "recon/psnr", "codebook/usage", "train/loss"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
-    assert (tmp_path / "fig" / "reconstructions.png").stat().st_size > 0
-    assert (tmp_path / "fig" / "tsne.png").stat().st_size > 0
 
 
 def test_cli_rejects_bad_config_with_exit_code_2(capsys):

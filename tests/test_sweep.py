@@ -1,0 +1,191 @@
+"""Sweeps end to end: real Ray, a real MLflow store or server, real trials on digits."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from benchmark import sweep
+from benchmark.config import TrialConfig
+from tests.conftest import REPO
+
+
+def run_sweep(tmp_path: Path, *extra: str, uri: str | None = None, name: str = "s") -> tuple[int, MlflowClient, str]:
+    uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = sweep.main(["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t", "--name", name, *extra])
+    client = MlflowClient(uri)
+    return rc, client, client.get_experiment_by_name("t").experiment_id
+
+
+def children(client: MlflowClient, experiment_id: str) -> tuple:
+    parent = client.search_runs([experiment_id], "tags.`vqbench.role` = 'sweep'")
+    assert len(parent) == 1
+    kids = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")
+    return parent[0], kids
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
+    rc, client, exp = run_sweep(tmp_path, "--epochs", "2")
+    assert rc == 0
+    parent, kids = children(client, exp)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space"] == "smoke" and parent.data.params["num_trials"] == "2"
+    assert sorted(k.data.params["model"] for k in kids) == ["vae", "vqvae"]
+    for run in kids:
+        assert run.info.status == "FINISHED"
+        config = TrialConfig.from_dict(run.data.params)  # a run is re-created from its params alone
+        assert run.data.tags["vqbench.config_id"] == config.config_id
+        assert config.epochs == 2 and config.dataset == "digits"
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        assert [m.step for m in history] == [1, 2]
+        metrics = run.data.metrics
+        assert 0.1 < metrics["probe/latent/mlp_acc"] <= 1.0
+        assert 0 < metrics["recon/mse"] < 1 and -1 < metrics["recon/ssim"] <= 1
+        assert ("codebook/usage" in metrics) == (config.model == "vqvae")
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert artifacts == {"reconstructions.png", "tsne.png", "config.json"}
+        local = Path(client.download_artifacts(run.info.run_id, "reconstructions.png", str(tmp_path)))
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for tag in ("vqbench.device", "vqbench.git_commit", "vqbench.versions", "vqbench.model", "vqbench.dataset"):
+            assert run.data.tags[tag]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240  # a cold mlflow import on a busy 2-core machine is slow
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield uri
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_sweep_logs_over_http_to_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
+    rc, client, exp = run_sweep(tmp_path, uri=mlflow_server)
+    assert rc == 0
+    parent, kids = children(client, exp)
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    for run in kids:
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json"}
+        assert "probe/latent/mlp_acc" in run.data.metrics
+    assert any((tmp_path / "server-artifacts").rglob("tsne.png"))  # the server stored what workers uploaded
+
+
+@pytest.mark.slow
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        rc, client, exp = run_sweep(tmp_path, "--max-concurrent", "2")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert rc == 0
+    _, kids = children(client, exp)
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    assert len({k.data.tags["vqbench.ray_node_id"] for k in kids}) == 2
+
+
+@pytest.mark.slow
+def test_quarter_gpus_pack_four_trials_at_once(tmp_path):
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        rc, client, exp = run_sweep(tmp_path, "--seeds", "2", "--epochs", "3", "--gpus-per-trial", "0.25")
+    finally:
+        ray.shutdown()
+    assert rc == 0
+    _, kids = children(client, exp)
+    assert len(kids) == 4
+    starts = [k.info.start_time for k in kids]
+    ends = [k.info.end_time for k in kids]
+    assert max(starts) < min(ends), "the four trials did not all run at the same time on the one logical GPU"
+
+
+def dry_run(capsys, *args: str) -> list[str]:
+    assert sweep.main(["--dry-run", *args]) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "args, count",
+    [
+        (("--space", "smoke"), 2),
+        (("--space", "quick"), 8),
+        (("--space", "paper", "--datasets", "digits"), 12),
+        (("--space", "paper", "--datasets", "digits", "--only", "label_embedding=none"), 6),
+        (("--space", "grid", "--datasets", "digits"), 288),
+        (("--space", "grid", "--datasets", "digits", "--seeds", "1"), 96),
+        (("--space", "optuna", "--datasets", "digits", "--num-samples", "5"), 10),
+    ],
+)
+def test_dry_run_counts_every_space(capsys, args, count):
+    assert dry_run(capsys, *args)[-1].startswith(f"{count} trials")
+
+
+def test_grid_has_no_duplicate_vae_trials(capsys):
+    lines = dry_run(capsys, "--space", "grid", "--datasets", "digits", "--seeds", "1")[:-1]
+    configs = [TrialConfig.from_dict(json.loads(line.split(": ", 1)[1])) for line in lines]
+    assert len({c.config_id for c in configs}) == len(configs) == 96
+    vae = [c for c in configs if c.model == "vae"]
+    assert len(vae) == 16 and all(c.num_codes == 512 and c.beta == 0.25 for c in vae)  # K and beta left at defaults
+
+
+def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dry_run(capsys, "--space", "quick")
+    assert list(tmp_path.iterdir()) == []
+    assert not ray.is_initialized()
+
+
+def test_cluster_yaml_passes_rays_offline_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    broken = {**config, "available_node_types": {**config["available_node_types"], "gpu_worker": {"min_workers": 0}}}
+    with pytest.raises(Exception):
+        validate_config(prepare_config(broken))
