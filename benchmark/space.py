@@ -6,7 +6,10 @@ A space is a module in `search_spaces/` with a one-line `DESCRIPTION` and
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+from pathlib import Path
+from types import ModuleType
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +52,22 @@ def available_spaces() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__))
 
 
-def load_space(name: str):
-    if name not in available_spaces():
-        raise ConfigError(f"space={name!r} is not known: choose one of {', '.join(available_spaces())}")
-    return importlib.import_module(f"search_spaces.{name}")
+def load_space(name: str) -> ModuleType:
+    """A space by name, or a user's own space file (`--space my_space.py`)."""
+    if name.endswith(".py"):
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"space file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"vqbench_user_space_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    elif name in available_spaces():
+        module = importlib.import_module(f"search_spaces.{name}")
+    else:
+        raise ConfigError(f"space={name!r} is not known: choose one of {', '.join(available_spaces())}, or pass a .py file")
+    if not callable(getattr(module, "studies", None)):
+        raise ConfigError(f"space {name!r} defines no studies(options) function")
+    return module
 
 
 def seeds(options: SpaceOptions, default: int) -> range:

@@ -46,7 +46,7 @@ class SweepPlan:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())} (default: quick)")
+    p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())}, or a .py file defining studies(options) (default: quick)")
     p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}) (default: the space's)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")

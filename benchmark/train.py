@@ -104,7 +104,7 @@ def train_epoch(state: TrainState, data: Dataset, config: TrialConfig) -> dict[s
     metrics = {f"train/{k}": v.item() / batches for k, v in sums.items()}
     state.epoch += 1
     if not math.isfinite(metrics["train/loss"]):
-        raise TrialDiverged(f"loss became {metrics['train/loss']} in epoch {state.epoch}; lower lr or beta, or try --precision fp32")
+        raise TrialDiverged(f"loss became {metrics['train/loss']} in epoch {state.epoch}: lower lr={config.lr:g}, or beta / kl_weight")
     metrics["train/images_per_s"] = order.numel() / seconds
     metrics["train/epoch_s"] = seconds
     return metrics

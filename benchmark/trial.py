@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,9 +22,10 @@ from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
 from benchmark.evaluate import Evaluation, evaluate
 from benchmark.figures import save_reconstruction_grid, save_tsne
-from benchmark.train import InjectedFault, TrainState, init_state, pick_device, to_device, train_epoch
+from benchmark.train import InjectedFault, TrainState, TrialDiverged, init_state, pick_device, to_device, train_epoch
 
 EpochCallback = Callable[[TrainState, dict[str, float]], None]
+FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process instead of raising
 
 HELP = {
     "model": "vae (continuous Gaussian latent) or vqvae (discrete codes)",
@@ -74,6 +76,8 @@ def run_trial(
             on_epoch(state, epoch_metrics)
         # A transient crash: a trial resumed from its checkpoint does not fail again.
         if config.fail_at_epoch == state.epoch and resume is None:
+            if os.environ.get(FAULT_MODE_ENV) == "exit":  # a worker process dying without any cleanup
+                os._exit(17)
             raise InjectedFault(f"fail_at_epoch={config.fail_at_epoch}: failing on purpose after epoch {state.epoch}")
     train_s = time.perf_counter() - train_start
     eval_start = time.perf_counter()
@@ -113,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrialDiverged as err:
+        print(f"error: the trial diverged: {err}", file=sys.stderr)
+        return 1
     if args.figures:
         save_figures(result, args.figures)
     print(json.dumps({"config": config.to_dict(), "device": result.device, "metrics": result.metrics}, indent=2))

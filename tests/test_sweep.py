@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -67,42 +62,9 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
             assert run.data.tags[tag]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240  # a cold mlflow import on a busy 2-core machine is slow
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield uri
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-
-
 @pytest.mark.slow
 def test_sweep_logs_over_http_to_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
-    rc, client, exp = run_sweep(tmp_path, uri=mlflow_server)
+    rc, client, exp = run_sweep(tmp_path, uri=mlflow_server.uri)
     assert rc == 0
     parent, kids = children(client, exp)
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
