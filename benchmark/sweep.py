@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         parent = start_sweep_run(client, experiment_id, sweep.name, params, {"vqbench.space": sweep.space})
         target = TrackingTarget(uri, experiment_id, parent)
         storage.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({"tracking": target.__dict__, "args": vars(args)}, indent=2))
+        state_file.write_text(json.dumps({"tracking": asdict(target), "args": vars(args)}, indent=2))
     client = MlflowClient(target.uri)
     if args.resume:
         closed = close_orphans(client, target.experiment_id, target.parent_run_id)
@@ -225,7 +225,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         client.update_run(target.parent_run_id, status="RUNNING")
     from ray import tune
 
-    common = {"tracking": target.__dict__, "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download}
+    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download}
     errors = 0
     status = "FAILED"
     try:

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -196,7 +196,3 @@ def close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str, 
         client.set_tag(run.info.run_id, "vqbench.error", "orphaned: its sweep driver or worker died while it ran")
         client.set_terminated(run.info.run_id, status)
     return len(runs)
-
-
-def target_dict(target: TrackingTarget) -> dict[str, str]:
-    return asdict(target)

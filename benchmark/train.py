@@ -7,10 +7,10 @@ on (seed, epoch), so a trial resumed from a checkpoint sees the batches it would
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by `fail_at_epoch`, to test how sweeps survive failing trials."""
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -58,8 +58,8 @@ def to_device(data: Dataset, device: torch.device) -> Dataset:
     """Move the uint8 tensors once; a quarter of the float32 size crosses the bus."""
     if data.train_x.device == device:
         return data
-    moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in data.__dict__.items()}
-    return Dataset(**moved)
+    tensors = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    return dataclasses.replace(data, **{k: v.to(device) for k, v in tensors.items() if isinstance(v, torch.Tensor)})
 
 
 def init_state(config: TrialConfig, data: Dataset, device: torch.device) -> TrainState:

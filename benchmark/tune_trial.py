@@ -22,11 +22,6 @@ from benchmark.trial import run_trial, save_figures
 CHECKPOINT_FILE = "state.pt"
 
 
-def trial_params(config: TrialConfig, target: TrackingTarget, data_dir: str, download: bool) -> dict[str, Any]:
-    """A trial's whole Tune config: plain values, so it survives Ray's serialisation and restore."""
-    return {"trial": config.to_dict(), "tracking": target.__dict__.copy(), "data_dir": data_dir, "download": download}
-
-
 def load_checkpoint() -> dict | None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
