@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -54,10 +55,10 @@ class TrialConfig:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be an integer >= 1")
         for key in ("beta", "kl_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be >= 0")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be > 0")
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be a finite number >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay!r} is not allowed: it must lie in (0, 1)")
         if self.seed < 0 or self.fail_at_epoch < 0:

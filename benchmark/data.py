@@ -116,30 +116,37 @@ def _load_digits() -> Dataset:
 
 def _load_idx(name: str, root: Path, download: bool) -> Dataset:
     from torchvision import datasets
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    if download:
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    raw = root / TORCHVISION_FOLDER[name] / "raw"
     splits = []
-    for train in (True, False):
-        prefix = "train" if train else "t10k"
-        try:
-            ds = cls(str(root), train=train, download=download)
-        except Exception as err:  # torchvision's IDX reader fails with bare asserts
-            raise DataError(
-                f"cannot read {root / TORCHVISION_FOLDER[name] / 'raw' / (prefix + '-images-idx3-ubyte')} "
-                f"or its labels file: the file is truncated or not an IDX file ({type(err).__name__}: {err}). "
-                "Delete the raw folder and fetch it again with --download."
-            ) from err
-        images, labels = ds.data, ds.targets
-        image_file = root / TORCHVISION_FOLDER[name] / "raw" / f"{prefix}-images-idx3-ubyte"
+    for prefix in ("train", "t10k"):
+        # torchvision's own IDX readers, one file at a time, so an error names the broken file.
+        image_file, label_file = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+        images, labels = _read_idx(read_image_file, image_file), _read_idx(read_label_file, label_file)
         if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
             raise DataError(f"{image_file} holds shape {tuple(images.shape)} {images.dtype}; expected (N, 28, 28) uint8")
         if labels.shape != (images.shape[0],):
-            raise DataError(f"{image_file} holds {images.shape[0]} images but its labels file {labels.numel()} labels")
+            raise DataError(f"{image_file} holds {images.shape[0]} images but {label_file} holds {labels.numel()} labels")
         if labels.numel() and (labels.min() < 0 or labels.max() > 9):
-            raise DataError(f"{image_file.with_name(prefix + '-labels-idx1-ubyte')} holds labels outside 0..9")
+            raise DataError(f"{label_file} holds labels outside 0..9")
         splits.append((F.pad(images, (2, 2, 2, 2)).unsqueeze(1).contiguous(), labels.long()))
     (train_x, train_y), (test_x, test_y) = splits
     return Dataset(name, train_x, train_y, test_x, test_y, 10)
+
+
+def _read_idx(reader, path: Path) -> torch.Tensor:
+    try:
+        return reader(str(path))
+    except Exception as err:  # torchvision's IDX reader fails with bare asserts
+        raise DataError(
+            f"cannot read {path}: the file is truncated or not an IDX file ({type(err).__name__}: {err}). "
+            "Delete it and fetch it again with --download."
+        ) from err
 
 
 def _load_cifar(name: str, root: Path, download: bool) -> Dataset:

@@ -99,7 +99,8 @@ def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
         chunk = test_x[first : first + 1024]
         dist = train_sq - 2 * chunk @ train_x.t()  # + |chunk|^2, constant per row
         nearest = dist.topk(k, dim=1, largest=False).indices
-        weights = torch.linspace(1.0, 0.99, k, device=train_x.device).expand(chunk.shape[0], k)
+        # 1 + 2^-rank/1000: a vote is a vote, and among tied classes the one with the nearest neighbour wins.
+        weights = (1 + 1e-3 * 2.0 ** -torch.arange(k, device=train_x.device, dtype=torch.float32)).expand(chunk.shape[0], k)
         counts = torch.zeros(chunk.shape[0], num_classes, device=train_x.device)
         votes.append(counts.scatter_add_(1, train_y[nearest], weights))
     return torch.cat(votes)

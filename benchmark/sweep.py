@@ -219,6 +219,9 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         storage.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"tracking": asdict(target), "args": vars(args)}, indent=2))
     client = MlflowClient(target.uri)
+    print(f"sweep {sweep.name}: {sum(s.trial_count() for s in sweep.studies)} trials, MLflow {target.uri} "
+          f"(experiment {target.experiment_id}, parent run {target.parent_run_id}); "
+          f"if it dies: python -m benchmark.sweep --resume {sweep.name} --storage-path {storage.parent}", flush=True)
     if args.resume:
         closed = close_orphans(client, target.experiment_id, target.parent_run_id)
         print(f"resuming {sweep.name}: closed {closed} run(s) its driver left RUNNING as KILLED")

@@ -2,7 +2,8 @@
 
 No Dataset/DataLoader: the whole split already lives on the device, a seeded permutation
 picks each batch, and pixels are scaled to [0, 1] per batch. An epoch's order depends only
-on (seed, epoch), so a trial resumed from a checkpoint sees the batches it would have seen.
+on (seed, epoch), and so does torch's global generator (VAE noise, code restarts): a trial
+resumed from a checkpoint computes what it would have computed uninterrupted.
 """
 from __future__ import annotations
 
@@ -84,8 +85,9 @@ def train_epoch(state: TrainState, data: Dataset, config: TrialConfig) -> dict[s
     """One pass over the training split; returns the epoch's mean loss terms and its speed."""
     model, optimizer = state.model, state.optimizer
     device = data.train_x.device
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + state.epoch)
-    order = torch.randperm(data.train_x.shape[0], generator=generator).to(device)
+    epoch_seed = config.seed * 100_003 + state.epoch
+    torch.manual_seed(epoch_seed)  # VAE noise and dead-code restarts: a resumed trial draws what it would have
+    order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(epoch_seed)).to(device)
     model.train()
     sums: dict[str, torch.Tensor] = {}
     start, batches = time.perf_counter(), 0

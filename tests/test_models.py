@@ -11,6 +11,16 @@ from benchmark.config import ConfigError, TrialConfig
 from benchmark.models import VAE, VQVAE, build_model
 from benchmark.quantizer import VectorQuantizer, code_perplexity
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These models are tiny: a second thread buys little, and OpenMP threads that spin on a
+    busy 2-core machine make them many times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- config
 
 
@@ -57,7 +67,6 @@ def test_zero_beta_and_kl_weight_are_allowed():
     assert c.beta == 0.0 and c.kl_weight == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="config.py __post_init__: `value < 0` and `lr > 0` let NaN beta/kl_weight and inf lr through")
 @pytest.mark.parametrize("key, value", [("beta", "nan"), ("kl_weight", "nan"), ("lr", "inf")])
 def test_non_finite_values_are_rejected(key, value):
     with pytest.raises(ConfigError, match=key):

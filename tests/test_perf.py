@@ -1,0 +1,162 @@
+"""The perf scripts in --tiny mode: each runs, appends one JSON line, and derives its ratios from its own figures.
+
+Tiny figures mean nothing about speed; these tests keep the scripts from rotting.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from perf import eval_cost, gpu_packing, precision_check, sweep_overhead, train_throughput, trials_per_hour
+from perf.record import Options
+
+REQUIRED = {"script", "date", "command", "tiny", "machine", "options", "figures", "conclusions"}
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Scripts set torch's thread count for the whole process; give the next test its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(module, tmp_path, *extra: str) -> dict:
+    out = tmp_path / "r.jsonl"
+    assert module.main(["--tiny", "--out", str(out), *extra]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1, "one run appends exactly one line"
+    record = json.loads(lines[0])
+    name = module.__name__.split(".")[-1]
+    assert REQUIRED <= set(record)
+    assert record["script"] == name and record["tiny"] is True
+    assert record["command"].startswith(f"python -m perf.{name} --tiny --out ")
+    assert record["machine"]["cores"] >= 1 and record["machine"]["torch"] == torch.__version__
+    assert record["figures"] and all(isinstance(v, float) and math.isfinite(v) for v in record["figures"].values())
+    return record
+
+
+def positive(figures: dict[str, float], *keys: str) -> None:
+    for key in keys:
+        assert figures[key] > 0, key
+
+
+def derived(value: float, expected: float) -> None:
+    """Figures are stored to 6 significant digits: a ratio matches the quotient of its stored parts."""
+    assert value == pytest.approx(expected, rel=1e-4)
+
+
+def test_options_take_full_defaults_tiny_ones_or_what_is_given():
+    options = Options("example", None)
+    options.sized("--images", 6400, 64, "images")
+    options.sized("--models", ("vae", "vqvae"), ("vqvae",), "models")
+    assert (options.parse([]).images, options.parse([]).models) == (6400, ("vae", "vqvae"))
+    tiny = options.parse(["--tiny"])
+    assert (tiny.images, tiny.models) == (64, ("vqvae",))
+    given = options.parse(["--tiny", "--images", "10", "--models", "vae"])
+    assert (given.images, given.models) == (10, ("vae",))
+    assert given.command == "python -m perf.example --tiny --images 10 --models vae"
+
+
+def test_train_throughput(tmp_path):
+    record = run(train_throughput, tmp_path)
+    f = record["figures"]
+    positive(f, "matmul_gflops")
+    for model in ("vae", "vqvae"):
+        for shape in ("mnist", "cifar"):
+            k = f"{model}/{shape}"
+            positive(f, f"{k}/flop_per_image", f"{k}/limit_img_s")
+            assert 10e6 < f[f"{k}/flop_per_image"] < 200e6  # the paper's small conv nets: tens of MFLOP per image
+            derived(f[f"{k}/limit_img_s"], f["matmul_gflops"] * 1e9 / f[f"{k}/flop_per_image"])
+            for variant in ("reference", "fp32", "bf16"):
+                positive(f, f"{k}/{variant}_img_s", f"{k}/{variant}_of_limit")
+                derived(f[f"{k}/{variant}_of_limit"], f[f"{k}/{variant}_img_s"] / f[f"{k}/limit_img_s"])
+            for variant in ("fp32", "bf16"):
+                derived(f[f"{k}/{variant}_vs_reference"], f[f"{k}/{variant}_img_s"] / f[f"{k}/reference_img_s"])
+    # a second run appends, never overwrites
+    assert train_throughput.main(["--tiny", "--models", "vqvae", "--shapes", "mnist", "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
+
+
+def test_precision_check(tmp_path, capsys):
+    record = run(precision_check, tmp_path)
+    f = record["figures"]
+    for metric in precision_check.METRICS:
+        for precision in ("fp32", "bf16"):
+            assert f[f"{precision}/{metric}/sd"] >= 0
+        derived(f[f"bf16_minus_fp32/{metric}"], f[f"bf16/{metric}/mean"] - f[f"fp32/{metric}/mean"])
+        noise = math.sqrt((f[f"fp32/{metric}/sd"] ** 2 + f[f"bf16/{metric}/sd"] ** 2) / 2)
+        derived(f[f"seed_sd/{metric}"], noise)
+        within = record["conclusions"][f"{metric} within 2 seed sd"]
+        if abs(abs(f[f"bf16_minus_fp32/{metric}"]) - 2 * noise) > 1e-4 * noise:  # away from the boundary, rounding cannot flip it
+            assert within == (abs(f[f"bf16_minus_fp32/{metric}"]) <= 2 * noise)
+    positive(f, "fp32/time/train_s/mean", "bf16/time/train_s/mean")
+    derived(f["bf16_train_speedup"], f["fp32/time/train_s/mean"] / f["bf16/time/train_s/mean"])
+    assert "bf16 speedup" in capsys.readouterr().out
+
+
+def test_precision_check_needs_two_seeds(tmp_path):
+    with pytest.raises(SystemExit):
+        precision_check.main(["--tiny", "--seeds", "1", "--out", str(tmp_path / "r.jsonl")])
+
+
+def test_eval_cost(tmp_path):
+    f = run(eval_cost, tmp_path)["figures"]
+    pieces = ("encode_train", "encode_test", "probe_latent", "probe_codes", "probe_pixels", "reconstruction", "tsne_figure")
+    positive(f, "epoch_s", "eval_total_s", *(f"{p}_s" for p in pieces))
+    derived(f["training_10_epochs_s"], 10 * f["epoch_s"])
+    derived(f["eval_total_s"], sum(f[f"{p}_s"] for p in pieces))
+    for piece in pieces:
+        derived(f[f"{piece}_share"], f[f"{piece}_s"] / f["training_10_epochs_s"])
+    derived(f["eval_total_share"], f["eval_total_s"] / f["training_10_epochs_s"])
+
+
+@pytest.mark.slow
+def test_trials_per_hour(tmp_path):
+    record = run(trials_per_hour, tmp_path)
+    f, cores = record["figures"], record["options"]["cores"]
+    single, parallel = f"1_trial_x_{cores}_threads", f"{cores}_trials_x_1_thread"
+    for layout in (single, parallel):
+        positive(f, *(f"{layout}/{k}" for k in ("epoch_s", "eval_s", "trial_s", "trials_per_hour")))
+        assert f[f"{layout}/fixed_s"] >= 0
+        # the extrapolated trial is the measured one with its training stretched to --trial-epochs
+        stretched = f[f"{layout}/fixed_s"] + f[f"{layout}/eval_s"] + record["options"]["trial_epochs"] * f[f"{layout}/epoch_s"]
+        derived(f[f"{layout}/trial_s"], stretched)
+    derived(f[f"{single}/trials_per_hour"], 3600 / f[f"{single}/trial_s"])
+    derived(f["parallel_vs_single"], f[f"{parallel}/trials_per_hour"] / f[f"{single}/trials_per_hour"])
+    assert record["conclusions"]["recommended_cpus_per_trial"] == (1 if f["parallel_vs_single"] >= 1 else cores)
+
+
+@pytest.mark.slow
+def test_sweep_overhead(tmp_path):
+    record = run(sweep_overhead, tmp_path)
+    f = record["figures"]
+    assert f["trials"] == 2  # smoke: a VAE and a VQ-VAE for the one tiny seed
+    positive(f, "sweep_wall_s", "driver_start_s", "ray_start_to_first_trial_s", "trainable_import_s", "trial_overhead_median_s",
+             "train_eval_median_s", "worker_processes", "concurrent_slots")
+    assert f["epoch_report_median_s"] >= 0 and f["after_last_trial_s"] >= 0
+    assert f["trial_overhead_median_s"] < f["sweep_wall_s"] and 0 < f["outside_train_eval_share"] < 1
+    assert 1 <= f["worker_processes"] <= f["trials"]
+    assert record["conclusions"]["actors_reused"] == (f["worker_processes"] < f["trials"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without a GPU prints")
+def test_gpu_packing_without_a_gpu_says_so_and_exits_0(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    assert gpu_packing.main(["--tiny", "--out", str(out)]) == 0
+    assert "no GPU present" in capsys.readouterr().out
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_gpu_packing_mechanism(tmp_path):
+    """Packed worker processes, barrier and aggregation, on CPU cores where no GPU is present."""
+    record = run(gpu_packing, tmp_path, *([] if torch.cuda.is_available() else ["--device", "cpu"]))
+    f = record["figures"]
+    for n in (1, 2):
+        positive(f, f"{n}_trials/aggregate_img_s", f"{n}_trials/per_trial_img_s")
+        derived(f[f"{n}_trials/per_trial_img_s"], f[f"{n}_trials/aggregate_img_s"] / n)
+        derived(f[f"{n}_trials/vs_1_trials"], f[f"{n}_trials/aggregate_img_s"] / f["1_trials/aggregate_img_s"])
