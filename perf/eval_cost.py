@@ -1,0 +1,82 @@
+"""Seconds of each end-of-trial evaluation piece, and its share of a 10-epoch trial's training.
+
+    python -m perf.eval_cost                      # vqvae, paper config, real MNIST: ~3 min
+    python -m perf.eval_cost --model vae
+
+Trains the paper-config model for `--epochs` (its last epoch time, x `--trial-epochs`, is the
+training a trial pays), then times the pieces `benchmark.evaluate.evaluate` runs, one by one:
+encoding the train and test splits, the probes on latents, on code indices (VQ-VAE) and on
+raw pixels (a reused Ray actor caches the last), the reconstruction metrics, and the t-SNE
+figure a sweep trial saves. Probes are trained models, so their cost does not depend on how
+well the autoencoder was trained; encoding does not either.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmark.config import TrialConfig
+from benchmark.data import load_dataset
+from benchmark.evaluate import represent_split
+from benchmark.figures import save_tsne
+from benchmark.probe import probe_all
+from benchmark.reconstruction import reconstruction_metrics
+from benchmark.train import init_state, pick_device, scale, to_device, train_epoch
+from perf.measure import seconds, timed
+from perf.record import Options, available_cores, write_record
+from perf.workload import real_data_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = Options("eval_cost", __doc__)
+    options.sized("--dataset", "mnist", "digits", "dataset")
+    options.sized("--epochs", 1, 1, "epochs trained before evaluating; the last one's time is the epoch time")
+    options.sized("--tsne-points", 1000, 100, "test latents in the t-SNE figure (a trial uses 1000)")
+    options.sized("--threads", available_cores(), 1, "torch threads; the default is all cores")
+    options.add_argument("--model", default="vqvae", choices=("vae", "vqvae"), help="model (default: vqvae)")
+    options.add_argument("--trial-epochs", type=int, default=10, help="epochs of the trial the shares refer to (default: 10, the paper's)")
+    options.add_argument("--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)")
+    args = options.parse(argv)
+    torch.set_num_threads(args.threads)
+    device = pick_device()
+    config = TrialConfig.from_dict({"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "num_codes": 512, "code_dim": 64})
+    data = to_device(load_dataset(args.dataset, args.data_dir), device)
+    state = init_state(config, data, device)
+    for _ in range(args.epochs):
+        epoch_s = seconds(lambda: train_epoch(state, data, config), device)
+    model, seed, classes = state.model, config.seed, data.num_classes
+
+    times: dict[str, float] = {}
+    train, times["encode_train"] = timed(lambda: represent_split(model, data.train_x, data.train_y, config, decode=False), device)
+    test, times["encode_test"] = timed(lambda: represent_split(model, data.test_x, data.test_y, config, decode=True), device)
+    times["probe_latent"] = seconds(lambda: probe_all(train["latent"], data.train_y, test["latent"], data.test_y, classes, seed), device)
+    if "codes" in train:
+        times["probe_codes"] = seconds(lambda: probe_all(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, num_codes=config.num_codes), device)
+    pixels = lambda x: x.flatten(1).float()  # noqa: E731 -- as evaluate() probes them
+    times["probe_pixels"] = seconds(lambda: probe_all(pixels(data.train_x), data.train_y, pixels(data.test_x), data.test_y, classes, seed), device)
+    times["reconstruction"] = seconds(lambda: reconstruction_metrics(scale(data.test_x), test["recon"]), device)
+    points = torch.randperm(data.test_x.shape[0], generator=torch.Generator().manual_seed(seed))[: args.tsne_points]
+    with tempfile.TemporaryDirectory() as folder:
+        latents, labels = test["latent"][points.to(device)].cpu(), data.plot_labels()[points.to(data.test_y.device)].cpu()
+        times["tsne_figure"] = seconds(lambda: save_tsne(latents, labels, seed, "t-SNE", Path(folder) / "tsne.png"), device)
+
+    training_s = epoch_s * args.trial_epochs
+    total = sum(times.values())
+    figures = {"epoch_s": epoch_s, f"training_{args.trial_epochs}_epochs_s": training_s, "eval_total_s": total, "eval_total_share": total / training_s}
+    print(f"{args.model} on {args.dataset} ({data.train_x.shape[0]} train, {data.test_x.shape[0]} test), {args.threads} thread(s), {device}")
+    print(f"epoch: {epoch_s:.1f} s; {args.trial_epochs}-epoch training: {training_s:.1f} s\n")
+    print(f"{'piece':16} {'seconds':>8} {'of training':>12}")
+    for piece, spent in times.items():
+        figures[f"{piece}_s"] = spent
+        figures[f"{piece}_share"] = spent / training_s
+        print(f"{piece:16} {spent:8.2f} {spent / training_s:12.1%}")
+    print(f"{'all evaluation':16} {total:8.2f} {total / training_s:12.1%}")
+    write_record(args, figures, str(device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
