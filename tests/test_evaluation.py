@@ -25,14 +25,7 @@ from benchmark.probe import (
 from benchmark.reconstruction import mse_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
 from benchmark.train import scale
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: a second thread buys little, and OpenMP threads that spin on a
-    busy 2-core machine make them many times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- reconstruction vs scikit-image

@@ -11,14 +11,7 @@ from benchmark.config import ConfigError, TrialConfig
 from benchmark.models import VAE, VQVAE, build_model
 from benchmark.quantizer import VectorQuantizer, code_perplexity
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: a second thread buys little, and OpenMP threads that spin on a
-    busy 2-core machine make them many times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- config

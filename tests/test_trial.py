@@ -24,14 +24,7 @@ TIMING_KEYS = ("train/images_per_s", "train/epoch_s")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="bit-identical reruns are promised on the CPU only")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: a second thread buys little, and OpenMP threads that spin on a
-    busy 2-core machine make them many times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def comparable(metrics: dict[str, float]) -> dict[str, float]:
@@ -192,7 +185,7 @@ def test_cli_prints_the_metrics_as_json():
         [sys.executable, "-m", "benchmark.trial", "--model", "vqvae", "--dataset", "digits", "--epochs", "1",
          "--num-codes", "32", "--code-dim", "16", "--seed", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # see _one_torch_thread
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # see the one_torch_thread fixture
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
