@@ -158,6 +158,12 @@ def sweep_process(tmp_path: Path, *args: str, log: str = "driver.log") -> subpro
     )
 
 
+def wait_for_sweep_start(storage: Path, name: str, driver: subprocess.Popen) -> None:
+    """The driver creates the sqlite store; a second process opening it mid-creation can deadlock both."""
+    wait_for(lambda: (storage / name / sweep.SWEEP_FILE).is_file() or driver.poll() is not None, 600, "the sweep to start")
+    assert driver.poll() is None, f"the sweep driver exited early with {driver.returncode}"
+
+
 def finished_steps(client: MlflowClient, experiment: str) -> list[tuple[str, int]]:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -186,6 +192,7 @@ def test_killed_sweep_resumes_to_exactly_one_finished_run_per_trial(tmp_path):
     try:
         driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "3", "--tracking-uri", uri,
                                "--experiment", "t", "--name", "k", *common)
+        wait_for_sweep_start(tmp_path / "ray", "k", driver)
         client = MlflowClient(uri)
         # kill once one trial has finished and another is part-way through its epochs
         wait_for(lambda: (s := finished_steps(client, "t")) and ("FINISHED", 3) in s and any(st == "RUNNING" and n >= 1 for st, n in s),
@@ -217,8 +224,9 @@ def test_lost_node_mid_sweep_still_finishes_every_trial_once(tmp_path):
     worker = cluster.add_node(num_cpus=1)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
-        driver = sweep_process(tmp_path, "--space", "smoke", "--seeds", "2", "--epochs", "4", "--tracking-uri", uri,
+        driver = sweep_process(tmp_path, "--space", "smoke", "--seeds", "2", "--epochs", "4", "--tracking-uri", uri, "--name", "n",
                                "--experiment", "t", "--address", cluster.address, "--storage-path", str(tmp_path / "ray"), "--max-failures", "3")
+        wait_for_sweep_start(tmp_path / "ray", "n", driver)
         client = MlflowClient(uri)
 
         def worker_trial_checkpointed() -> bool:
