@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
+from benchmark.probe import ProbeSettings
 
 DEFAULT_STORE = "mlflow.db"
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "optuna", "scikit-learn", "scikit-image", "numpy")
@@ -160,7 +161,8 @@ class TrialRun:
             "vqbench.versions": json.dumps(package_versions()),
         }
         run = with_retries(lambda: client.create_run(target.experiment_id, run_name=run_name(config), tags=tags))
-        params = [Param(k, str(v)) for k, v in config.to_dict().items()]
+        logged = {**config.to_dict(), **ProbeSettings().to_params()}
+        params = [Param(k, str(v)) for k, v in logged.items()]
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))
         return cls(client, run.info.run_id)
 
