@@ -28,6 +28,7 @@ class ProbeSettings:
 
     max_epochs: int = 40
     # Epochs without a better held-out accuracy before stopping; the best epoch is kept.
+    # 0 turns early stopping off: a fixed schedule of max_epochs that keeps the last epoch.
     patience: int = 4
     val_fraction: float = 0.1
     batch_size: int = 512
@@ -107,8 +108,8 @@ def train_classifier(
     fit, held = holdout_split(train_x.shape[0], settings.val_fraction, seed, train_x.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    best_acc, best_epoch, best_state, epoch = -1.0, 0, None, 0
-    while epoch < settings.max_epochs and epoch - best_epoch < settings.patience:
+    best, best_epoch, best_state, epoch = (-1.0, 0.0), 0, None, 0
+    while epoch < settings.max_epochs and (settings.patience == 0 or epoch - best_epoch < settings.patience):
         net.train()
         order = fit[torch.randperm(fit.numel(), generator=generator).to(train_x.device)]
         for first in range(0, order.numel(), settings.batch_size):
@@ -118,9 +119,11 @@ def train_classifier(
             loss.backward()
             optimizer.step()
         epoch += 1
-        held_acc = accuracy(predict_scores(net.eval(), train_x[held]), train_y[held])
-        if held_acc > best_acc:
-            best_acc, best_epoch, best_state = held_acc, epoch, copy.deepcopy(net.state_dict())
+        scores = predict_scores(net.eval(), train_x[held])
+        # Held-out accuracy, ties broken by held-out loss: a small held-out share saturates early.
+        score = (accuracy(scores, train_y[held]), -F.cross_entropy(scores, train_y[held]).item())
+        if score > best or settings.patience == 0:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
     return FittedProbe(net.eval(), best_epoch, epoch)
 
