@@ -24,6 +24,7 @@ from benchmark.config import TrialConfig
 from benchmark.probe import ProbeSettings
 
 DEFAULT_STORE = "mlflow.db"
+DEFAULT_EXPERIMENT = "vqbench"  # the sweep's, and so the report's and the export's
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "optuna", "scikit-learn", "scikit-image", "numpy")
 T = TypeVar("T")
 
