@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.paper import CLAIMS, PAPER_DATASETS, Claim
 from analysis.tables import (
-    DATASET_NAMES, DIFFERENCE_MEASURES, MEASURES, MODEL_NAMES, dataset_rank, finished, format_difference, format_estimate,
+    DATASET_NAMES, DIFFERENCE_MEASURES, MEASURES, MODEL_NAMES, dataset_rank, finished, format_difference, format_estimate, format_p,
     markdown, paired, per_seed, reference_description, reference_runs,
 )
 from analysis.verdicts import NOT_RESOLVED, Margins, PairedTest, decide, with_holm
@@ -160,10 +160,6 @@ def claim_sentences(runs: pd.DataFrame, tested: pd.DataFrame) -> list[str]:
 
 def _dataset_missing(reason: str) -> bool:
     return reason.startswith("no runs on ") and " with " not in reason
-
-
-def format_p(value: float) -> str:
-    return "—" if value is None or pd.isna(value) else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
 def _part_phrase(claim: Claim, part: dict[str, object], with_verdict: bool) -> str:

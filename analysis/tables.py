@@ -45,11 +45,12 @@ MSE = Measure("recon/mse", "mse", "MSE", False, 4)
 SSIM = Measure("recon/ssim", "ssim", "SSIM", False, 3)
 PSNR = Measure("recon/psnr", "psnr", "PSNR (dB)", False, 2)
 USAGE = Measure("codebook/usage", "usage", "codebook usage (%)", True, 1)
+PERPLEXITY = Measure("codebook/perplexity", "perplexity", "codebook perplexity", False, 1)
 TABLE1_MEASURES = (MLP, LINEAR, KNN, MSE, SSIM, PSNR)
 PROBES = (MLP, LINEAR, KNN)
 DIFFERENCE_MEASURES = (MLP, LINEAR, KNN, SSIM)
 PIXEL_COLUMNS = {MLP.short: "probe/pixels/mlp_acc", LINEAR.short: "probe/pixels/linear_acc", KNN.short: "probe/pixels/knn_acc"}
-MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE)}
+MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE, PERPLEXITY)}
 
 
 # --- selection -------------------------------------------------------------------------
@@ -328,6 +329,10 @@ def format_difference(mean: float, low: float, high: float, measure: Measure) ->
     if not (pd.isna(low) or pd.isna(high)):
         text += f" [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
     return text
+
+
+def format_p(value: float) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
 def markdown(frame: pd.DataFrame) -> str:

@@ -47,6 +47,11 @@ FULL_MLP = {("mnist", "vae"): (0.90, 0.91, 0.92), ("mnist", "vqvae"): (0.91, 0.9
             ("cifar100", "vae"): (0.20, 0.22, 0.21), ("cifar100", "vqvae"): (0.30, 0.33, 0.31)}
 
 
+# sensitivity: MLP accuracy by seed; the VQ-VAE centre is K=512.
+SENSITIVITY_K = {32: (0.90, 0.91, 0.905), 128: (0.94, 0.945, 0.95), 512: (0.960, 0.962, 0.958), 2048: (0.955, 0.95, 0.96)}
+SENSITIVITY_KL = {0.001: (0.975, 0.978, 0.976), 0.01: (0.970, 0.972, 0.969), 0.1: (0.960, 0.975, 0.945), 1.0: (0.80, 0.82, 0.81)}
+
+
 def metrics_for(mlp: float, ssim: float, model: str, seed: int) -> dict[str, float]:
     found = {
         "probe/latent/mlp_acc": mlp, "probe/latent/linear_acc": mlp - 0.05, "probe/latent/knn_acc": mlp - 0.02,
@@ -150,6 +155,15 @@ def store(tmp_path_factory) -> Store:
     for parent, mlp in ((first, 0.5), (second, 0.9)):
         s.trial(experiment, parent, metrics_for(mlp, 0.9, "vae", 0), model="vae", dataset="mnist", seed=0, artifacts=())
     s.twice = (first, second)
+
+    experiment, parent = s.sweep("sensitivity", "sensitivity")  # K and the KL weight vary; D and beta do not
+    for seed in SEEDS:
+        for k, mlp in SENSITIVITY_K.items():
+            s.trial(experiment, parent, metrics_for(mlp[seed], 0.85 + k / 1e5, "vqvae", seed), model="vqvae", dataset="mnist", seed=seed,
+                    num_codes=k, artifacts=())
+        for kl, mlp in SENSITIVITY_KL.items():
+            s.trial(experiment, parent, metrics_for(mlp[seed], 0.97 - kl / 10, "vae", seed), model="vae", dataset="mnist", seed=seed,
+                    kl_weight=kl, artifacts=())
 
     experiment, parent = s.sweep("broken", "quick")
     s.trial(experiment, parent, {}, status="FAILED", error="OutOfMemoryError: CUDA", model="vae", dataset="mnist", artifacts=())
@@ -461,3 +475,43 @@ def test_table1_counts_seeds_not_runs(paper_runs):
 def pd_concat(*frames):
     import pandas as pd
     return pd.concat(frames, ignore_index=True)
+
+
+# --- does the answer depend on the knobs? --------------------------------------------------
+
+def test_claim1_at_each_kl_weight(store):
+    from analysis import knobs
+
+    runs = load_runs("sensitivity", tracking_uri=store.uri)
+    table = knobs.kl_verdicts(runs).set_index("kl_weight")
+    assert list(table.index) == [0.001, 0.01, 0.1, 1.0] and (table["n"] == 3).all()
+    vq = SENSITIVITY_K[512]
+    for kl, vae in SENSITIVITY_KL.items():
+        ref = stats.ttest_rel(vq, vae)
+        assert math.isclose(table.loc[kl, "difference"], np.mean(np.subtract(vq, vae)))
+        assert math.isclose(table.loc[kl, "p"], ref.pvalue)
+    # Holm across the four weights
+    p = table["p"].to_numpy()
+    order = np.argsort(p)
+    assert np.allclose(table["p_holm"].to_numpy()[order], np.maximum.accumulate([min(1, (4 - i) * p[j]) for i, j in enumerate(order)]))
+    assert table.loc[0.001, "verdict"] == "supported" and table.loc[1.0, "verdict"] == "contradicted"
+    assert table.loc[0.1, "verdict"] == "not resolved"
+    sentence = knobs.flips(knobs.kl_verdicts(runs))[0]
+    assert "depends on the VAE's KL weight" in sentence and "KL weight 1: contradicted" in sentence
+    assert knobs.kl_verdicts(load_runs("paper", tracking_uri=store.uri)).empty  # one KL weight: nothing to vary
+
+
+def test_report_knobs_section(store, tmp_path):
+    out = tmp_path / "knobs"
+    assert report_main(["--experiment", "sensitivity", "--tracking-uri", store.uri, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Does the answer depend on the knobs?" in text and "depends on the VAE's KL weight" in text
+    for name in ("frontier.png", "sensitivity_num_codes.png", "sensitivity_kl_weight.png"):
+        assert (out / "figures" / name).is_file() and f"figures/{name}" in text
+    assert "beta (commitment cost): skipped" in text and "D (code dimension): skipped" in text
+    assert not (out / "figures" / "sensitivity_beta.png").exists()
+    # a sweep without a KL axis or K axis says why those parts are skipped
+    assert report_main(["--experiment", "single", "--tracking-uri", store.uri, "--out", str(tmp_path / "single")]) == 0
+    single = (tmp_path / "single" / "report.md").read_text()
+    assert "do not vary the VAE's KL weight" in single and "Skipped: neither the VAE's KL weight nor" in single
+    assert not (tmp_path / "single" / "figures" / "frontier.png").exists()
