@@ -122,7 +122,9 @@ def test_probe_convergence(tmp_path):
         # the fixed schedule runs exactly factor x the epochs the early-stopped probe ran
         assert f[f"{key}/fixed_epochs"] == 4 * f[f"{key}/early_epochs"]
         derived(f[f"{key}/diff_points"], 100 * (f[f"{key}/early_acc"] - f[f"{key}/fixed_acc"]))
+        derived(f[f"{key}/diff_long_best_points"], 100 * (f[f"{key}/early_acc"] - f[f"{key}/long_best_acc"]))
     assert f["worst_abs_diff_points"] == max(abs(f[f"{key}/diff_points"]) for key in keys)
+    assert f["worst_abs_diff_long_best_points"] == max(abs(f[f"{key}/diff_long_best_points"]) for key in keys)
 
 
 @pytest.mark.slow
