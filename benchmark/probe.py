@@ -108,7 +108,7 @@ def train_classifier(
     fit, held = holdout_split(train_x.shape[0], settings.val_fraction, seed, train_x.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    best, best_epoch, best_state, epoch = (-1.0, 0.0), 0, None, 0
+    best_acc, best_epoch, best_state, epoch = -1.0, 0, None, 0
     while epoch < settings.max_epochs and (settings.patience == 0 or epoch - best_epoch < settings.patience):
         net.train()
         order = fit[torch.randperm(fit.numel(), generator=generator).to(train_x.device)]
@@ -119,11 +119,9 @@ def train_classifier(
             loss.backward()
             optimizer.step()
         epoch += 1
-        scores = predict_scores(net.eval(), train_x[held])
-        # Held-out accuracy, ties broken by held-out loss: a small held-out share saturates early.
-        score = (accuracy(scores, train_y[held]), -F.cross_entropy(scores, train_y[held]).item())
-        if score > best or settings.patience == 0:
-            best, best_epoch, best_state = score, epoch, copy.deepcopy(net.state_dict())
+        held_acc = accuracy(predict_scores(net.eval(), train_x[held]), train_y[held])
+        if held_acc > best_acc or settings.patience == 0:
+            best_acc, best_epoch, best_state = held_acc, epoch, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
     return FittedProbe(net.eval(), best_epoch, epoch)
 
