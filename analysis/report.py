@@ -119,7 +119,7 @@ def _runs_section(runs: pd.DataFrame) -> str:
     repeats = tables.finished(runs)["config_id"].dropna().duplicated().sum()
     if repeats:
         text.append(f"\n{repeats} finished run(s) repeat a config (same config_id, so the same seed) of another run; "
-                    "each counts as a sample, which narrows the intervals more than new seeds would.")
+                    "they are averaged within their seed first, so n counts seeds, not runs.")
     bad = runs[runs["status"] != tables.FINISHED]
     if len(bad):
         listed = bad.head(MAX_LISTED_FAILURES)
@@ -150,7 +150,7 @@ def _seed_note(table: pd.DataFrame) -> str:
 
 def _table1_section(runs: pd.DataFrame) -> list[str]:
     table = tables.table1(runs)
-    intro = (f"Mean ± half-width of the {CONFIDENCE:.0%} Student t interval over seeds; n = runs (seeds) per row. "
+    intro = (f"Mean ± half-width of the {CONFIDENCE:.0%} Student t interval over seeds; n = seeds per row (runs repeating a config within a seed are averaged first). "
              "Accuracies in % (probe on the latents: MLP = the paper's feed-forward probe, linear, kNN). "
              "The paper's numbers (one run each, K=512, D=64, beta=0.25, label embedding `add`, 10 epochs) stand beside every "
              "row of their model and dataset; *vs paper setting* says which rows match that setting. VAE rows have no K or beta "

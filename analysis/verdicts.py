@@ -136,7 +136,7 @@ def decide(test: PairedTest, expect: int, margin: float) -> tuple[str, str]:
     if p < ALPHA and side != 0:
         return (SUPPORTED, "") if side == expect else (CONTRADICTED, "")
     if -margin <= test.low and test.high <= margin:
-        return EQUIVALENT, f"the interval lies inside ±{margin:g}"
+        return EQUIVALENT, "the interval lies inside the equivalence margin"
     if side != 0:
         return NOT_RESOLVED, f"Holm-adjusted p = {p:.3g} is not below {ALPHA}"
     return NOT_RESOLVED, "the interval contains 0 and reaches beyond the equivalence margin"

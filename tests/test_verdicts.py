@@ -73,7 +73,7 @@ def test_each_verdict_from_a_constructed_case():
     assert decide(_test(-0.03, 0.01, p_holm=0.02), expect=-1, margin=margin) == (SUPPORTED, "")
     assert decide(_test(0.03, 0.01, p_holm=0.02), expect=-1, margin=margin) == (CONTRADICTED, "")
     verdict, reason = decide(_test(0.001, 0.003, p=0.5, p_holm=0.9), expect=-1, margin=margin)
-    assert verdict == EQUIVALENT and "0.005" in reason
+    assert verdict == EQUIVALENT and "margin" in reason
     verdict, reason = decide(_test(-0.01, 0.02, p=0.3, p_holm=0.6), expect=-1, margin=margin)
     assert verdict == NOT_RESOLVED and "contains 0" in reason
     # the interval is on one side, but the adjusted p is not small enough
