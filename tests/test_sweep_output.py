@@ -22,6 +22,8 @@ from benchmark.dry_run import domain_text
 from benchmark.evaluate import represent_split
 from benchmark.progress import COLUMNS, SweepProgress, trial_dirname, trial_name
 from benchmark.reconstruction import reconstruction_metrics
+from benchmark.space import available_spaces
+from benchmark.tracking import DEFAULT_EXPERIMENT
 from benchmark.train import scale
 from tests.conftest import REPO
 
@@ -49,7 +51,7 @@ def smoke_sweep(tmp_path_factory) -> FinishedSweep:
     assert proc.returncode == 0, proc.stdout[-3000:]
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("vqbench").experiment_id], "tags.`vqbench.role` = 'trial'")
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id], "tags.`vqbench.role` = 'trial'")
     return FinishedSweep(folder, proc.stdout.splitlines(), client, uri, runs)
 
 
@@ -112,11 +114,18 @@ def test_progress_tells_done_stopped_diverged_and_running_apart(capsys):
     assert trial_dirname(done) == f"vqvae-mnist-K512-D64-b0.25-s0_{done.trial_id}"
 
 
-@pytest.mark.parametrize(
-    "space, count, missing",
-    [("smoke", 2, []), ("quick", 8, []), ("paper", 24, ["cifar100", "mnist"]), ("grid", 288, ["mnist"]), ("optuna", 40, ["mnist"])],
-)
-def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space, count, missing):
+# each space: its trial count and the datasets it needs that are not embedded
+SPACES = {"smoke": (2, []), "quick": (8, []), "paper": (24, ["cifar100", "mnist"]), "grid": (288, ["mnist"]),
+          "optuna": (40, ["mnist"]), "sensitivity": (39, ["mnist"])}
+
+
+def test_every_space_is_dry_run_below():
+    assert set(SPACES) == set(available_spaces())
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space):
+    count, missing = SPACES[space]
     monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
     assert sweep.main(["--space", space, "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
