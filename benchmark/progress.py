@@ -21,7 +21,6 @@ from ray.tune.experiment import Trial
 
 from benchmark.config import TrialConfig
 
-NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 HEADER_EVERY_ROWS = 40
 # (header, width); the trial name's width is set per sweep
 COLUMNS = (("model", 5), ("dataset", 13), ("K", 5), ("D", 4), ("beta/kl", 7), ("seed", 4), ("epoch", 7),
@@ -34,28 +33,33 @@ def plural(count: int, noun: str) -> str:
 
 
 def ray_log_level(verbose: bool) -> int:
-    """Ray's INFO start-up lines and repeated warnings (experiment snapshots) only with --verbose."""
+    """Ray's start-up lines (a local instance started, token authentication) only with --verbose."""
     return logging.INFO if verbose else logging.ERROR
 
 
 @contextlib.contextmanager
 def ray_output(verbose: bool) -> Iterator[None]:
-    """Ray's own logs and tables only with --verbose. Tune's default output engine prints a
-    configuration box and a TensorBoard hint even at verbose=0; its legacy engine, at
-    verbose=0, prints nothing."""
-    logger = logging.getLogger("ray")
-    before = logger.level, os.environ.get(NEW_OUTPUT_ENV)
-    logger.setLevel(ray_log_level(verbose))
-    if not verbose:
-        os.environ[NEW_OUTPUT_ENV] = "0"
+    """Ray's own logs and tables only with --verbose; Tune's warnings (a trial waiting for resources
+    it cannot get) always. Tune's default output engine prints a configuration box and a TensorBoard
+    hint even at verbose=0, its legacy engine nothing; the experiment-snapshot warning, which a
+    sweep of short epochs triggers over and over, has Ray's own switch."""
+    quiet = {} if verbose else {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+    levels = {"ray": ray_log_level(verbose), "ray.tune": logging.INFO if verbose else logging.WARNING}
+    saved_env = {key: os.environ.get(key) for key in quiet}
+    saved_levels = {name: logging.getLogger(name).level for name in levels}
+    os.environ.update(quiet)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(before[0])
-        if before[1] is None:
-            os.environ.pop(NEW_OUTPUT_ENV, None)
-        else:
-            os.environ[NEW_OUTPUT_ENV] = before[1]
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def trial_config(trial: Trial) -> TrialConfig:
@@ -141,7 +145,9 @@ class SweepProgress(Callback):
             print(self.format(("trial",) + tuple(header for header, _ in COLUMNS)), flush=True)
         self.rows += 1
         self.last_row[trial.trial_id] = time.monotonic()
-        print(self.format(self.row(trial_config(trial), result or {}, status)), flush=True)
+        config = trial_config(trial)
+        self.name_width = max(self.name_width, len(config.name))  # a search samples names longer than its bounds'
+        print(self.format(self.row(config, result or {}, status)), flush=True)
 
     def row(self, config: TrialConfig, result: dict, status: str) -> tuple[str, ...]:
         vq = config.model == "vqvae"
