@@ -24,7 +24,7 @@ from benchmark.config import TrialConfig
 HEADER_EVERY_ROWS = 40
 # (header, width); the trial name's width is set per sweep
 COLUMNS = (("model", 5), ("dataset", 13), ("K", 5), ("D", 4), ("beta/kl", 7), ("seed", 4), ("epoch", 7),
-           ("recon_loss", 10), ("perplexity", 10), ("status", 9), ("mlflow_run_id", 32))
+           ("recon_loss", 10), ("perplexity", 10), ("status", 10), ("mlflow_run_id", 32))
 LEFT_ALIGNED = {"trial", "model", "dataset", "status", "mlflow_run_id"}
 
 
@@ -110,7 +110,8 @@ class SweepProgress(Callback):
         if "diverged" in result:  # the trial's final report: its row comes with on_trial_complete
             return
         if time.monotonic() - self.last_row.get(trial.trial_id, float("-inf")) >= self.every_s:
-            self.print_row(trial, result, "running")
+            trained = result.get("epoch", 0) >= trial_config(trial).epochs
+            self.print_row(trial, result, "evaluating" if trained else "running")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.end(trials, trial, self.outcome(trial))
@@ -166,7 +167,7 @@ class SweepProgress(Callback):
         ).rstrip()
 
     def status(self, trial: Trial) -> str:
-        """done, stopped (early, by the scheduler), diverged, failed, running or waiting."""
+        """done, stopped (early, by the scheduler), diverged, failed, running (evaluating too) or waiting."""
         if trial.trial_id in self.ended:
             return self.ended[trial.trial_id]
         if trial.status == Trial.TERMINATED:  # ended before a resume

@@ -98,24 +98,26 @@ def stub_trial(config: dict, status: str, **result) -> Trial:
     return trial
 
 
-def test_progress_tells_done_stopped_diverged_and_running_apart(capsys):
+def test_progress_tells_done_stopped_diverged_running_and_evaluating_apart(capsys):
     base = {"model": "vqvae", "dataset": "mnist", "epochs": 10}
     done = stub_trial({**base, "seed": 0}, Trial.TERMINATED, epoch=10, diverged=0.0, mlflow_run_id="r0")
     stopped = stub_trial({**base, "seed": 1}, Trial.TERMINATED, epoch=2, mlflow_run_id="r1")
     diverged = stub_trial({**base, "seed": 2}, Trial.TERMINATED, epoch=10, diverged=1.0, mlflow_run_id="r2")
     running = stub_trial({**base, "seed": 3}, Trial.RUNNING, epoch=5, **{"train/recon_loss": 0.01234, "train/perplexity": 87.0})
-    trials = [done, stopped, diverged, running]
+    evaluating = stub_trial({**base, "seed": 4}, Trial.RUNNING, epoch=10, mlflow_run_id="r4")
+    trials = [done, stopped, diverged, running, evaluating]
     progress = SweepProgress("study", name_width=30, every_s=0)
     progress.setup(total_num_samples=5)
     progress.on_step_end(0, trials)
-    progress.on_trial_result(1, trials, running, running.last_result)
+    for trial in (running, evaluating):
+        progress.on_trial_result(1, trials, trial, trial.last_result)
     for trial in (done, stopped, diverged):
         progress.on_trial_complete(1, trials, trial)
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out if line.startswith("vqvae-")}
     assert rows["vqvae-mnist-K512-D64-b0.25-s3"][-5:] == ["5/10", "0.0123", "87.0", "running", "-"]
-    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in range(3)] == ["done", "stopped", "diverged"]
-    assert out[-1].startswith("[study] 2 of 5 trials done (1 stopped early), 1 failed, 1 running; elapsed ")
+    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in (0, 1, 2, 4)] == ["done", "stopped", "diverged", "evaluating"]
+    assert out[-1].startswith("[study] 2 of 5 trials done (1 stopped early), 1 failed, 2 running; elapsed ")
     assert trial_dirname(done) == f"vqvae-mnist-K512-D64-b0.25-s0_{done.trial_id}"
 
 
