@@ -40,11 +40,13 @@ def ray_log_level(verbose: bool) -> int:
 @contextlib.contextmanager
 def ray_output(verbose: bool) -> Iterator[None]:
     """Ray's own logs and tables only with --verbose; Tune's warnings (a trial waiting for resources
-    it cannot get) always. Tune's default output engine prints a configuration box and a TensorBoard
-    hint even at verbose=0, its legacy engine nothing; the experiment-snapshot warning, which a
-    sweep of short epochs triggers over and over, has Ray's own switch."""
+    it cannot get) always, but for those a sweep of short epochs triggers over and over: the
+    experiment-snapshot warning (Ray's own switch) and "operation took 0.9 s" on a busy machine.
+    Tune's default output engine prints a configuration box and a TensorBoard hint even at
+    verbose=0, its legacy engine nothing."""
     quiet = {} if verbose else {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
-    levels = {"ray": ray_log_level(verbose), "ray.tune": logging.INFO if verbose else logging.WARNING}
+    levels = {"ray": ray_log_level(verbose), "ray.tune": logging.INFO if verbose else logging.WARNING,
+              "ray.tune.utils.util": ray_log_level(verbose)}
     saved_env = {key: os.environ.get(key) for key in quiet}
     saved_levels = {name: logging.getLogger(name).level for name in levels}
     os.environ.update(quiet)
