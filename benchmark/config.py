@@ -88,6 +88,18 @@ class TrialConfig:
     def leaks_label(self) -> bool:
         return self.label_embedding != "none"
 
+    @property
+    def name(self) -> str:
+        """What the trial is, in one token: its Ray Tune trial name and its MLflow run name."""
+        parts = [self.model, self.dataset]
+        if self.model == "vqvae":
+            parts += [f"K{self.num_codes}", f"D{self.code_dim}", f"b{self.beta:g}"]
+        else:
+            parts += [f"D{self.code_dim}", f"kl{self.kl_weight:g}"]
+        if self.leaks_label:
+            parts.append("labelemb")
+        return "-".join(parts + [f"s{self.seed}"])
+
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
@@ -95,13 +107,13 @@ def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _coerce(key: str, value: Any, kind: str) -> Any:
-    try:
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                return value.lower() in ("true", "1")
+    if kind == "bool":
+        if not isinstance(value, str):
             return bool(value)
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{key}={value!r} is not allowed: write true or false (or 1 or 0)")
+        return value.lower() in ("true", "1")
+    try:
         if kind == "int":
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError

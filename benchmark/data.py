@@ -32,6 +32,7 @@ CIFAR_FILES = {
 }
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3}  # what a reloaded model is built for
 
 
 class DataError(RuntimeError):
@@ -73,17 +74,25 @@ def required_files(name: str, root: Path) -> list[Path]:
     return []
 
 
+def missing_files(name: str, root: Path) -> list[Path]:
+    return [p for p in required_files(name, root) if not p.is_file()]
+
+
+def fetch_command(name: str, root: Path) -> str:
+    return f"python -m benchmark.data {name} --data-dir {root} --download"
+
+
 def check_available(name: str, data_dir: str | os.PathLike | None, download: bool = False) -> None:
     """Fail before any work starts when a dataset's files are absent and cannot be fetched."""
     if name not in NUM_CLASSES:
         raise DataError(f"dataset={name!r} is not known: choose one of {', '.join(NUM_CLASSES)}")
     root = resolve_data_dir(data_dir)
-    missing = [p for p in required_files(name, root) if not p.is_file()]
+    missing = missing_files(name, root)
     if missing and not download:
         folder = missing[0].parent
         raise DataError(
             f"dataset {name!r} is not in {folder}: expected files {', '.join(p.name for p in missing)}. "
-            f"Fetch it with `python -m benchmark.data {name} --data-dir {root} --download`, "
+            f"Fetch it with `{fetch_command(name, root)}`, "
             f"or pass --data-dir pointing at a folder in torchvision's layout that holds it."
         )
 

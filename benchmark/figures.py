@@ -9,13 +9,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
 
 
-def save_reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> Path:
-    """Originals in the top row, their reconstructions below, as in the paper."""
-    grid = make_grid(torch.cat([originals, reconstructions]), nrow=originals.shape[0], padding=2, pad_value=1.0)
-    save_image(grid, path)
+def save_reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, title: str, path: Path) -> Path:
+    """Originals in the top row, their reconstructions below, as in the paper; labelled, so the PNG reads alone."""
+    columns = originals.shape[0]
+    fig, axes = plt.subplots(2, columns, figsize=(0.9 * columns + 0.8, 2.5), dpi=110, squeeze=False)
+    for row, (images, label) in enumerate(((originals, "original"), (reconstructions, "reconstruction"))):
+        for column, image in enumerate(images):
+            ax = axes[row][column]
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(label, fontsize=8)
+    fig.suptitle(f"{title}: test images (top) and their reconstructions", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return path
 
 

@@ -21,6 +21,8 @@ import pandas as pd
 
 from benchmark.config import DATASETS, ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, resolve_data_dir
+from benchmark.dry_run import describe
+from benchmark.progress import SweepProgress, plural, ray_log_level, ray_output, trial_dirname, trial_name
 from benchmark.space import SpaceOptions, Study, available_spaces, load_space, validate
 from benchmark.tracking import (
     DEFAULT_EXPERIMENT,
@@ -66,7 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashing trial, resumed from its last epoch (default: 2)")
     p.add_argument("--storage-path", default="ray_results", help="Ray Tune results and checkpoints; shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--resume", metavar="NAME", default=None, help="finish the sweep NAME under --storage-path after its driver died")
-    p.add_argument("--dry-run", action="store_true", help="list the trials and their count; start nothing")
+    p.add_argument("--dry-run", action="store_true", help="list the trials, their count and whether their data is here; start nothing")
+    p.add_argument("--no-log-model", action="store_true", help="do not log each trial's trained model (model.pt) to its MLflow run")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress tables as well")
     return p.parse_args(argv)
 
 
@@ -107,25 +111,14 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     trials = [config for study in studies for config in validate(study)]
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
-    for dataset in sorted({t.dataset for t in trials}):
-        check_available(dataset, args.data_dir, args.download)
+    if not args.dry_run:  # a dry run reports the data instead of requiring it
+        for dataset in sorted({t.dataset for t in trials}):
+            check_available(dataset, args.data_dir, args.download)
     name = args.resume or args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepPlan(name, args.space, studies, trials)
 
 
-def describe(sweep: SweepPlan) -> str:
-    lines = []
-    for study in sweep.studies:
-        if study.is_search:
-            space = ", ".join(f"{k}~{v}" for k, v in study.search.items())
-            lines.append(f"{study.label}: {study.num_samples} Optuna trials of {study.base} over {space}")
-        else:
-            lines += [f"{study.label}: {json.dumps(c, sort_keys=True)}" for c in study.configs]
-    total = sum(s.trial_count() for s in sweep.studies)
-    return "\n".join(lines + [f"{total} trials in space {sweep.space!r}"])
-
-
-def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path, restore: bool):
+def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path, restore: bool, progress: SweepProgress):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -154,13 +147,16 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
             num_samples=study.num_samples if study.is_search else 1,
             max_concurrent_trials=args.max_concurrent or None,
             reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=study.label,
             storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=1,
+            verbose=1 if args.verbose else 0,
+            callbacks=[progress],
         ),
     )
 
@@ -220,7 +216,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         storage.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"tracking": asdict(target), "args": vars(args)}, indent=2))
     client = MlflowClient(target.uri)
-    print(f"sweep {sweep.name}: {sum(s.trial_count() for s in sweep.studies)} trials, MLflow {target.uri} "
+    print(f"sweep {sweep.name}: {plural(sum(s.trial_count() for s in sweep.studies), 'trial')}, MLflow {target.uri} "
           f"(experiment {target.experiment_id}, parent run {target.parent_run_id}); "
           f"if it dies: python -m benchmark.sweep --resume {sweep.name} --storage-path {storage.parent}", flush=True)
     if args.resume:
@@ -229,15 +225,17 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         client.update_run(target.parent_run_id, status="RUNNING")
     from ray import tune
 
-    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download}
+    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download, "log_model": not args.no_log_model}
+    name_width = max(len(t.name) for t in sweep.trials)
     errors = 0
     status = "FAILED"
     try:
         if not ray.is_initialized():
-            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
+            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False, logging_level=ray_log_level(args.verbose))
         for study in sweep.studies:
             restore = bool(args.resume) and tune.Tuner.can_restore(str(storage / study.label))
-            results = tuner_for(study, args, common, storage, restore).fit()
+            with ray_output(args.verbose):
+                results = tuner_for(study, args, common, storage, restore, SweepProgress(study.label, name_width)).fit()
             errors += sum(1 for r in results if r.error is not None)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -258,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             if not saved_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no sweep at {saved_file.parent}; check the name and --storage-path")
             saved = json.loads(saved_file.read_text())["args"]
-            args = argparse.Namespace(**{**saved, "resume": args.resume, "dry_run": args.dry_run, "address": args.address or saved["address"]})
+            args = argparse.Namespace(**{**vars(parse_args([])), **saved, "resume": args.resume, "dry_run": args.dry_run, "verbose": args.verbose, "address": args.address or saved["address"]})
         sweep = plan(args)
         if args.dry_run:
-            print(describe(sweep))
+            print(describe(sweep.studies, sweep.space, sorted({t.dataset for t in sweep.trials}), args.data_dir, args.download))
             return 0
         start = time.perf_counter()
         target, errors = run_sweep(args, sweep)

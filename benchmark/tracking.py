@@ -124,17 +124,6 @@ def start_sweep_run(client: MlflowClient, experiment_id: str, run_name: str, par
     return run.info.run_id
 
 
-def run_name(config: TrialConfig) -> str:
-    parts = [config.model, config.dataset]
-    if config.model == "vqvae":
-        parts += [f"K{config.num_codes}", f"D{config.code_dim}", f"b{config.beta:g}"]
-    else:
-        parts += [f"D{config.code_dim}", f"kl{config.kl_weight:g}"]
-    if config.leaks_label:
-        parts.append("labelemb")
-    return "-".join(parts + [f"s{config.seed}"])
-
-
 @dataclass
 class TrialRun:
     """One trial's child run; reopened, not duplicated, when a trial resumes from its checkpoint."""
@@ -161,7 +150,7 @@ class TrialRun:
             "vqbench.git_commit": git_commit(),
             "vqbench.versions": json.dumps(package_versions()),
         }
-        run = with_retries(lambda: client.create_run(target.experiment_id, run_name=run_name(config), tags=tags))
+        run = with_retries(lambda: client.create_run(target.experiment_id, run_name=config.name, tags=tags))
         logged = {**config.to_dict(), **ProbeSettings().to_params()}
         params = [Param(k, str(v)) for k, v in logged.items()]
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))

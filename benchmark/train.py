@@ -63,10 +63,15 @@ def to_device(data: Dataset, device: torch.device) -> Dataset:
     return dataclasses.replace(data, **{k: v.to(device) for k, v in tensors.items() if isinstance(v, torch.Tensor)})
 
 
+def new_model(config: TrialConfig, channels: int, num_classes: int, device: torch.device) -> nn.Module:
+    """channels-last: measured 1.2x faster convolutions on CPU, and what tensor cores want.
+    A reloaded model is built here too, so it computes bit for bit what the trial computed."""
+    return build_model(config, channels, num_classes).to(device, memory_format=torch.channels_last)
+
+
 def init_state(config: TrialConfig, data: Dataset, device: torch.device) -> TrainState:
     seed_everything(config.seed)
-    # channels-last: measured 1.2x faster convolutions on CPU, and what tensor cores want.
-    model = build_model(config, data.channels, data.num_classes).to(device, memory_format=torch.channels_last)
+    model = new_model(config, data.channels, data.num_classes, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
     return TrainState(model, optimizer)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
@@ -38,7 +40,7 @@ HELP = {
     "code_dim": "D, latent channels per position (paper: 64)",
     "beta": "commitment cost (VQ-VAE; paper: 0.25)",
     "kl_weight": "KL weight on the per-pixel scale (VAE; the paper does not state it)",
-    "batch_norm": "BatchNorm in encoder and decoder (default: on for CIFAR only)",
+    "batch_norm": "BatchNorm in encoder and decoder",
     "label_embedding": "none, or add: the paper's label embedding, which leaks the label into the latent",
     "ema": "EMA codebook updates instead of the codebook loss",
     "ema_decay": "decay of the EMA codebook",
@@ -54,6 +56,7 @@ class TrialResult:
     metrics: dict[str, float]
     evaluation: Evaluation
     device: str
+    model: nn.Module  # trained, as evaluated
 
 
 def run_trial(
@@ -83,7 +86,7 @@ def run_trial(
     eval_start = time.perf_counter()
     evaluation = evaluate(state.model, data, config)
     metrics = {**epoch_metrics, **evaluation.metrics, "time/train_s": train_s, "time/eval_s": time.perf_counter() - eval_start}
-    return TrialResult(config, metrics, evaluation, str(device))
+    return TrialResult(config, metrics, evaluation, str(device), state.model)
 
 
 def save_figures(result: TrialResult, folder: Path) -> list[Path]:
@@ -91,15 +94,23 @@ def save_figures(result: TrialResult, folder: Path) -> list[Path]:
     c, ev = result.config, result.evaluation
     title = f"{c.model} on {c.dataset}, test latents" + (f" (K={c.num_codes})" if c.model == "vqvae" else "")
     return [
-        save_reconstruction_grid(ev.originals, ev.reconstructions, folder / "reconstructions.png"),
+        save_reconstruction_grid(ev.originals, ev.reconstructions, c.name, folder / "reconstructions.png"),
         save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png"),
     ]
+
+
+def print_epoch(config: TrialConfig, state: TrainState, metrics: dict[str, float]) -> None:
+    """A person running one trial sees it move; stdout stays the JSON alone."""
+    perplexity = f", perplexity {metrics['train/perplexity']:.1f}" if "train/perplexity" in metrics else ""
+    then = "; evaluating (probes, reconstruction, codebook)" if state.epoch == config.epochs else ""
+    print(f"epoch {state.epoch}/{config.epochs}: loss {metrics['train/loss']:.4f}, recon {metrics['train/recon_loss']:.4f}"
+          f"{perplexity}, {metrics['train/epoch_s']:.1f} s{then}", file=sys.stderr, flush=True)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrialConfig()
     for field in dataclasses.fields(TrialConfig):
-        default = "auto" if field.name == "batch_norm" else getattr(defaults, field.name)
+        default = "on for CIFAR only" if field.name == "batch_norm" else getattr(defaults, field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, help=f"{HELP[field.name]} (default: {default})")
 
 
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig) if getattr(args, f.name) is not None}
     try:
         config = TrialConfig.from_dict(raw)
-        result = run_trial(config, args.data_dir, args.download)
+        result = run_trial(config, args.data_dir, args.download, on_epoch=functools.partial(print_epoch, config))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import torch
 from ray import tune
 
 from benchmark.config import TrialConfig
+from benchmark.saved_model import save_model
 from benchmark.tracking import TrackingTarget, TrialRun
 from benchmark.train import TrainState, TrialDiverged, pick_device
 from benchmark.trial import run_trial, save_figures
@@ -43,13 +44,16 @@ def tune_trial(params: dict[str, Any]) -> None:
         run.log_metrics(metrics, step=state.epoch)
         with tempfile.TemporaryDirectory() as folder:
             torch.save({**state.state_dict(), "mlflow_run_id": run.run_id}, Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, "epoch": state.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, "epoch": state.epoch, "mlflow_run_id": run.run_id}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         result = run_trial(config, params["data_dir"], params["download"], resume, on_epoch)
         with tempfile.TemporaryDirectory() as folder:
             final = {k: v for k, v in result.metrics.items() if not k.startswith("train/")}  # those are logged per epoch
-            run.finish(final, config.epochs, save_figures(result, Path(folder)), config)
+            files = save_figures(result, Path(folder))
+            if params["log_model"]:
+                files.append(save_model(result.model, config, Path(folder)))
+            run.finish(final, config.epochs, files, config)
     except TrialDiverged as err:
         run.fail(err)
         # inf keeps schedulers and searchers that rank on the loss working, and ranks it last.

@@ -9,7 +9,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from benchmark import sweep
+from benchmark import load_model, sweep
 from benchmark.config import TrialConfig
 from tests.conftest import REPO
 
@@ -55,7 +55,7 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
         assert 0 < metrics["recon/mse"] < 1 and -1 < metrics["recon/ssim"] <= 1
         assert ("codebook/usage" in metrics) == (config.model == "vqvae")
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert artifacts == {"reconstructions.png", "tsne.png", "config.json"}
+        assert artifacts == {"reconstructions.png", "tsne.png", "config.json", "model.pt"}
         local = Path(client.download_artifacts(run.info.run_id, "reconstructions.png", str(tmp_path)))
         assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         for tag in ("vqbench.device", "vqbench.git_commit", "vqbench.versions", "vqbench.model", "vqbench.dataset"):
@@ -64,13 +64,15 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
 
 @pytest.mark.slow
 def test_sweep_logs_over_http_to_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
-    rc, client, exp = run_sweep(tmp_path, uri=mlflow_server.uri)
+    rc, client, exp = run_sweep(tmp_path, "--no-log-model", uri=mlflow_server.uri)
     assert rc == 0
     parent, kids = children(client, exp)
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
     for run in kids:
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json"}
         assert "probe/latent/mlp_acc" in run.data.metrics
+        with pytest.raises(FileNotFoundError, match="--no-log-model"):
+            load_model(run.info.run_id, mlflow_server.uri)
     assert any((tmp_path / "server-artifacts").rglob("tsne.png"))  # the server stored what workers uploaded
 
 
@@ -131,7 +133,7 @@ def test_dry_run_counts_every_space(capsys, args, count):
 
 
 def test_grid_has_no_duplicate_vae_trials(capsys):
-    lines = dry_run(capsys, "--space", "grid", "--datasets", "digits", "--seeds", "1")[:-1]
+    lines = [line for line in dry_run(capsys, "--space", "grid", "--datasets", "digits", "--seeds", "1") if line.startswith("grid: ")]
     configs = [TrialConfig.from_dict(json.loads(line.split(": ", 1)[1])) for line in lines]
     assert len({c.config_id for c in configs}) == len(configs) == 96
     vae = [c for c in configs if c.model == "vae"]

@@ -1,0 +1,60 @@
+"""A dry run: the trials a sweep would run and whether their data is here, needing none of it.
+
+A person plans a sweep before fetching its datasets, so a missing dataset is reported with
+the command that fetches it, not raised.
+"""
+from __future__ import annotations
+
+import json
+
+from ray.tune.search.sample import Categorical, Domain, Integer, LogUniform, Normal, Quantized
+
+from benchmark.data import fetch_command, missing_files, resolve_data_dir
+from benchmark.progress import plural
+from benchmark.space import Study
+
+
+def domain_text(domain: Domain) -> str:
+    """A Ray Tune domain as a person writes it: `log-uniform int [16, 2048)`, `one of [16, 32]`."""
+    if isinstance(domain, Categorical):
+        return f"one of {list(domain.categories)}"
+    sampler, q = domain.get_sampler(), 1
+    if isinstance(sampler, Quantized):
+        sampler, q = sampler.sampler, sampler.q
+    step = f" in steps of {q:g}" if q != 1 else ""
+    if isinstance(sampler, Normal):
+        return f"normal(mean {sampler.mean:g}, sd {sampler.sd:g}){step}"
+    kind = "log-uniform" if isinstance(sampler, LogUniform) else "uniform"
+    if isinstance(domain, Integer):  # Ray's integer domains exclude their upper bound, but for steps above 1
+        return f"{kind} int [{domain.lower}, {domain.upper}{']' if q != 1 else ')'}{step}"
+    return f"{kind} [{domain.lower:g}, {domain.upper:g}]{step}"
+
+
+def study_lines(study: Study) -> list[str]:
+    if not study.is_search:
+        return [f"{study.label}: {json.dumps(c, sort_keys=True)}" for c in study.configs]
+    header = f"{study.label}: {plural(study.num_samples, 'Optuna trial')} of {json.dumps(study.base, sort_keys=True)}, searching"
+    return [header] + [f"  {key} ~ {domain_text(domain)}" for key, domain in study.search.items()]
+
+
+def data_lines(datasets: list[str], data_dir: str | None, download: bool) -> list[str]:
+    root = resolve_data_dir(data_dir)
+    lines = [f"data in {root}:"]
+    for name in datasets:
+        if name == "digits":
+            status = "embedded in scikit-learn"
+        elif not missing_files(name, root):
+            status = "present"
+        elif download:
+            status = "missing; each trial fetches it (--download)"
+        else:
+            status = f"missing; fetch it with `{fetch_command(name, root)}`"
+        lines.append(f"  {name}: {status}")
+    return lines
+
+
+def describe(studies: list[Study], space: str, datasets: list[str], data_dir: str | None, download: bool) -> str:
+    """Every trial (or search), the data status per dataset, then the count: the line a person looks for last."""
+    lines = [line for study in studies for line in study_lines(study)]
+    total = sum(s.trial_count() for s in studies)
+    return "\n".join(lines + data_lines(datasets, data_dir, download) + [f"{plural(total, 'trial')} in space {space!r}"])

@@ -1,0 +1,186 @@
+"""What a person sees and gets back from a sweep: its console output, its dry runs, its reloadable models."""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from ray.tune import choice, lograndint, loguniform, qrandint, randn, uniform
+from ray.tune.experiment import Trial
+
+from benchmark import load_model, sweep
+from benchmark.config import ConfigError, TrialConfig
+from benchmark.data import load_dataset
+from benchmark.dry_run import domain_text
+from benchmark.evaluate import represent_split
+from benchmark.progress import COLUMNS, SweepProgress, trial_dirname, trial_name
+from benchmark.reconstruction import reconstruction_metrics
+from benchmark.space import available_spaces
+from benchmark.tracking import DEFAULT_EXPERIMENT
+from benchmark.train import scale
+from tests.conftest import REPO
+
+SMOKE_LINE_BUDGET = 150  # issue 19: the smoke space in under 150 lines, stdout and stderr together
+
+
+@dataclass
+class FinishedSweep:
+    folder: Path
+    output: list[str]
+    client: MlflowClient
+    uri: str
+    runs: list
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory) -> FinishedSweep:
+    """The smoke space as a new user runs it: the CLI in a fresh folder, default store and results folder."""
+    folder = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.sweep", "--space", "smoke", "--name", "readable"],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id], "tags.`vqbench.role` = 'trial'")
+    return FinishedSweep(folder, proc.stdout.splitlines(), client, uri, runs)
+
+
+def logged_config(run) -> TrialConfig:
+    """The trial config among a run's params (which also hold the probe settings, `probe.*`)."""
+    return TrialConfig.from_dict({k: v for k, v in run.data.params.items() if k in TrialConfig.__dataclass_fields__})
+
+
+@pytest.mark.slow
+def test_smoke_sweep_output_is_short_and_names_each_trial_as_its_run(smoke_sweep):
+    output, text = smoke_sweep.output, "\n".join(smoke_sweep.output)
+    assert len(output) < SMOKE_LINE_BUDGET, text
+    for noise in ("╭", "TensorBoard", "snapshotting", "Started a local Ray instance", "tune_trial_"):
+        assert noise not in text, f"{noise!r} in the output:\n{text}"
+    header = next(line for line in output if line.startswith("trial "))
+    assert header.split() == ["trial"] + [name for name, _ in COLUMNS]
+    assert len(smoke_sweep.runs) == 2
+    for run in smoke_sweep.runs:
+        name, run_id = run.info.run_name, run.info.run_id
+        assert name == logged_config(run).name
+        assert any(re.fullmatch(rf"{re.escape(name)}\s.*\s1/1\s+\S+\s+\S+\s+done\s+{run_id}", line) for line in output), text
+    assert "[smoke] 2 of 2 trials done, 0 failed, 0 running" in text
+    # Ray's trial folders carry the same names; ./ray_results and ./mlartifacts land in the working directory
+    folders = sorted(p.name for p in (smoke_sweep.folder / "ray_results" / "readable" / "smoke").iterdir() if p.is_dir())
+    assert [f.rsplit("_", 2)[0] for f in folders] == sorted(r.info.run_name for r in smoke_sweep.runs)
+    assert (smoke_sweep.folder / "mlartifacts").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bit-identical numbers are promised on the CPU only")
+def test_reloaded_model_reproduces_its_runs_test_mse_exactly(smoke_sweep, one_torch_thread):
+    for run in smoke_sweep.runs:
+        model, config = load_model(run.info.run_id, smoke_sweep.uri)
+        assert config == logged_config(run)
+        data = load_dataset(config.dataset)
+        recon = represent_split(model, data.test_x, data.test_y, config, decode=True)["recon"]
+        assert reconstruction_metrics(scale(data.test_x), recon)["mse"] == run.data.metrics["recon/mse"]
+
+
+def stub_trial(config: dict, status: str, **result) -> Trial:
+    trial = Trial("tune_trial", config={"trial": config}, stub=True, trial_name_creator=trial_name)
+    trial.update_last_result(result)
+    trial.set_status(status)
+    return trial
+
+
+def test_progress_tells_done_stopped_diverged_running_and_evaluating_apart(capsys):
+    base = {"model": "vqvae", "dataset": "mnist", "epochs": 10}
+    done = stub_trial({**base, "seed": 0}, Trial.TERMINATED, epoch=10, diverged=0.0, mlflow_run_id="r0")
+    stopped = stub_trial({**base, "seed": 1}, Trial.TERMINATED, epoch=2, mlflow_run_id="r1")
+    diverged = stub_trial({**base, "seed": 2}, Trial.TERMINATED, epoch=10, diverged=1.0, mlflow_run_id="r2")
+    running = stub_trial({**base, "seed": 3}, Trial.RUNNING, epoch=5, **{"train/recon_loss": 0.01234, "train/perplexity": 87.0})
+    evaluating = stub_trial({**base, "seed": 4}, Trial.RUNNING, epoch=10, mlflow_run_id="r4")
+    trials = [done, stopped, diverged, running, evaluating]
+    progress = SweepProgress("study", name_width=30, every_s=0)
+    progress.setup(total_num_samples=5)
+    progress.on_step_end(0, trials)
+    for trial in (running, evaluating):
+        progress.on_trial_result(1, trials, trial, trial.last_result)
+    for trial in (done, stopped, diverged):
+        progress.on_trial_complete(1, trials, trial)
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out if line.startswith("vqvae-")}
+    assert rows["vqvae-mnist-K512-D64-b0.25-s3"][-5:] == ["5/10", "0.0123", "87.0", "running", "-"]
+    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in (0, 1, 2, 4)] == ["done", "stopped", "diverged", "evaluating"]
+    assert out[-1].startswith("[study] 2 of 5 trials done (1 stopped early), 1 failed, 2 running; elapsed ")
+    assert trial_dirname(done) == f"vqvae-mnist-K512-D64-b0.25-s0_{done.trial_id}"
+
+
+# each space: its trial count and the datasets it needs that are not embedded
+SPACES = {"smoke": (2, []), "quick": (8, []), "paper": (24, ["cifar100", "mnist"]), "grid": (288, ["mnist"]),
+          "optuna": (40, ["mnist"]), "sensitivity": (39, ["mnist"])}
+
+
+def test_every_space_is_dry_run_below():
+    assert set(SPACES) == set(available_spaces())
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space):
+    count, missing = SPACES[space]
+    monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
+    assert sweep.main(["--space", space, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{count} trials in space {space!r}"
+    for dataset in missing:
+        fetch = f"python -m benchmark.data {dataset} --data-dir {tmp_path} --download"
+        assert f"  {dataset}: missing; fetch it with `{fetch}`" in out
+    assert ("  digits: embedded in scikit-learn" in out) == (space in ("smoke", "quick"))
+
+
+def test_dry_run_reports_data_present_or_fetched_by_the_trials(tmp_path, monkeypatch, capsys):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).touch()
+    monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
+    assert sweep.main(["--space", "paper", "--dry-run", "--download"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "  mnist: present" in out and "  cifar100: missing; each trial fetches it (--download)" in out
+
+
+def test_dry_run_says_one_trial_not_one_trials(capsys):
+    assert sweep.main(["--space", "smoke", "--only", "model=vae", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 trial in space 'smoke'"
+
+
+def test_optuna_dry_run_writes_domains_as_a_person_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
+    assert sweep.main(["--space", "optuna", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "object at 0x" not in out
+    assert "  num_codes ~ log-uniform int [16, 2048)" in out and "  code_dim ~ one of [16, 32, 64, 128]" in out
+    assert domain_text(uniform(0.05, 1.0)) == "uniform [0.05, 1]"
+    assert domain_text(loguniform(1e-4, 1.0)) == "log-uniform [0.0001, 1]"
+    assert domain_text(lograndint(16, 2048)) == "log-uniform int [16, 2048)"
+    assert domain_text(choice(["none", "add"])) == "one of ['none', 'add']"
+    assert domain_text(qrandint(8, 64, 8)) == "uniform int [8, 64] in steps of 8"
+    assert domain_text(randn(0, 2)) == "normal(mean 0, sd 2)"
+
+
+def test_bool_options_say_what_they_accept():
+    with pytest.raises(ConfigError, match=r"ema='yes' is not allowed: write true or false \(or 1 or 0\)"):
+        TrialConfig.from_dict({"ema": "yes"})
+
+
+@pytest.mark.parametrize("module", ["benchmark.trial", "benchmark.sweep"])
+def test_help_gives_each_option_one_default(module, capsys):
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert not re.search(r"\(default: [^)]*\) \(default:", text), text
