@@ -1,7 +1,7 @@
 """One trial, completely described by a frozen dataclass.
 
 Its dict form is what MLflow stores as params, so a run can be rebuilt from its params
-with `TrialConfig.from_dict(run.data.params)`.
+with `TrialConfig.from_params(run.data.params)`.
 """
 from __future__ import annotations
 
@@ -63,6 +63,11 @@ class TrialConfig:
             raise ConfigError(f"ema_decay={self.ema_decay!r} is not allowed: it must lie in (0, 1)")
         if self.seed < 0 or self.fail_at_epoch < 0:
             raise ConfigError("seed and fail_at_epoch must be >= 0")
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "TrialConfig":
+        """Rebuild from a run's MLflow params: the config's keys, beside settings logged under a prefix (`probe.*`), which are not."""
+        return cls.from_dict({key: value for key, value in params.items() if "." not in key})
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrialConfig":

@@ -90,6 +90,15 @@ def test_from_dict_round_trips_to_dict_and_mlflow_strings(config):
     assert rebuilt.config_id == config.config_id
 
 
+def test_from_params_ignores_the_settings_logged_beside_the_config():
+    from benchmark.probe import ProbeSettings
+
+    params = {**{key: str(value) for key, value in NON_DEFAULT.to_dict().items()}, **ProbeSettings().to_params()}
+    assert TrialConfig.from_params(params) == NON_DEFAULT
+    with pytest.raises(ConfigError, match="unknown config key"):
+        TrialConfig.from_params({**params, "bogus": "1"})  # an unprefixed unknown key is still an error
+
+
 def test_to_dict_covers_every_field():
     assert set(NON_DEFAULT.to_dict()) == {f.name for f in dataclasses.fields(TrialConfig)}
 

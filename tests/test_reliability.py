@@ -117,7 +117,7 @@ def test_diverging_trial_fails_alone_and_the_sweep_goes_on(tmp_path, local_ray_w
     rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray")])
     assert rc == 0
     runs = runs_by_config(MlflowClient(uri), "t")
-    by_id = {TrialConfig.from_dict(rs[0].data.params).lr: rs for rs in runs.values()}
+    by_id = {TrialConfig.from_params(rs[0].data.params).lr: rs for rs in runs.values()}
     assert [r.info.status for r in by_id[1e-3]] == ["FINISHED"]
     (failed,) = by_id[1e9]
     assert failed.info.status == "FAILED"
@@ -279,7 +279,7 @@ def test_logged_params_alone_rebuild_the_logged_metrics(tmp_path, local_ray_with
     try:
         for rs in runs_by_config(client, "t").values():
             run = rs[0]
-            result = run_trial(TrialConfig.from_dict(run.data.params))
+            result = run_trial(TrialConfig.from_params(run.data.params))
             logged = {k: v for k, v in run.data.metrics.items() if not k.startswith(("time/", "train/"))}
             rebuilt = {k: result.metrics[k] for k in logged}
             assert rebuilt == pytest.approx(logged, rel=1e-6, abs=1e-9), json.dumps({"logged": logged, "rebuilt": rebuilt})

@@ -45,7 +45,7 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
     assert sorted(k.data.params["model"] for k in kids) == ["vae", "vqvae"]
     for run in kids:
         assert run.info.status == "FINISHED"
-        config = TrialConfig.from_dict(run.data.params)  # a run is re-created from its params alone
+        config = TrialConfig.from_params(run.data.params)  # a run is re-created from its params alone
         assert run.data.tags["vqbench.config_id"] == config.config_id
         assert config.epochs == 2 and config.dataset == "digits"
         history = client.get_metric_history(run.info.run_id, "train/loss")

@@ -55,11 +55,6 @@ def smoke_sweep(tmp_path_factory) -> FinishedSweep:
     return FinishedSweep(folder, proc.stdout.splitlines(), client, uri, runs)
 
 
-def logged_config(run) -> TrialConfig:
-    """The trial config among a run's params (which also hold the probe settings, `probe.*`)."""
-    return TrialConfig.from_dict({k: v for k, v in run.data.params.items() if k in TrialConfig.__dataclass_fields__})
-
-
 @pytest.mark.slow
 def test_smoke_sweep_output_is_short_and_names_each_trial_as_its_run(smoke_sweep):
     output, text = smoke_sweep.output, "\n".join(smoke_sweep.output)
@@ -71,7 +66,7 @@ def test_smoke_sweep_output_is_short_and_names_each_trial_as_its_run(smoke_sweep
     assert len(smoke_sweep.runs) == 2
     for run in smoke_sweep.runs:
         name, run_id = run.info.run_name, run.info.run_id
-        assert name == logged_config(run).name
+        assert name == TrialConfig.from_params(run.data.params).name
         assert any(re.fullmatch(rf"{re.escape(name)}\s.*\s1/1\s+\S+\s+\S+\s+done\s+{run_id}", line) for line in output), text
     assert "[smoke] 2 of 2 trials done, 0 failed, 0 running" in text
     # Ray's trial folders carry the same names; ./ray_results and ./mlartifacts land in the working directory
@@ -85,7 +80,7 @@ def test_smoke_sweep_output_is_short_and_names_each_trial_as_its_run(smoke_sweep
 def test_reloaded_model_reproduces_its_runs_test_mse_exactly(smoke_sweep, one_torch_thread):
     for run in smoke_sweep.runs:
         model, config = load_model(run.info.run_id, smoke_sweep.uri)
-        assert config == logged_config(run)
+        assert config == TrialConfig.from_params(run.data.params)
         data = load_dataset(config.dataset)
         recon = represent_split(model, data.test_x, data.test_y, config, decode=True)["recon"]
         assert reconstruction_metrics(scale(data.test_x), recon)["mse"] == run.data.metrics["recon/mse"]
