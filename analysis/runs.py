@@ -10,10 +10,8 @@ switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on the
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import urllib.request
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
+from benchmark.tracking import TrackingError, check_reachable, resolve_tracking_uri
 
-DEFAULT_STORE = "mlflow.db"  # the sweep's default store, in the working directory
 ROLE_TAG = "vqbench.role"
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 CONFIG_TYPES = {f.name: f.type for f in fields(TrialConfig)}
@@ -56,28 +54,19 @@ class Source:
     experiment_name: str
 
 
-def resolve_tracking_uri(uri: str | None) -> str:
-    """Default $MLFLOW_TRACKING_URI, else the sweep's sqlite:///<cwd>/mlflow.db; relative sqlite paths made absolute."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return f"sqlite:///{Path.cwd().resolve() / DEFAULT_STORE}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(Path.cwd() / uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:
-        raise RunsError(f"tracking URI {uri!r} is not a URI: pass sqlite:////abs/path/mlflow.db (the sweep's store) or http://HOST:PORT")
-    return uri
-
-
 def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
     """Find the experiment by name (or id) without creating anything in the store."""
-    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        uri = resolve_tracking_uri(tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            check_reachable(uri)
+    except TrackingError as err:
+        raise RunsError(str(err)) from None
     if uri.startswith("sqlite:///"):
         # MLflow would silently create an empty database here; a missing file is a wrong path.
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
             raise RunsError(f"no MLflow store at {path}: pass --tracking-uri sqlite:////abs/path/mlflow.db pointing at the sweep's store")
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
     try:
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
@@ -171,14 +160,6 @@ def _experiment_by_id(client: MlflowClient, experiment_id: str):
         return client.get_experiment(experiment_id)
     except MlflowException:
         return None
-
-
-def _check_server(uri: str, timeout_s: float = 10.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when no server answers."""
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).read()
-    except Exception as err:
-        raise RunsError(f"MLflow server {uri} cannot be reached ({err}): start it (`mlflow server ...`) or pass a reachable --tracking-uri") from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from benchmark.config import DATASETS, ConfigError, TrialConfig
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, resolve_data_dir
-from benchmark.space import SpaceOptions, Study, available_spaces, load_space, validate
+from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, check_readable, fetch, resolve_data_dir
+from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
+from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
 from benchmark.tracking import (
+    STOPPED_TAG,
     TrackingError,
     TrackingTarget,
     check_reachable,
@@ -34,6 +37,7 @@ from benchmark.tracking import (
 
 SWEEP_FILE = "vqbench_sweep.json"
 SCHEDULERS = ("fifo", "asha")
+INTERRUPTED = "interrupted: the sweep was stopped (Ctrl-C) while this trial ran; --resume continues it"
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ class SweepPlan:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())}, or a .py file defining studies(options) (default: quick)")
+    p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())} (see --list-spaces), or a .py file defining studies(options) (default: quick)")
+    p.add_argument("--list-spaces", action="store_true", help="list the named spaces with what each runs; start nothing")
     p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}) (default: the space's)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
@@ -54,15 +59,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
-    p.add_argument("--download", action="store_true", help="let each trial fetch missing datasets through torchvision (needs internet)")
+    p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, before Ray starts (needs internet)")
     p.add_argument("--address", default=None, help="Ray cluster to join, e.g. auto on a cluster node (default: start a local Ray)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: sqlite ./mlflow.db)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default="vqbench", help="MLflow experiment name (default: vqbench)")
     p.add_argument("--name", default=None, help="sweep name: its folder under --storage-path and its parent run (default: SPACE-TIMESTAMP)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial; also its torch threads (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial: 0, 1 or 1/n to pack n trials on a GPU, e.g. 0.25 (default: 0)")
     p.add_argument("--max-concurrent", type=int, default=0, help="most trials at once, 0 = as resources allow (default: 0)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashing trial, resumed from its last epoch (default: 2)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a trial that crashed (its worker died, out of memory): "
+                   "it resumes from its last epoch checkpoint, or starts again if it had none, in the same MLflow run. "
+                   "Diverged trials and deterministic errors (bad data, a bug) fail at once (default: 2)")
     p.add_argument("--storage-path", default="ray_results", help="Ray Tune results and checkpoints; shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--resume", metavar="NAME", default=None, help="finish the sweep NAME under --storage-path after its driver died")
     p.add_argument("--dry-run", action="store_true", help="list the trials and their count; start nothing")
@@ -89,7 +96,11 @@ def only(study: Study, selector: str | None) -> Study:
     return Study(study.label, kept)
 
 
-def plan(args: argparse.Namespace) -> SweepPlan:
+def check_options(args: argparse.Namespace) -> None:
+    """Every option's value, before anything is read or started; each message names the fix."""
+    for key in ("cpus_per_trial", "gpus_per_trial"):
+        if not math.isfinite(getattr(args, key)):
+            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be a finite number")
     if args.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
     check_gpus_per_trial(args.gpus_per_trial)
@@ -97,19 +108,67 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         value = getattr(args, key)
         if value is not None and value < 1:
             raise ConfigError(f"--{key.replace('_', '-')}={value} is not allowed: it must be >= 1")
-    chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets else None
+    for key in ("max_concurrent", "max_failures"):
+        if getattr(args, key) < 0:
+            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be >= 0")
+    if not args.experiment.strip():
+        raise ConfigError("--experiment is empty: name the MLflow experiment, e.g. --experiment vqbench")
+    name = args.resume or args.name
+    if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
+        raise ConfigError(f"--name {name!r} is not allowed: it names a folder under --storage-path, so use letters, digits, - and _")
+    storage = Path(args.storage_path).expanduser().resolve()
+    existing = next(p for p in (storage, *storage.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--storage-path {args.storage_path}: {existing} is a file; pass a folder")
+    if args.data_dir is not None and Path(args.data_dir).expanduser().exists() and not Path(args.data_dir).expanduser().is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir} is a file: pass the data root folder (torchvision's layout)")
+    resolve_tracking_uri(args.tracking_uri)
+
+
+def scheduler_for(study: Study, args: argparse.Namespace) -> str:
+    return args.scheduler or ("asha" if study.is_search else "fifo")
+
+
+def plan(args: argparse.Namespace) -> SweepPlan:
+    check_options(args)
+    chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets is not None else None
+    if chosen == ():
+        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}")
     for dataset in chosen or ():
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
     studies = [only(s, args.only) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
+    if args.num_samples is not None and not any(s.is_search for s in studies):
+        raise ConfigError(f"--num-samples applies to searched spaces such as optuna; space {args.space!r} has fixed trials: leave it out")
     trials = [config for study in studies for config in validate(study)]
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
     for dataset in sorted({t.dataset for t in trials}):
-        check_available(dataset, args.data_dir, args.download)
+        if args.dry_run:
+            check_available(dataset, args.data_dir, args.download)
+            continue
+        if args.download:
+            fetch(dataset, args.data_dir)  # once, here: a download that cannot work fails before Ray starts
+        check_readable(dataset, args.data_dir)
     name = args.resume or args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepPlan(name, args.space, studies, trials)
+
+
+def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dict[str, Any]:
+    """The parent run's params: the values the sweep used, not the command line's Nones."""
+    def values(key: str) -> str:
+        return ",".join(str(v) for v in sorted({getattr(t, key) for t in sweep.trials}))
+
+    return {
+        "space": args.space, "datasets": values("dataset"), "models": values("model"), "seeds": values("seed"), "epochs": values("epochs"),
+        "num_trials": sum(s.trial_count() for s in sweep.studies),
+        "studies": ",".join(f"{s.label}:{scheduler_for(s, args)}" + (f":{s.num_samples} samples" if s.is_search else "") for s in sweep.studies),
+        "only": args.only or "all", "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download,
+        "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,
+        "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent or "as resources allow",
+        "max_failures": args.max_failures, "storage_path": str(Path(args.storage_path).expanduser().resolve()),
+    }
 
 
 def describe(sweep: SweepPlan) -> str:
@@ -140,7 +199,7 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     else:
         param_space = {**common, "trial": tune.grid_search(list(study.configs))}
         search_alg = None
-    use_asha = (args.scheduler or ("asha" if study.is_search else "fifo")) == "asha"
+    use_asha = scheduler_for(study, args) == "asha"
     scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=2, max_t=10_000) if use_asha else FIFOScheduler()
     return tune.Tuner(
         trainable,
@@ -164,115 +223,149 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     )
 
 
-def summary(uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
-    """Mean final metrics per setting, read back from MLflow: what a reviewer sees first."""
-    from mlflow.tracking import MlflowClient
-
-    runs = MlflowClient(uri).search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10_000)
-    rows = []
-    for run in runs:
-        p, m = run.data.params, run.data.metrics
-        rows.append({
-            "dataset": p.get("dataset"), "model": p.get("model"),
-            "K": p["num_codes"] if p.get("model") == "vqvae" else "-",
-            "label_emb": p.get("label_embedding"), "status": run.info.status,
-            "probe_acc": m.get("probe/latent/mlp_acc"), "pixels_acc": m.get("probe/pixels/mlp_acc"),
-            "mse": m.get("recon/mse"), "ssim": m.get("recon/ssim"), "code_usage": m.get("codebook/usage"),
-        })
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    keys = ["dataset", "model", "K", "label_emb"]
-    finished = frame[frame.status == "FINISHED"]
-    table = finished.groupby(keys, dropna=False)[["probe_acc", "pixels_acc", "mse", "ssim", "code_usage"]].mean()
-    table["n"] = finished.groupby(keys, dropna=False).size()
-    table["failed"] = frame[frame.status != "FINISHED"].groupby(keys, dropna=False).size().reindex(table.index).fillna(0).astype(int)
-    return table.reset_index()
-
-
-def ui_command(uri: str, experiment_id: str) -> str:
-    store = f" --backend-store-uri {uri}" if uri.startswith("sqlite") else ""
-    where = f"mlflow ui{store} --host 127.0.0.1 --port 5000" if store else f"open {uri}"
-    return f"{where}\n  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs (expand the parent run to see its trials)"
-
-
-def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarget, int]:
+def connect_ray(args: argparse.Namespace) -> bool:
+    """Join or start Ray before any run is created: a wrong --address, or trials asking for more
+    than a local Ray has (they would wait forever), is bad input. True if it started Ray."""
     import ray
+
+    if ray.is_initialized():
+        started = False
+    else:
+        started = True
+        try:
+            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
+        except Exception as err:
+            raise ConfigError(f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                              "use auto on a cluster node, or leave it out to start a local Ray") from None
+    if args.address is None:
+        have = ray.cluster_resources()
+        for key, option in (("CPU", "--cpus-per-trial"), ("GPU", "--gpus-per-trial")):
+            wanted = getattr(args, option[2:].replace("-", "_"))
+            if wanted > have.get(key, 0):
+                if started:
+                    ray.shutdown()
+                raise ConfigError(f"{option}={wanted}: this machine's Ray has {have.get(key, 0):g} {key}(s), so no trial could ever start; lower it")
+    return started
+
+
+def interrupted_trials(study_folder: Path) -> list[str]:
+    """Config ids of the trials Ray left unfinished: Ray Tune ends fit() normally on SIGINT."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(study_folder)).trials
+    return [TrialConfig.from_dict(t.config["trial"]).config_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")]
+
+
+def mark_interrupted(client, target: TrackingTarget, config_ids: list[str]) -> None:
+    """A trial stopped by the interrupt raised the same SystemExit as one the scheduler stopped: it is KILLED, not stopped early."""
+    for config_id in config_ids:
+        runs = client.search_runs([target.experiment_id], f"tags.mlflow.parentRunId = '{target.parent_run_id}' and tags.`vqbench.config_id` = '{config_id}'")
+        for run in runs:
+            if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags:
+                continue
+            if STOPPED_TAG in run.data.tags:
+                client.delete_tag(run.info.run_id, STOPPED_TAG)
+            client.set_tag(run.info.run_id, "vqbench.error", INTERRUPTED)
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
+def resume_command(sweep: SweepPlan, storage: Path) -> str:
+    return f"python -m benchmark.sweep --resume {shlex.quote(sweep.name)} --storage-path {shlex.quote(str(storage.parent))}"
+
+
+def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarget, bool]:
+    """Run every study; returns where it logged and whether it was interrupted."""
     from mlflow.tracking import MlflowClient
+    from ray import tune
 
     storage = Path(args.storage_path).expanduser().resolve() / sweep.name
     state_file = storage / SWEEP_FILE
     if args.resume:
         target = TrackingTarget(**json.loads(state_file.read_text())["tracking"])
         check_reachable(target.uri)
+        connect_ray(args)
     else:
         if state_file.exists():
             raise ConfigError(f"--name {sweep.name}: a sweep of that name already exists in {storage}; pick another name or --resume it")
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
+        started = connect_ray(args)
+        try:
+            storage.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if started:
+                import ray
+
+                ray.shutdown()
+            raise ConfigError(f"--storage-path {args.storage_path}: cannot create {storage} ({err.strerror}); pass a writable folder") from None
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, args.experiment, uri)
-        params = {k: v for k, v in vars(args).items() if k not in ("dry_run", "resume")}
-        params["num_trials"] = sum(s.trial_count() for s in sweep.studies)
-        parent = start_sweep_run(client, experiment_id, sweep.name, params, {"vqbench.space": sweep.space})
+        parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri), {"vqbench.space": sweep.space})
         target = TrackingTarget(uri, experiment_id, parent)
-        storage.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"tracking": asdict(target), "args": vars(args)}, indent=2))
     client = MlflowClient(target.uri)
     print(f"sweep {sweep.name}: {sum(s.trial_count() for s in sweep.studies)} trials, MLflow {target.uri} "
           f"(experiment {target.experiment_id}, parent run {target.parent_run_id}); "
-          f"if it dies: python -m benchmark.sweep --resume {sweep.name} --storage-path {storage.parent}", flush=True)
+          f"if it dies: {resume_command(sweep, storage)}", flush=True)
     if args.resume:
         closed = close_orphans(client, target.experiment_id, target.parent_run_id)
         print(f"resuming {sweep.name}: closed {closed} run(s) its driver left RUNNING as KILLED")
         client.update_run(target.parent_run_id, status="RUNNING")
-    from ray import tune
 
-    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download}
-    errors = 0
-    status = "FAILED"
+    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir))}
+    logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore" not in record.getMessage())  # ours is --resume
+    status, interrupted = "FAILED", False
     try:
-        if not ray.is_initialized():
-            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
         for study in sweep.studies:
             restore = bool(args.resume) and tune.Tuner.can_restore(str(storage / study.label))
-            results = tuner_for(study, args, common, storage, restore).fit()
-            errors += sum(1 for r in results if r.error is not None)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+            tuner_for(study, args, common, storage, restore).fit()
+            unfinished = interrupted_trials(storage / study.label)
+            if unfinished:
+                mark_interrupted(client, target, unfinished)
+                interrupted = True
+                break
+        status = "KILLED" if interrupted else "FINISHED"
+    except KeyboardInterrupt:  # outside Ray Tune's own SIGINT handling, e.g. while it starts
+        status, interrupted = "KILLED", True
     finally:
-        close_orphans(client, target.experiment_id, target.parent_run_id)
-        client.set_tag(target.parent_run_id, "vqbench.trials_errored", str(errors))
+        close_orphans(client, target.experiment_id, target.parent_run_id, INTERRUPTED if status == "KILLED" else "orphaned: its worker died while it ran")
         client.set_terminated(target.parent_run_id, status)
-    return target, errors
+    return target, interrupted
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_spaces:
+        print(describe_spaces())
+        return 0
     try:
         if args.resume:
             saved_file = Path(args.storage_path).expanduser().resolve() / args.resume / SWEEP_FILE
             if not saved_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no sweep at {saved_file.parent}; check the name and --storage-path")
             saved = json.loads(saved_file.read_text())["args"]
-            args = argparse.Namespace(**{**saved, "resume": args.resume, "dry_run": args.dry_run, "address": args.address or saved["address"]})
+            args = argparse.Namespace(**{**saved, "resume": args.resume, "dry_run": args.dry_run, "list_spaces": False,
+                                         "address": args.address or saved["address"]})
         sweep = plan(args)
         if args.dry_run:
             print(describe(sweep))
             return 0
         start = time.perf_counter()
-        target, errors = run_sweep(args, sweep)
+        target, interrupted = run_sweep(args, sweep)
     except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = summary(target.uri, target.experiment_id, target.parent_run_id)
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(f"\nsweep {sweep.name} finished in {time.perf_counter() - start:.0f} s; {errors} trial(s) errored")
-        print(table.to_string(index=False) if not table.empty else "no trial runs were logged")
-    print(f"\nMLflow UI:\n  {ui_command(target.uri, target.experiment_id)}")
-    return 1 if errors else 0
+    except KeyboardInterrupt:
+        print("\ninterrupted before the sweep started: nothing was run", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    wall_s = time.perf_counter() - start
+    outcome = read_outcome(target, interrupted)
+    from mlflow.tracking import MlflowClient
+
+    log_outcome(MlflowClient(target.uri), target.parent_run_id, outcome, wall_s)
+    storage = Path(args.storage_path).expanduser().resolve() / sweep.name
+    print("\n" + render(outcome, sweep.name, wall_s, target, args.experiment, resume_command(sweep, storage)), flush=True)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":
