@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import shlex
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -223,6 +224,19 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     )
 
 
+def check_address(address: str | None) -> None:
+    """A HOST:PORT that does not answer fails in seconds here; ray.init would retry for minutes."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (ValueError, OSError) as err:
+        reason = "not HOST:PORT" if isinstance(err, ValueError) else str(err)
+        raise ConfigError(f"--address {address}: no Ray head answers there ({reason}); pass the head's HOST:PORT, auto on a cluster node, "
+                          "or leave it out to start a local Ray") from None
+
+
 def connect_ray(args: argparse.Namespace) -> bool:
     """Join or start Ray before any run is created: a wrong --address, or trials asking for more
     than a local Ray has (they would wait forever), is bad input. True if it started Ray."""
@@ -232,6 +246,7 @@ def connect_ray(args: argparse.Namespace) -> bool:
         started = False
     else:
         started = True
+        check_address(args.address)
         try:
             ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
         except Exception as err:
