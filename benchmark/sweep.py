@@ -152,7 +152,8 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         if args.download:
             fetch(dataset, args.data_dir)  # once, here: a download that cannot work fails before Ray starts
         check_readable(dataset, args.data_dir)
-    name = args.resume or args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a space file's stem, not its path: the name is a folder under --storage-path
+    name = args.resume or args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepPlan(name, args.space, studies, trials)
 
 

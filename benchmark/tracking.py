@@ -185,6 +185,12 @@ class TrialRun:
         return cls(client, run.info.run_id)
 
     @staticmethod
+    def finished(target: TrackingTarget, run_id: str) -> bool:
+        """The run holds its final evaluation already (FINISHED, not stopped early)."""
+        run = with_retries(lambda: MlflowClient(target.uri).get_run(run_id))
+        return run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags
+
+    @staticmethod
     def _unfinished_run(client: MlflowClient, target: TrackingTarget, config: TrialConfig) -> str | None:
         """A run of this config under this sweep that a failure before its first checkpoint left behind."""
         runs = client.search_runs(

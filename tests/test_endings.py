@@ -279,11 +279,12 @@ def test_asha_stopped_trials_end_as_stopped_not_failed(tmp_path, local_ray, caps
         epoch = int(run.data.tags[STOPPED_TAG])
         assert 1 <= epoch < 4 and [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(1, epoch + 1))
         assert "probe/latent/mlp_acc" not in run.data.metrics
-    summary_line = next(line for line in out.splitlines() if line.startswith("sweep "))
+    summary_line = next(line for line in out.splitlines() if line.startswith("sweep asha_space-") and " ended after " in line)
     assert f"{6 - len(stopped)} finished, {len(stopped)} stopped early" in summary_line and "failed" not in summary_line
     parent = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`vqbench.role` = 'sweep'")[0]
     assert parent.data.metrics["trials_stopped_early"] == len(stopped) and parent.data.metrics["trials_failed"] == 0
     assert parent.data.params["studies"] == "asha:asha:6 samples"
+    assert (tmp_path / "ray" / parent.info.run_name / "asha").is_dir()  # a space file's sweep lives under --storage-path
 
 
 @pytest.mark.slow
@@ -338,12 +339,13 @@ def test_crash_before_the_first_checkpoint_keeps_one_run_per_config(tmp_path, mo
 def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
-    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "3", "--tracking-uri", uri, "--experiment", "t",
+    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--tracking-uri", uri, "--experiment", "t",
                            "--name", "k", "--storage-path", str(storage), log="interrupted.log")
     try:
         wait_for_sweep_start(storage, "k", driver)
         client = MlflowClient(uri)
-        wait_for(lambda: (s := finished_steps(client, "t")) and ("FINISHED", 3) in s and any(st == "RUNNING" and n >= 1 for st, n in s),
+        # a trial half-way: it still has seconds of training ahead when the signal comes
+        wait_for(lambda: (s := finished_steps(client, "t")) and ("FINISHED", 8) in s and any(st == "RUNNING" and 1 <= n <= 4 for st, n in s),
                  600, "a finished trial and one mid-training")
         driver.send_signal(signal.SIGINT)
         assert driver.wait(timeout=300) == 130, (tmp_path / "interrupted.log").read_text()[-3000:]
@@ -370,6 +372,6 @@ def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_pat
     for rs in runs.values():
         assert [r.info.status for r in rs] == ["FINISHED"]
         assert "vqbench.error" not in rs[0].data.tags
-        assert [m.step for m in client.get_metric_history(rs[0].info.run_id, "train/loss")] == [1, 2, 3]
+        assert [m.step for m in client.get_metric_history(rs[0].info.run_id, "train/loss")] == list(range(1, 9))
     (parent,) = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")
     assert parent.info.status == "FINISHED"
