@@ -34,6 +34,7 @@ TAG_COLUMNS = {
     "vqbench.device": "device",
     "vqbench.git_commit": "git_commit",
     "vqbench.leaks_label": "leaks_label",
+    "vqbench.stopped_at_epoch": "stopped_at_epoch",  # FINISHED, but stopped early by the scheduler: no final evaluation
 }
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
@@ -167,7 +168,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _columns(extra_params: list[str], metric_names: list[str]) -> list[str]:
-    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit"] + metric_names
+    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit", "stopped_at_epoch"] + metric_names
 
 
 def _row(run: Run) -> dict[str, object]:
