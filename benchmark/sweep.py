@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,13 +21,15 @@ from typing import Any
 
 from benchmark.config import DATASETS, ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, check_readable, fetch, resolve_data_dir
+from benchmark.preflight import check_options, connect_ray
 from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
 from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
 from benchmark.tracking import (
-    STOPPED_TAG,
+    INTERRUPTED,
     TrackingError,
     TrackingTarget,
     check_reachable,
+    close_interrupted,
     close_orphans,
     ensure_experiment,
     resolve_tracking_uri,
@@ -38,7 +38,6 @@ from benchmark.tracking import (
 
 SWEEP_FILE = "vqbench_sweep.json"
 SCHEDULERS = ("fifo", "asha")
-INTERRUPTED = "interrupted: the sweep was stopped (Ctrl-C) while this trial ran; --resume continues it"
 
 
 @dataclass(frozen=True)
@@ -77,14 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_gpus_per_trial(gpus: float) -> None:
-    """Ray packs fractions that divide one GPU evenly; 0.3 would strand a tenth of every GPU."""
-    if gpus < 0 or gpus > 1:
-        raise ConfigError(f"--gpus-per-trial={gpus} is not allowed: use 0, 1, or 1/n such as 0.5 or 0.25 (multi-GPU trials are not supported)")
-    if 0 < gpus < 1 and abs(1 / round(1 / gpus) - gpus) > 1e-9:
-        raise ConfigError(f"--gpus-per-trial={gpus} does not pack: use 1/n for n trials per GPU, e.g. 0.5, 0.25 or 0.125")
-
-
 def only(study: Study, selector: str | None) -> Study:
     """Keep the fixed trials whose config matches every KEY=VALUE (compared as validated values)."""
     if not selector:
@@ -95,35 +86,6 @@ def only(study: Study, selector: str | None) -> Study:
         raise ConfigError(f"--only {selector}: searched spaces have no fixed trials to select; use it with grid-style spaces")
     kept = tuple(c for c in study.configs if all(TrialConfig.from_dict(c).to_dict()[k] == reference[k] for k in wanted))
     return Study(study.label, kept)
-
-
-def check_options(args: argparse.Namespace) -> None:
-    """Every option's value, before anything is read or started; each message names the fix."""
-    for key in ("cpus_per_trial", "gpus_per_trial"):
-        if not math.isfinite(getattr(args, key)):
-            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be a finite number")
-    if args.cpus_per_trial <= 0:
-        raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
-    check_gpus_per_trial(args.gpus_per_trial)
-    for key in ("seeds", "epochs", "num_samples"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{key.replace('_', '-')}={value} is not allowed: it must be >= 1")
-    for key in ("max_concurrent", "max_failures"):
-        if getattr(args, key) < 0:
-            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be >= 0")
-    if not args.experiment.strip():
-        raise ConfigError("--experiment is empty: name the MLflow experiment, e.g. --experiment vqbench")
-    name = args.resume or args.name
-    if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
-        raise ConfigError(f"--name {name!r} is not allowed: it names a folder under --storage-path, so use letters, digits, - and _")
-    storage = Path(args.storage_path).expanduser().resolve()
-    existing = next(p for p in (storage, *storage.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"--storage-path {args.storage_path}: {existing} is a file; pass a folder")
-    if args.data_dir is not None and Path(args.data_dir).expanduser().exists() and not Path(args.data_dir).expanduser().is_dir():
-        raise ConfigError(f"--data-dir {args.data_dir} is a file: pass the data root folder (torchvision's layout)")
-    resolve_tracking_uri(args.tracking_uri)
 
 
 def scheduler_for(study: Study, args: argparse.Namespace) -> str:
@@ -225,64 +187,12 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     )
 
 
-def check_address(address: str | None) -> None:
-    """A HOST:PORT that does not answer fails in seconds here; ray.init would retry for minutes."""
-    if address in (None, "auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (ValueError, OSError) as err:
-        reason = "not HOST:PORT" if isinstance(err, ValueError) else str(err)
-        raise ConfigError(f"--address {address}: no Ray head answers there ({reason}); pass the head's HOST:PORT, auto on a cluster node, "
-                          "or leave it out to start a local Ray") from None
-
-
-def connect_ray(args: argparse.Namespace) -> bool:
-    """Join or start Ray before any run is created: a wrong --address, or trials asking for more
-    than a local Ray has (they would wait forever), is bad input. True if it started Ray."""
-    import ray
-
-    if ray.is_initialized():
-        started = False
-    else:
-        started = True
-        check_address(args.address)
-        try:
-            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
-        except Exception as err:
-            raise ConfigError(f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                              "use auto on a cluster node, or leave it out to start a local Ray") from None
-    if args.address is None:
-        have = ray.cluster_resources()
-        for key, option in (("CPU", "--cpus-per-trial"), ("GPU", "--gpus-per-trial")):
-            wanted = getattr(args, option[2:].replace("-", "_"))
-            if wanted > have.get(key, 0):
-                if started:
-                    ray.shutdown()
-                raise ConfigError(f"{option}={wanted}: this machine's Ray has {have.get(key, 0):g} {key}(s), so no trial could ever start; lower it")
-    return started
-
-
 def interrupted_trials(study_folder: Path) -> list[str]:
     """Config ids of the trials Ray left unfinished: Ray Tune ends fit() normally on SIGINT."""
     from ray.tune import ExperimentAnalysis
 
     trials = ExperimentAnalysis(str(study_folder)).trials
     return [TrialConfig.from_dict(t.config["trial"]).config_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")]
-
-
-def mark_interrupted(client, target: TrackingTarget, config_ids: list[str]) -> None:
-    """A trial stopped by the interrupt raised the same SystemExit as one the scheduler stopped: it is KILLED, not stopped early."""
-    for config_id in config_ids:
-        runs = client.search_runs([target.experiment_id], f"tags.mlflow.parentRunId = '{target.parent_run_id}' and tags.`vqbench.config_id` = '{config_id}'")
-        for run in runs:
-            if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags:
-                continue
-            if STOPPED_TAG in run.data.tags:
-                client.delete_tag(run.info.run_id, STOPPED_TAG)
-            client.set_tag(run.info.run_id, "vqbench.error", INTERRUPTED)
-            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def resume_command(sweep: SweepPlan, storage: Path) -> str:
@@ -337,7 +247,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
             tuner_for(study, args, common, storage, restore).fit()
             unfinished = interrupted_trials(storage / study.label)
             if unfinished:
-                mark_interrupted(client, target, unfinished)
+                close_interrupted(client, target, unfinished)
                 interrupted = True
                 break
         status = "KILLED" if interrupted else "FINISHED"

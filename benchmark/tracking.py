@@ -147,6 +147,7 @@ def run_name(config: TrialConfig) -> str:
 
 
 ERROR_TAG = "vqbench.error"
+INTERRUPTED = "interrupted: the sweep was stopped (Ctrl-C) while this trial ran; --resume continues it"
 STOPPED_TAG = "vqbench.stopped_at_epoch"  # set on a run the scheduler stopped early; it ends FINISHED
 EPOCH_METRIC = "train/loss"  # logged once per epoch: its history says which epochs a run already holds
 
@@ -257,3 +258,19 @@ def close_orphans(
         client.set_tag(run.info.run_id, ERROR_TAG, reason)
         client.set_terminated(run.info.run_id, "KILLED")
     return len(runs)
+
+
+def close_interrupted(client: MlflowClient, target: TrackingTarget, config_ids: list[str]) -> None:
+    """Trials an interrupt stopped raised the same SystemExit as those the scheduler stops: KILLED, not stopped early.
+    A run that finished meanwhile stays FINISHED."""
+    for config_id in config_ids:
+        runs = client.search_runs(
+            [target.experiment_id], f"tags.mlflow.parentRunId = '{target.parent_run_id}' and tags.`vqbench.config_id` = '{config_id}'"
+        )
+        for run in runs:
+            if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags:
+                continue
+            if STOPPED_TAG in run.data.tags:
+                client.delete_tag(run.info.run_id, STOPPED_TAG)
+            client.set_tag(run.info.run_id, ERROR_TAG, INTERRUPTED)
+            client.set_terminated(run.info.run_id, "KILLED")

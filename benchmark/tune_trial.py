@@ -24,7 +24,7 @@ from ray import tune
 
 from benchmark.config import TrialConfig
 from benchmark.tracking import TrackingTarget, TrialRun
-from benchmark.train import InjectedFault, TrainState, TrialDiverged, pick_device
+from benchmark.train import InjectedFault, TrainState, pick_device
 from benchmark.trial import FAULT_MODE_ENV, run_trial, save_figures
 
 CHECKPOINT_FILE = "state.pt"
