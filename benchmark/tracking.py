@@ -186,10 +186,10 @@ class TrialRun:
         return cls(client, run.info.run_id)
 
     @staticmethod
-    def finished(target: TrackingTarget, run_id: str) -> bool:
-        """The run holds its final evaluation already (FINISHED, not stopped early)."""
+    def final_metrics(target: TrackingTarget, run_id: str) -> dict[str, float] | None:
+        """The run's metrics if it holds its final evaluation already (FINISHED, not stopped early), else None."""
         run = with_retries(lambda: MlflowClient(target.uri).get_run(run_id))
-        return run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags
+        return run.data.metrics if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags else None
 
     @staticmethod
     def _unfinished_run(client: MlflowClient, target: TrackingTarget, config: TrialConfig) -> str | None:

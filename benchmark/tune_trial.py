@@ -49,9 +49,10 @@ def tune_trial(params: dict[str, Any]) -> None:
     resume = load_checkpoint()
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    if resume and TrialRun.finished(target, resume["mlflow_run_id"]):
+    finished = TrialRun.final_metrics(target, resume["mlflow_run_id"]) if resume else None
+    if finished is not None:
         # It finished while an interrupted sweep was stopping; Ray saw it unfinished and restored it.
-        tune.report({"epoch": config.epochs, "failed": 0.0, "mlflow_run_id": resume["mlflow_run_id"]})
+        tune.report({**finished, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": resume["mlflow_run_id"]})
         return
     run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None)
     run.client.set_tag(run.run_id, "vqbench.ray_node_id", ray.get_runtime_context().get_node_id())
