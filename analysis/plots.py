@@ -12,14 +12,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.stats import t_interval
-from analysis.tables import DATASET_NAMES, MLP, MODEL_NAMES, SSIM, USAGE, Measure, dataset_rank, finished
+from analysis.tables import (
+    DATASET_NAMES, DEFAULT_KL_WEIGHT, LINEAR, MLP, MODEL_NAMES, PERPLEXITY, PIXEL_COLUMNS, SSIM, USAGE, Measure, dataset_rank, finished,
+    per_seed,
+)
 
-KNOBS = {"num_codes": "K (codebook size)", "code_dim": "D (code dimension)", "beta": "beta (commitment cost)"}
-SENSITIVITY_MEASURES = (MLP, SSIM, USAGE)
+KNOBS = {"num_codes": "K (codebook size)", "code_dim": "D (code dimension)", "beta": "beta (commitment cost)", "kl_weight": "KL weight (VAE)"}
+SENSITIVITY_MEASURES = (MLP, LINEAR, SSIM, USAGE, PERPLEXITY)
 COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
 MARKERS = {"none": "o", "add": "^"}
 # Bands are clipped to what the metric can take: with 2 seeds a t interval is 12.7 standard errors wide.
-VALID_RANGE = {MLP.column: (0.0, 1.0), USAGE.column: (0.0, 1.0), SSIM.column: (-1.0, 1.0)}
+VALID_RANGE = {MLP.column: (0.0, 1.0), LINEAR.column: (0.0, 1.0), USAGE.column: (0.0, 1.0), SSIM.column: (-1.0, 1.0)}
 MAX_LINE_POINTS = 12  # beyond this many distinct values (a random search), plot the runs as points
 
 
@@ -30,10 +33,11 @@ def knob_values(runs: pd.DataFrame, knob: str) -> list[float]:
 
 
 def sensitivity_figure(runs: pd.DataFrame, knob: str, path: Path) -> Path | None:
-    """Probe accuracy, SSIM and codebook usage against one knob, a panel per dataset; None
+    """Probe accuracies, SSIM and codebook usage and perplexity against one knob, a panel per dataset;
+    the VAE at the default KL weight and the raw-pixel probe as horizontal reference bands. None
     (nothing written) where the knob takes fewer than two values."""
-    done = finished(runs)
-    done = done[done[knob].notna()]
+    every = finished(runs)
+    done = every[every[knob].notna()]
     if len(knob_values(done, knob)) < 2:
         return None
     datasets = sorted(done["dataset"].unique(), key=dataset_rank)
@@ -44,6 +48,7 @@ def sensitivity_figure(runs: pd.DataFrame, knob: str, path: Path) -> Path | None
         for row, measure in enumerate(measures):
             ax = axes[row, col]
             _draw_lines(ax, done[done["dataset"] == dataset], knob, measure)
+            _reference_bands(ax, every[every["dataset"] == dataset], knob, measure)
             ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: {measure.title.split(' (')[0]}", fontsize=10)
             ax.set_xlabel(KNOBS[knob])
             ax.set_ylabel(measure.title)
@@ -84,10 +89,31 @@ def _draw_lines(ax, frame: pd.DataFrame, knob: str, measure: Measure) -> None:
                         color=style["color"], alpha=0.18, linewidth=0)
 
 
+def _reference_bands(ax, runs: pd.DataFrame, knob: str, measure: Measure) -> None:
+    """Horizontal mean ± 95% t bands: the VAE at the default KL weight (where the knob is not the VAE's own) and raw pixels."""
+    scale = 100 if measure.percent else 1
+    references = []
+    vae = runs[(runs["model"] == "vae") & (runs["label_embedding"] == "none")]
+    vae = vae[np.isclose(vae["kl_weight"].astype(float), DEFAULT_KL_WEIGHT)]
+    if knob not in ("code_dim", "kl_weight") and not vae.empty:
+        references.append((f"VAE, KL weight {DEFAULT_KL_WEIGHT:g}", COLOURS["vae"], per_seed(vae, measure.column)))
+    pixel_column = PIXEL_COLUMNS.get(measure.short)
+    if pixel_column is not None and pixel_column in runs:
+        references.append(("raw pixels", "0.35", per_seed(runs, pixel_column)))
+    for name, colour, est in references:
+        if np.isnan(est.mean):
+            continue
+        ax.axhline(est.mean * scale, color=colour, linestyle="--", linewidth=1, label=name)
+        if est.has_interval:
+            ax.axhspan(est.low * scale, est.high * scale, color=colour, alpha=0.12, linewidth=0)
+
+
 def _scale_axis(ax, values: list[float], knob: str) -> None:
-    """Powers of two (K, D) on a log2 axis with the values as ticks."""
+    """Powers of two (K, D) on a log2 axis, KL weights on a log10 axis, with the values as ticks."""
     if knob in ("num_codes", "code_dim") and values and min(values) > 0 and max(values) / min(values) >= 8:
         ax.set_xscale("log", base=2)
+    if knob == "kl_weight" and values and min(values) > 0 and max(values) / min(values) >= 10:
+        ax.set_xscale("log")
     if len(values) <= MAX_LINE_POINTS:
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.minorticks_off()

@@ -1,28 +1,33 @@
 """The report of a sweep: report.md and PNG figures, written locally and logged to the sweep's parent run.
 
     python -m analysis.report --experiment paper --tracking-uri sqlite:////abs/path/mlflow.db
+    python -m analysis.report --runs results/paper-repro/runs.csv --out results/paper-repro
 
 Reads the trials of the latest sweep run of the experiment (or --parent-run-id; every
-sweep with --all-sweeps), writes <out>/report.md and <out>/figures/*.png, and logs them
-under `report/` of the sweep run, so the MLflow UI shows them beside the sweep. Bad input
-(unknown experiment, unreachable store, no finished runs) prints one message and exits 2
-before anything is written.
+sweep with --all-sweeps), or the runs CSVs written by `python -m analysis.export`, writes
+<out>/report.md and <out>/figures/*.png, and (from a store) logs them under `report/` of
+the sweep run, so the MLflow UI shows them beside the sweep. From CSVs nothing is logged,
+and the per-run figures (reconstructions, t-SNE) are those already in <out>/figures, since
+a CSV carries no artifacts. Bad input (unknown experiment, unreachable store, unreadable
+CSV, no finished runs) prints one message and exits 2 before anything is written.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import plots, tables
-from analysis.runs import RunsError, Source, download_artifact, open_experiment, pick_sweep, runs_frame
-from analysis.stats import CONFIDENCE, RESAMPLES
+from analysis import claims, knobs, plots, tables
+from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
+from analysis.stats import CONFIDENCE
+from analysis.verdicts import DEFAULT_ACCURACY_MARGIN, DEFAULT_SSIM_MARGIN, Margins
+from benchmark.tracking import DEFAULT_EXPERIMENT
 
 ARTIFACT_DIR = "report"
 RUN_FIGURES = ("reconstructions.png", "tsne.png")
@@ -31,27 +36,35 @@ MAX_LISTED_FAILURES = 20
 
 @dataclass
 class Inputs:
-    """Everything read from MLflow before a single file is written."""
+    """Everything read before a single file is written."""
 
-    source: Source
-    sweep: Run | None
+    source: Source | None  # None: read from runs CSVs
+    sweep: Run | None  # the sweep run the report is logged to
     runs: pd.DataFrame  # the trials in scope, every status
     outside: int  # trial runs of the experiment left out of scope (other sweeps)
+    origin: str  # where the runs were read from, for the header
+    margins: Margins = Margins()
 
 
 def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None, all_sweeps: bool) -> Inputs:
-    """Read and check the input; raises RunsError (naming the fix) for anything unusable."""
+    """Read and check a store's runs; raises RunsError (naming the fix) for anything unusable."""
     source = open_experiment(experiment, tracking_uri)
-    sweep = pick_sweep(source, parent_run_id)
-    every = runs_frame(source)
-    runs = every if all_sweeps or sweep is None else every[every["parent_run_id"] == sweep.info.run_id]
-    where = f"experiment {source.experiment_name!r}" + (f", sweep run {sweep.info.run_id}" if sweep and not all_sweeps else "")
-    if runs.empty:
-        raise RunsError(f"no trial runs (tag vqbench.role=trial) in {where}: run a sweep into it first, or pick another --experiment / --parent-run-id")
+    scope = scope_runs(source, parent_run_id, all_sweeps)
+    _check_finished(scope.runs, f"experiment {source.experiment_name!r}")
+    return Inputs(source, scope.sweep, scope.runs, scope.outside, f"MLflow store `{source.tracking_uri}`")
+
+
+def gather_csv(paths: list[Path]) -> Inputs:
+    """Read and check runs CSVs; raises RunsError for anything unusable."""
+    runs = read_runs_csv(paths)
+    _check_finished(runs, ", ".join(str(p) for p in paths))
+    return Inputs(None, None, runs, 0, "runs CSV " + ", ".join(f"`{p.name}`" for p in paths))
+
+
+def _check_finished(runs: pd.DataFrame, where: str) -> None:
     if tables.finished(runs).empty:
         counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
         raise RunsError(f"no FINISHED trial runs in {where} ({counts}): wait for the sweep to finish, or look at their vqbench.error tags and rerun it")
-    return Inputs(source, sweep, runs.reset_index(drop=True), len(every) - len(runs))
 
 
 def write_report(inputs: Inputs, out: Path) -> list[Path]:
@@ -61,9 +74,9 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     written: list[Path] = []
     sections = [_header(inputs), _runs_section(inputs.runs)]
     sections += _table1_section(inputs.runs)
-    sections += _claims_section(inputs.runs)
+    sections += _claims_section(inputs.runs, inputs.margins)
     sections += _label_section(inputs.runs)
-    sensitivity, made = _sensitivity_section(inputs.runs, figures, out)
+    sensitivity, made = _sensitivity_section(inputs.runs, figures, out, inputs.margins)
     sections += sensitivity
     written += made
     examples, downloaded = _examples_section(inputs, figures, out)
@@ -85,18 +98,16 @@ def log_report(inputs: Inputs, files: list[Path], out: Path) -> None:
 # --- sections ------------------------------------------------------------------------------
 
 def _header(inputs: Inputs) -> str:
-    lines = [f"# vqbench report: experiment `{inputs.source.experiment_name}`", ""]
-    lines.append(f"- Tracking URI: `{inputs.source.tracking_uri}`")
-    if inputs.sweep is not None:
-        info, params = inputs.sweep.info, inputs.sweep.data.params
-        space = inputs.sweep.data.tags.get("vqbench.space") or params.get("space", "?")
-        started = pd.to_datetime(info.start_time, unit="ms", utc=True).strftime("%Y-%m-%d %H:%M UTC") if info.start_time else "?"
-        lines.append(f"- Sweep run: `{info.run_id}` ({info.run_name or 'unnamed'}; space `{space}`, started {started})")
-    else:
-        lines.append("- Sweep run: none found (no run tagged vqbench.role=sweep): this report covers every trial and is not logged to MLflow")
+    runs = inputs.runs
+    experiments = ", ".join(f"`{e}`" for e in sorted(runs["experiment"].dropna().unique())) or "?"
+    lines = [f"# vqbench report: experiment {experiments}", "", f"- Read from: {inputs.origin}"]
+    sweeps = runs.groupby(runs["parent_run_id"].fillna("none"), sort=False).agg(sweep=("sweep", "first"), trials=("run_id", "size"))
+    listed = [f"`{name or 'unnamed'}` (`{run_id}`, {row_trials} trial run(s))" for run_id, name, row_trials in zip(sweeps.index, sweeps["sweep"], sweeps["trials"])]
+    lines.append(f"- Sweeps covered ({len(listed)}): " + "; ".join(listed))
     if inputs.outside:
         lines.append(f"- Left out: {inputs.outside} trial run(s) of other sweeps in this experiment (pass --parent-run-id to report on another sweep, --all-sweeps for all)")
-    lines.append(f"- Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `python -m analysis.report`")
+    commits = sorted(runs["git_commit"].dropna().unique())
+    lines.append(f"- Code version of the trials (git commit): {', '.join(f'`{c[:10]}`' for c in commits) or 'unknown'}")
     return "\n".join(lines)
 
 
@@ -154,22 +165,21 @@ def _table1_section(runs: pd.DataFrame) -> list[str]:
     return section
 
 
-def _claims_section(runs: pd.DataFrame) -> list[str]:
-    tested = tables.claims(runs)
-    differences = tables.model_differences(runs)
-    intro = (f"Each difference is VQ-VAE minus VAE over matched seeds (same dataset, seed, label setting and shared training "
-             f"settings), with a percentile bootstrap {CONFIDENCE:.0%} interval ({RESAMPLES:,} resamples, seeded). Where several K/D/beta "
-             "were run, the VQ-VAE side uses the paper's K=512, D=64, beta=0.25 if present, else the average over them per seed. "
-             "A claim is *supported* if the interval lies on the paper's side of 0, *contradicted* if on the other side, and "
-             "*not resolved by this data* if it contains 0, rests on one seed, or its dataset is absent. With 2-3 seeds a bootstrap "
-             "interval is rough: read it as a check on seed-to-seed variation, not a precise bound.")
+def _claims_section(runs: pd.DataFrame, margins: Margins) -> list[str]:
+    tested = claims.claims(runs, margins)
+    differences = claims.model_differences(runs)
+    intro = ("Each claim is tested as VQ-VAE minus VAE over matched seeds (same dataset, seed, label setting and shared training "
+             "settings; claim 4: the VQ-VAE on MNIST minus CIFAR-100). Where several K/D/beta were run, the VQ-VAE side uses the "
+             "paper's K=512, D=64, beta=0.25 if present, else the average over them per seed; the VAE side D=64 and the default "
+             "KL weight. " + margins.rule())
     section = ["## The paper's claims, tested", "", intro, ""]
-    section += [f"- {s}" for s in tables.claim_sentences(runs, tested)]
-    section += ["", tables.claims_markdown(tested), "", "### VQ-VAE minus VAE, per dataset", ""]
+    section += [f"- {s}" for s in claims.claim_sentences(runs, tested)]
+    section += ["", claims.claims_markdown(tested), "", "### VQ-VAE minus VAE, per dataset", "",
+                "Paired t interval and unadjusted p: these describe, they are not claims."]
     if differences.empty:
         section.append("No dataset has finished runs of both models, so no difference can be computed.")
     else:
-        section.append(tables.differences_markdown(differences))
+        section.append(claims.differences_markdown(differences))
         stand_ins = sorted(differences.loc[differences["stand_in"], "dataset"].unique())
         if stand_ins:
             names = ", ".join(tables.DATASET_NAMES.get(d, d) for d in stand_ins)
@@ -181,7 +191,7 @@ def _claims_section(runs: pd.DataFrame) -> list[str]:
 def _label_section(runs: pd.DataFrame) -> list[str]:
     section = ["## Label embedding: how much of the accuracy is the leaked label", "",
                "The paper added a label embedding to the latent before quantization, and then probed that latent for the label. "
-               "`add` runs do the same; `none` runs do not. The difference, add minus none over matched seeds (percentile bootstrap "
+               "`add` runs do the same; `none` runs do not. The difference, add minus none over matched seeds (paired t "
                f"{CONFIDENCE:.0%} interval), is the accuracy that the leaked label buys."]
     effect = tables.label_embedding_effect(runs)
     if effect.empty:
@@ -193,12 +203,32 @@ def _label_section(runs: pd.DataFrame) -> list[str]:
     return section
 
 
-def _sensitivity_section(runs: pd.DataFrame, figures: Path, out: Path) -> tuple[list[str], list[Path]]:
-    section = ["## Sensitivity to K, D and beta", "",
-               "Lines: mean over seeds; bands: 95% t interval over seeds (none where a point has one seed). Where other knobs vary "
-               "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
-               "so does codebook usage. A search with many distinct values (e.g. Optuna) is shown as one point per run."]
+def _sensitivity_section(runs: pd.DataFrame, figures: Path, out: Path, margins: Margins) -> tuple[list[str], list[Path]]:
+    section = ["## Does the answer depend on the knobs?", "", "### Claim 1 at each VAE KL weight", "",
+               "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
+               "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
+               "matched seeds, with the verdict rule above (Holm across the weights of one dataset and label setting)."]
+    kl = knobs.kl_verdicts(runs, margins)
+    if kl.empty:
+        section += ["", "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
+                        "beside them (the `sensitivity` space runs both)."]
+    else:
+        section += [""] + [f"- {s}" for s in knobs.flips(kl)] + ["", knobs.kl_markdown(kl)]
     made = []
+    path = knobs.frontier_figure(runs, figures / "frontier.png")
+    section += ["", "### Label information for reconstruction quality", ""]
+    if path is None:
+        section.append("Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at D=64, beta=0.25) takes two values in the finished runs.")
+    else:
+        made.append(path)
+        section += ["Which family buys more label information (MLP probe, y) for the same reconstruction quality (SSIM, x): "
+                    "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K.", "",
+                    f"![frontier]({path.relative_to(out).as_posix()})"]
+    section += ["", "### Each knob", "",
+                "Lines: mean over seeds; bands: 95% t interval over seeds (none where a point has one seed). Where other knobs vary "
+                "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
+                "so do codebook usage and perplexity; the KL weight to the VAE only. Dashed: the VAE at the default KL weight and "
+                "the raw-pixel probe, with their bands. A search with many distinct values (e.g. Optuna) is one point per run."]
     for knob, title in plots.KNOBS.items():
         path = plots.sensitivity_figure(runs, knob, figures / f"sensitivity_{knob}.png")
         if path is None:
@@ -233,11 +263,13 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
                     "", f"Run `{row['run_name'] or row['run_id']}` (`{row['run_id']}`), seed {row['seed']}, MLP probe {shown}."]
         for name in RUN_FIGURES:
             target = figures / f"{row['model']}_{row['dataset']}_{row['label_embedding']}_{name}"
-            if download_artifact(inputs.source, row["run_id"], name, target):
+            if inputs.source is not None and download_artifact(inputs.source, row["run_id"], name, target):
                 written.append(target)
+            if target.is_file():
                 section += ["", f"![{name} of {row['run_id']}]({target.relative_to(out).as_posix()})"]
-            else:
-                section += ["", f"_{name} is missing from this run's artifacts._"]
+            else:  # worded for both sources, so a report and its rebuild from the CSV agree
+                section += ["", f"_{name} is missing: not among the run's MLflow artifacts, or, from a runs CSV (which carries no artifacts), "
+                                f"not at {target.relative_to(out).as_posix()}._"]
     if picked.empty:
         section += ["", "No finished runs."]
     return section, written
@@ -247,21 +279,37 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", required=True, help="MLflow experiment name (or id) the sweep logged to")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (or id) the sweep logged to (default: {DEFAULT_EXPERIMENT}, the sweep's)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md and figures/ (default: report/)")
     parser.add_argument("--parent-run-id", default=None, help="the sweep run to report on and log to (default: the latest)")
     parser.add_argument("--all-sweeps", action="store_true", help="include the trials of every sweep in the experiment")
+    parser.add_argument("--runs", type=Path, nargs="+", default=None, metavar="CSV",
+                        help="build the report from runs CSVs (`python -m analysis.export`) instead of an MLflow store")
+    parser.add_argument("--accuracy-margin", type=float, default=100 * DEFAULT_ACCURACY_MARGIN,
+                        help=f"equivalence margin for accuracies, in points (default: {100 * DEFAULT_ACCURACY_MARGIN:g})")
+    parser.add_argument("--ssim-margin", type=float, default=DEFAULT_SSIM_MARGIN, help=f"equivalence margin for SSIM (default: {DEFAULT_SSIM_MARGIN:g})")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded figure is noise
+    for name in ("accuracy_margin", "ssim_margin"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            print(f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a finite number > 0", file=sys.stderr)
+            return 2
+    if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri):
+        print("error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id and --all-sweeps", file=sys.stderr)
+        return 2
     try:
-        inputs = gather(args.experiment, args.tracking_uri, args.parent_run_id, args.all_sweeps)
+        inputs = gather_csv(args.runs) if args.runs else gather(args.experiment, args.tracking_uri, args.parent_run_id, args.all_sweeps)
     except RunsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    inputs.margins = Margins(args.accuracy_margin / 100, args.ssim_margin)
     out = args.out.resolve()
     files = write_report(inputs, out)
     print(f"wrote {out / 'report.md'} and {len(files) - 1} figure(s)")
+    if inputs.source is None:
+        return 0
     if inputs.sweep is None:
         print("no sweep run (tag vqbench.role=sweep) in this experiment: the report was not logged to MLflow", file=sys.stderr)
         return 0

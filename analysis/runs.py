@@ -38,7 +38,7 @@ TAG_COLUMNS = {
 }
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
-FRONT = ["run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
+FRONT = ["experiment", "sweep", "run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
 
 
 class RunsError(RuntimeError):
@@ -99,16 +99,79 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
 
 def runs_frame(source: Source) -> pd.DataFrame:
     runs = _search(source, f"tags.`{ROLE_TAG}` = 'trial'")
-    rows = [_row(run) for run in runs]
+    sweeps = {run.info.run_id: run.info.run_name for run in sweep_runs(source)}
+    rows = [{"experiment": source.experiment_name, "sweep": sweeps.get(run.data.tags.get("mlflow.parentRunId")), **_row(run)} for run in runs]
     metric_names = sorted({name for run in runs for name in run.data.metrics})
-    # Params a newer TrialConfig may add: kept, as numbers where every value parses.
+    # Params beyond TrialConfig's (the probe settings, or keys a newer TrialConfig may add).
     extra = sorted({key for run in runs for key in run.data.params} - set(CONFIG_TYPES))
-    frame = pd.DataFrame(rows, columns=_columns(extra, metric_names))
-    for column in extra:
+    return typed_runs(pd.DataFrame(rows, columns=_columns(extra, metric_names)))
+
+
+def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
+    """The frame `load_runs` returns, rebuilt from runs CSVs (`python -m analysis.export`); no MLflow store needed."""
+    frames = []
+    for path in paths:
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise RunsError(f"cannot read runs CSV {path} ({type(err).__name__}: {_first_line(err)}): pass a file written by `python -m analysis.export`") from None
+        missing = [c for c in ("run_id", "status", "model", "dataset", "seed") if c not in frame]
+        if missing:
+            raise RunsError(f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`")
+        frames.append(frame)
+    if not frames:
+        raise RunsError("no runs CSV given: pass --runs FILE.csv [FILE.csv ...]")
+    frame = pd.concat(frames, ignore_index=True)
+    duplicated = frame["run_id"].duplicated()
+    if duplicated.any():
+        raise RunsError(f"run {frame.loc[duplicated, 'run_id'].iloc[0]} appears in more than one row of the runs CSVs: pass each export once")
+    return typed_runs(frame)
+
+
+def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Type a frame of string cells: config from TrialConfig, metrics (names with '/') as floats, other params as numbers where all parse."""
+    known = set(FRONT) | set(CONFIG_TYPES) | {"config_id", "leaks_label", "device", "git_commit"}
+    metric_names = [c for c in frame.columns if "/" in c]
+    for column in frame.columns:
+        if column in known or column in metric_names:
+            continue
         numbers = pd.to_numeric(frame[column], errors="coerce")
         if numbers.notna().sum() == frame[column].notna().sum():
             frame[column] = numbers
+    if "stopped_at_epoch" not in frame:  # a CSV exported before trials could be stopped early
+        frame["stopped_at_epoch"] = None
+    for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id"):
+        frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The trial runs a report (or an export) covers, and what was left out."""
+
+    runs: pd.DataFrame  # every status
+    sweep: Run | None  # the sweep run reported on (with --all-sweeps: the latest); None where there is none
+    outside: int  # trial runs of the experiment in other sweeps
+
+
+def scope_runs(source: Source, parent_run_id: str | None, all_sweeps: bool) -> Scope:
+    """The latest sweep's trials (or the given sweep's, or every sweep's); RunsError when there are none."""
+    sweep = pick_sweep(source, parent_run_id)
+    every = runs_frame(source)
+    runs = every if all_sweeps or sweep is None else every[every["parent_run_id"] == sweep.info.run_id]
+    if runs.empty:
+        where = f"experiment {source.experiment_name!r}" + (f", sweep run {sweep.info.run_id}" if sweep and not all_sweeps else "")
+        raise RunsError(f"no trial runs (tag vqbench.role=trial) in {where}: run a sweep into it first, or pick another --experiment / --parent-run-id")
+    return Scope(runs.reset_index(drop=True), sweep, len(every) - len(runs))
+
+
+def write_runs_csv(runs: pd.DataFrame, path: Path) -> None:
+    """One row per trial run: config, status, every final metric, run id; times as epoch milliseconds (exact round trip)."""
+    out = runs.copy()
+    for column in ("start_time", "end_time"):
+        out[column] = pd.array([None if pd.isna(t) else t.value // 10**6 for t in out[column]], dtype="Int64")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, index=False)
 
 
 def sweep_runs(source: Source) -> list[Run]:
@@ -192,7 +255,7 @@ def _row(run: Run) -> dict[str, object]:
 
 def _typed(frame: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
     for column in ("start_time", "end_time"):
-        frame[column] = pd.to_datetime(frame[column], unit="ms", utc=True)
+        frame[column] = pd.to_datetime(pd.to_numeric(frame[column], errors="coerce"), unit="ms", utc=True)
     for column, kind in CONFIG_TYPES.items():
         if kind == "int":
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")

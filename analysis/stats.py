@@ -1,4 +1,4 @@
-"""Intervals over seeds: Student t for a mean, percentile bootstrap for a paired difference.
+"""Intervals over seeds: Student t for a mean (paired differences: `analysis.verdicts`).
 
 The paper reports single runs; these say whether a difference is larger than what
 changing the seed does. With one value there is no interval: low/high are NaN.
@@ -13,8 +13,6 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
-RESAMPLES = 10_000
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -55,24 +53,4 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Estim
     if sem == 0:  # identical values: scipy would give NaN, the interval is the point
         return Estimate(mean, mean, mean, n)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return Estimate(mean, float(low), float(high), n)
-
-
-def paired_bootstrap(differences: Iterable[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
-    """Mean of paired differences with a seeded percentile bootstrap interval.
-
-    Pairs (same dataset, seed and setting) are resampled whole, so seed-to-seed variation
-    shared by both models cancels.
-    """
-    d = _clean(differences)
-    n = len(d)
-    if n == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0)
-    mean = float(d.mean())
-    if n == 1:
-        return Estimate(mean, math.nan, math.nan, 1)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
     return Estimate(mean, float(low), float(high), n)

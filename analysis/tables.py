@@ -12,21 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.paper import CLAIMS, PAPER_DATASETS, PAPER_VQ, Claim, paper_row, setting_differences
+from analysis.paper import PAPER_DATASETS, PAPER_VQ, paper_row, setting_differences
 from analysis.runs import CONFIG_TYPES, STATUSES
-from analysis.stats import Estimate, paired_bootstrap, t_interval
+from analysis.stats import Estimate, t_interval
+from analysis.verdicts import PairedTest, paired_test
 
 FINISHED = "FINISHED"
 STOPPED_EARLY = "stopped early"
 BASE_KEYS = ["model", "dataset", "label_embedding", "num_codes", "code_dim", "beta"]
 NOT_SETTINGS = {"seed", "fail_at_epoch"}
-# Knobs both models share: a VAE and a VQ-VAE run are compared only where these agree.
-PAIR_KEYS = ["dataset", "label_embedding", "seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
 MODEL_ORDER = {"vae": 0, "vqvae": 1, "pixels": 2}
 MODEL_NAMES = {"vae": "VAE", "vqvae": "VQ-VAE", "pixels": "raw pixels"}
 DATASET_NAMES = {"mnist": "MNIST", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
 DEFAULT_KL_WEIGHT = 0.01  # TrialConfig's default: the VAE counterpart of the paper's setting
-NOT_RESOLVED = "not resolved by this data"
 EXTRA_TITLES = {"kl_weight": "KL weight", "batch_norm": "BatchNorm", "batch_size": "batch", "restart_dead_codes": "restart dead"}
 
 
@@ -48,11 +46,12 @@ MSE = Measure("recon/mse", "mse", "MSE", False, 4)
 SSIM = Measure("recon/ssim", "ssim", "SSIM", False, 3)
 PSNR = Measure("recon/psnr", "psnr", "PSNR (dB)", False, 2)
 USAGE = Measure("codebook/usage", "usage", "codebook usage (%)", True, 1)
+PERPLEXITY = Measure("codebook/perplexity", "perplexity", "codebook perplexity", False, 1)
 TABLE1_MEASURES = (MLP, LINEAR, KNN, MSE, SSIM, PSNR)
 PROBES = (MLP, LINEAR, KNN)
 DIFFERENCE_MEASURES = (MLP, LINEAR, KNN, SSIM)
 PIXEL_COLUMNS = {MLP.short: "probe/pixels/mlp_acc", LINEAR.short: "probe/pixels/linear_acc", KNN.short: "probe/pixels/knn_acc"}
-MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE)}
+MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE, PERPLEXITY)}
 
 
 # --- selection -------------------------------------------------------------------------
@@ -129,19 +128,29 @@ def reference_description(runs: pd.DataFrame, model: str) -> str:
 # --- Table 1 ---------------------------------------------------------------------------
 
 def summarise(frame: pd.DataFrame, keys: list[str], measures: dict[str, str]) -> pd.DataFrame:
-    """Mean, t-interval bounds and n of each metric per group: columns <short>, _low, _high, _n."""
+    """Mean, t-interval bounds and n of each metric per group: columns <short>, _low, _high, _n.
+
+    The seed is the unit: runs repeating a config within a seed are averaged first, so n counts seeds.
+    """
     rows = []
     for key, group in frame.groupby(keys, dropna=False, sort=False):
         row: dict[str, object] = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        row["n"] = len(group)
+        row["n"] = int(group["seed"].nunique())
         for column, short in measures.items():
-            est = t_interval(group[column]) if column in group else t_interval([])
+            est = per_seed(group, column)
             row.update({short: est.mean, f"{short}_low": est.low, f"{short}_high": est.high, f"{short}_n": est.n})
         rows.append(row)
     out = pd.DataFrame(rows, columns=[*keys, "n", *[f"{s}{t}" for s in measures.values() for t in ("", "_low", "_high", "_n")]])
     for key in keys:
         out[key] = out[key].astype(frame[key].dtype)
     return out
+
+
+def per_seed(runs: pd.DataFrame, column: str) -> Estimate:
+    """Mean and t interval over seeds of `column`, each seed's runs averaged first."""
+    if column not in runs:
+        return t_interval([])
+    return t_interval(runs.groupby("seed")[column].mean())
 
 
 def table1(runs: pd.DataFrame) -> pd.DataFrame:
@@ -172,8 +181,7 @@ def pixel_rows(done: pd.DataFrame) -> pd.DataFrame:
     for dataset, group in done.groupby("dataset"):
         row: dict[str, object] = {"model": "pixels", "dataset": dataset}
         for short, column in PIXEL_COLUMNS.items():
-            per_seed = group.groupby("seed")[column].mean() if column in group else pd.Series(dtype=float)
-            est = t_interval(per_seed)
+            est = per_seed(group, column)
             row.update({short: est.mean, f"{short}_low": est.low, f"{short}_high": est.high, f"{short}_n": est.n})
         row["n"] = int(group["seed"].nunique())
         rows.append(row)
@@ -201,182 +209,23 @@ def _sorted(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return order.sort_values(by, na_position="first", kind="stable").drop(columns=["_dataset", "_model"]).reset_index(drop=True)
 
 
-# --- differences between models, and the claims ----------------------------------------
+# --- pairing ---------------------------------------------------------------------------
 
-def pair_means(a: pd.DataFrame, b: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
-    """Per key (seed and setting), the mean of `metric` in a and in b, matched; difference = b - a."""
+def seed_pairs(a: pd.DataFrame, b: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
+    """One (a, b) pair per seed: runs averaged per key on each side, matched on the keys, then averaged per seed."""
     if metric not in a or metric not in b or a.empty or b.empty:
-        return pd.DataFrame(columns=[*keys, "a", "b", "difference"])
+        return pd.DataFrame(columns=["seed", "a", "b"])
+    keys = [k for k in keys if k in a and k in b]
     left = a.groupby(keys, dropna=False)[metric].mean().rename("a").reset_index()
     right = b.groupby(keys, dropna=False)[metric].mean().rename("b").reset_index()
     merged = left.merge(right, on=keys, how="inner").dropna(subset=["a", "b"])
-    return merged.assign(difference=merged["b"] - merged["a"])
+    return merged.groupby("seed", as_index=False)[["a", "b"]].mean()
 
 
-def model_differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """VQ-VAE minus VAE per dataset and label setting, over matched seeds, for each probe and SSIM.
-
-    Columns: dataset, label_embedding, metric, vae, vqvae (means over the matched seeds),
-    difference, low, high (percentile bootstrap 95%), n (matched seeds), vq_runs, vae_runs,
-    stand_in (a dataset the paper did not use).
-    """
-    ref = reference_runs(finished(runs))
-    rows = []
-    for (dataset, label), group in sorted(ref.groupby(["dataset", "label_embedding"], dropna=False), key=lambda kv: (dataset_rank(kv[0][0]), str(kv[0][1]))):
-        vae, vq = group[group["model"] == "vae"], group[group["model"] == "vqvae"]
-        if vae.empty or vq.empty:
-            continue
-        for measure in DIFFERENCE_MEASURES:
-            pairs = pair_means(vae, vq, measure.column, PAIR_KEYS)
-            est = paired_bootstrap(pairs["difference"])
-            rows.append({
-                "dataset": dataset, "label_embedding": label, "metric": measure.column,
-                "vae": pairs["a"].mean() if len(pairs) else math.nan, "vqvae": pairs["b"].mean() if len(pairs) else math.nan,
-                "difference": est.mean, "low": est.low, "high": est.high, "n": est.n,
-                "vq_runs": reference_description(group, "vqvae"), "vae_runs": reference_description(group, "vae"),
-                "stand_in": dataset not in PAPER_DATASETS,
-            })
-    columns = ["dataset", "label_embedding", "metric", "vae", "vqvae", "difference", "low", "high", "n", "vq_runs", "vae_runs", "stand_in"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _label_order(labels) -> list[str]:
-    """The paper's setting ("add") first."""
-    return sorted({str(v) for v in labels if not pd.isna(v)}, key=lambda v: (v != "add", v))
-
-
-def claims(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each claim tested per label setting and dataset part.
-
-    Columns: claim, label_embedding, part (the dataset, or "mnist - cifar100" for claim 4),
-    metric, difference, low, high, n, verdict ("supported", "contradicted" or
-    "not resolved by this data"), reason (why not resolved, or "").
-    """
-    done = finished(runs)
-    differences = model_differences(runs)
-    labels = _label_order(done["label_embedding"]) or ["none"]
-    rows = []
-    for claim in CLAIMS:
-        for label in labels:
-            if claim.number == 4:
-                rows.append(_clustering_part(claim, done, label))
-            else:
-                rows.extend(_model_part(claim, dataset, label, done, differences) for dataset in claim.datasets)
-    return pd.DataFrame(rows, columns=["claim", "label_embedding", "part", "metric", "difference", "low", "high", "n", "verdict", "reason"])
-
-
-def _verdict(est: Estimate, expect: int) -> tuple[str, str]:
-    if est.n == 0:
-        return NOT_RESOLVED, "no runs of the two sides share a seed and setting"
-    if est.n == 1:
-        return NOT_RESOLVED, "only one seed, so no interval"
-    side = est.excludes_zero()
-    if side == 0:
-        return NOT_RESOLVED, "the 95% interval contains 0"
-    return ("supported", "") if side == expect else ("contradicted", "")
-
-
-def _absent(done: pd.DataFrame, dataset: str, label: str, models: tuple[str, ...]) -> str:
-    """Why a dataset part cannot be tested, or "" if it can."""
-    if not (done["dataset"] == dataset).any():
-        return f"no runs on {dataset}"
-    here = done[(done["dataset"] == dataset) & (done["label_embedding"] == label)]
-    if here.empty:
-        return f"no runs on {dataset} with label_embedding={label}"
-    missing = [m for m in models if not (here["model"] == m).any()]
-    return f"no {' or '.join(MODEL_NAMES[m] for m in missing)} runs on {dataset} with label_embedding={label}" if missing else ""
-
-
-def _model_part(claim: Claim, dataset: str, label: str, done: pd.DataFrame, differences: pd.DataFrame) -> dict[str, object]:
-    row = {"claim": claim.number, "label_embedding": label, "part": dataset, "metric": claim.metric,
-           "difference": math.nan, "low": math.nan, "high": math.nan, "n": 0}
-    absent = _absent(done, dataset, label, ("vae", "vqvae"))
-    if absent:
-        return {**row, "verdict": NOT_RESOLVED, "reason": absent}
-    found = differences[(differences["dataset"] == dataset) & (differences["label_embedding"] == label) & (differences["metric"] == claim.metric)]
-    est = Estimate(*found[["difference", "low", "high", "n"]].iloc[0]) if len(found) else Estimate(math.nan, math.nan, math.nan, 0)
-    verdict, reason = _verdict(Estimate(est.mean, est.low, est.high, int(est.n)), claim.expect)
-    return {**row, "difference": est.mean, "low": est.low, "high": est.high, "n": int(est.n), "verdict": verdict, "reason": reason}
-
-
-def _clustering_part(claim: Claim, done: pd.DataFrame, label: str) -> dict[str, object]:
-    """Claim 4's proxy: kNN probe accuracy on VQ-VAE latents, MNIST minus CIFAR-100, paired by seed."""
-    row = {"claim": claim.number, "label_embedding": label, "part": "mnist - cifar100", "metric": claim.metric,
-           "difference": math.nan, "low": math.nan, "high": math.nan, "n": 0}
-    absent = _absent(done, "mnist", label, ("vqvae",)) or _absent(done, "cifar100", label, ("vqvae",))
-    if absent:
-        return {**row, "verdict": NOT_RESOLVED, "reason": absent}
-    vq = reference_runs(done[(done["model"] == "vqvae") & (done["label_embedding"] == label)])
-    pairs = pair_means(vq[vq["dataset"] == "cifar100"], vq[vq["dataset"] == "mnist"], claim.metric, ["seed"])
-    est = paired_bootstrap(pairs["difference"])
-    verdict, reason = _verdict(est, claim.expect)
-    return {**row, "difference": est.mean, "low": est.low, "high": est.high, "n": est.n, "verdict": verdict, "reason": reason}
-
-
-def combined_verdict(parts: pd.DataFrame) -> str:
-    verdicts = set(parts["verdict"])
-    if "contradicted" in verdicts:
-        return "contradicted"
-    return "supported" if verdicts == {"supported"} else NOT_RESOLVED
-
-
-def claim_sentences(runs: pd.DataFrame, tested: pd.DataFrame | None = None) -> list[str]:
-    """One plain sentence per claim: what the paper said and, per label setting, what these runs say."""
-    tested = claims(runs) if tested is None else tested
-    done = finished(runs)
-    sentences = []
-    for claim in CLAIMS:
-        mine = tested[tested["claim"] == claim.number]
-        head = f"**Claim {claim.number}** ({claim.text}; paper: {claim.paper_evidence})"
-        proxy = (" Proxy: kNN probe accuracy on the VQ-VAE latents, MNIST minus CIFAR-100 (on 100 classes, not the paper's "
-                 "20 superclasses); the paper judged t-SNE plots by eye." if claim.number == 4 else "")
-        missing = sorted({r for r in mine["reason"] if _dataset_missing(r)})
-        if missing and (len(claim.datasets) == 1 or claim.number == 4 or len(missing) == len(claim.datasets)):
-            levels = _claim4_levels(done) if claim.number == 4 else ""
-            sentences.append(f"{head}: not resolved: {'; '.join(missing)}.{levels}{proxy}")
-            continue
-        lines = []
-        for label, parts in mine.groupby("label_embedding", sort=False):
-            where = f"with label_embedding={label}" + (" (the paper's label setting)" if label == "add" else "")
-            verdict = combined_verdict(parts)
-            absent = [r for r in parts["reason"] if r.startswith("no ")]
-            if verdict == NOT_RESOLVED and absent:
-                verdict = "not resolved: " + "; ".join(absent)
-            measured = [p for p in parts.to_dict("records") if not p["reason"].startswith("no ")]
-            details = "; ".join(_part_phrase(claim, p, with_verdict=len(parts) > 1) for p in measured)
-            lines.append(f"{where}: {verdict}" + (f" ({details})" if details else ""))
-        sentences.append(f"{head}: " + "; ".join(lines) + "." + proxy)
-    return sentences
-
-
-def _dataset_missing(reason: str) -> bool:
-    return reason.startswith("no runs on ") and " with " not in reason
-
-
-def _part_phrase(claim: Claim, part: dict[str, object], with_verdict: bool) -> str:
-    measure = MEASURES[claim.metric]
-    if claim.number == 4:
-        label = "VQ-VAE kNN accuracy, MNIST minus CIFAR-100"
-    else:
-        label = f"{DATASET_NAMES.get(str(part['part']), part['part'])}: VQ-VAE minus VAE {measure.title.split(' (')[0]}"
-    value = format_difference(part["difference"], part["low"], part["high"], measure) + (" pts" if measure.percent else "")
-    seeds = f"over {part['n']} matched seed{'s' if part['n'] != 1 else ''}"
-    why = part["verdict"] + (f": {part['reason']}" if part["reason"] else "") if with_verdict else part["reason"]
-    return f"{label} = {value} {seeds}" + (f", {why}" if why else "")
-
-
-def _claim4_levels(done: pd.DataFrame) -> str:
-    """Where claim 4 cannot be tested, the MNIST level it would rest on."""
-    vq = reference_runs(done[(done["model"] == "vqvae") & (done["dataset"] == "mnist")])
-    if vq.empty or KNN.column not in vq:
-        return ""
-    parts = []
-    for label, group in vq.groupby("label_embedding", sort=True):
-        est = t_interval(group[KNN.column])
-        parts.append(f"{format_estimate(est, KNN)}% (label_embedding={label}, n={est.n})")
-    pixels = done[done["dataset"] == "mnist"].get("probe/pixels/knn_acc")
-    pixel = f"; raw pixels {100 * pixels.mean():.2f}%" if pixels is not None and pixels.notna().any() else ""
-    return f" For reference, the kNN probe (the clustering proxy) on MNIST VQ-VAE latents reaches {', '.join(parts)}{pixel}."
+def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, keys: list[str]) -> tuple[PairedTest, pd.DataFrame]:
+    """b minus a over matched seeds, tested (paired t, sign-flip p)."""
+    pairs = seed_pairs(a, b, metric, keys)
+    return paired_test(pairs["a"], pairs["b"]), pairs
 
 
 # --- label embedding -------------------------------------------------------------------
@@ -386,7 +235,7 @@ def label_embedding_effect(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: the group keys (without label_embedding), probe, none/add (mean), none_low,
     none_high, none_n, add_low, add_high, add_n, difference (add - none over seeds matched
-    within the group, percentile bootstrap), low, high, n.
+    within the group, paired t interval), low, high, n, p (paired t, unadjusted).
     """
     done = finished(runs)
     keys = [k for k in group_keys(done) if k != "label_embedding"]
@@ -398,13 +247,13 @@ def label_embedding_effect(runs: pd.DataFrame) -> pd.DataFrame:
         for measure in PROBES:
             if measure.column not in group:
                 continue
-            a, b = t_interval(none[measure.column]), t_interval(add[measure.column])
-            est = paired_bootstrap(pair_means(none, add, measure.column, ["seed"])["difference"])
+            a, b = per_seed(none, measure.column), per_seed(add, measure.column)
+            test, _ = paired(none, add, measure.column, ["seed"])
             rows.append({**dict(zip(keys, key)), "probe": measure.column,
                          "none": a.mean, "none_low": a.low, "none_high": a.high, "none_n": a.n,
                          "add": b.mean, "add_low": b.low, "add_high": b.high, "add_n": b.n,
-                         "difference": est.mean, "low": est.low, "high": est.high, "n": est.n})
-    out = pd.DataFrame(rows, columns=[*keys, "probe", "none", "none_low", "none_high", "none_n", "add", "add_low", "add_high", "add_n", "difference", "low", "high", "n"])
+                         "difference": test.mean, "low": test.low, "high": test.high, "n": test.n, "p": test.p})
+    out = pd.DataFrame(rows, columns=[*keys, "probe", "none", "none_low", "none_high", "none_n", "add", "add_low", "add_high", "add_n", "difference", "low", "high", "n", "p"])
     for key in keys:
         out[key] = out[key].astype(done[key].dtype)
     return out
@@ -489,14 +338,15 @@ def format_difference(mean: float, low: float, high: float, measure: Measure) ->
     return text
 
 
+def format_p(value: float) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
 def markdown(frame: pd.DataFrame) -> str:
-    """A pipe table; every cell already a string."""
+    """A pipe table (pandas' `to_markdown`); every cell already a string."""
     if frame.empty:
         return "_(none)_"
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    return frame.map(lambda v: str(v).replace("|", "\\|")).to_markdown(index=False, disable_numparse=True)
 
 
 def _cell(row: dict[str, object], measure: Measure) -> str:
@@ -528,40 +378,6 @@ def table1_markdown(table: pd.DataFrame) -> str:
         }
         rows.append(shown)
     return markdown(pd.DataFrame(rows))
-
-
-def differences_markdown(differences: pd.DataFrame) -> str:
-    rows = []
-    for (dataset, label), group in differences.groupby(["dataset", "label_embedding"], sort=False):
-        by_metric = {r["metric"]: r for r in group.to_dict("records")}
-        first = group.iloc[0]
-        row = {"dataset": DATASET_NAMES.get(dataset, dataset) + (" (stand-in)" if first["stand_in"] else ""), "label emb.": label,
-               "VQ-VAE runs": first["vq_runs"], "VAE runs": first["vae_runs"], "matched seeds": str(int(first["n"]))}
-        for measure in DIFFERENCE_MEASURES:
-            r = by_metric.get(measure.column)
-            name = f"Δ {measure.title.replace(' (%)', ' (pts)')}"
-            row[name] = format_difference(r["difference"], r["low"], r["high"], measure) if r else "—"
-        rows.append(row)
-    return markdown(pd.DataFrame(rows))
-
-
-def claims_markdown(tested: pd.DataFrame) -> str:
-    rows = []
-    for row in tested.to_dict("records"):
-        measure = MEASURES[row["metric"]]
-        rows.append({
-            "claim": str(row["claim"]), "label emb.": row["label_embedding"], "part": row["part"], "metric": row["metric"],
-            "difference": format_difference(row["difference"], row["low"], row["high"], measure) + (" pts" if measure.percent and not pd.isna(row["difference"]) else ""),
-            "n": str(row["n"]), "verdict": _verdict_text(row["verdict"], row["reason"]),
-        })
-    return markdown(pd.DataFrame(rows))
-
-
-def _verdict_text(verdict: str, reason: str) -> str:
-    """'not resolved: no runs on cifar100' for an absence; 'not resolved by this data (why)' otherwise."""
-    if reason.startswith("no "):
-        return f"not resolved: {reason}"
-    return verdict + (f" ({reason})" if reason else "")
 
 
 def label_effect_markdown(effect: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ from benchmark.preflight import check_options, connect_ray
 from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
 from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
 from benchmark.tracking import (
+    DEFAULT_EXPERIMENT,
     INTERRUPTED,
     TrackingError,
     TrackingTarget,
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, before Ray starts (needs internet)")
     p.add_argument("--address", default=None, help="Ray cluster to join, e.g. auto on a cluster node (default: start a local Ray)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
-    p.add_argument("--experiment", default="vqbench", help="MLflow experiment name (default: vqbench)")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
     p.add_argument("--name", default=None, help="sweep name: its folder under --storage-path and its parent run (default: SPACE-TIMESTAMP)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial; also its torch threads (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial: 0, 1 or 1/n to pack n trials on a GPU, e.g. 0.25 (default: 0)")

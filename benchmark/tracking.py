@@ -22,8 +22,10 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
+from benchmark.probe import ProbeSettings
 
 DEFAULT_STORE = "mlflow.db"  # in the working directory, when neither --tracking-uri nor $MLFLOW_TRACKING_URI is set
+DEFAULT_EXPERIMENT = "vqbench"  # the sweep's, and so the report's and the export's
 # Stores mlflow 3.17 can use: sqlite and server URLs, and the databases a server sits on.
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "optuna", "scikit-learn", "scikit-image", "numpy")
@@ -181,7 +183,8 @@ class TrialRun:
             "vqbench.versions": json.dumps(package_versions()),
         }
         run = with_retries(lambda: client.create_run(target.experiment_id, run_name=run_name(config), tags=tags))
-        params = [Param(k, str(v)) for k, v in config.to_dict().items()]
+        logged = {**config.to_dict(), **ProbeSettings().to_params()}
+        params = [Param(k, str(v)) for k, v in logged.items()]
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))
         return cls(client, run.info.run_id)
 

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark import sweep
+from benchmark.space import available_spaces
 from benchmark.summary import read_outcome, render
 from benchmark.tracking import STOPPED_TAG, TrackingTarget, ensure_experiment, start_sweep_run
 from tests.conftest import REPO
@@ -196,7 +197,7 @@ def test_more_cpus_per_trial_than_the_local_ray_has_is_refused(tmp_path, monkeyp
 def test_list_spaces_shows_each_description(capsys):
     assert sweep.main(["--list-spaces"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["grid", "optuna", "paper", "quick", "smoke"]
+    assert [line.split()[0] for line in lines] == available_spaces() and "smoke" in available_spaces()
     assert any("install check" in line for line in lines)
 
 

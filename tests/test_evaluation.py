@@ -16,6 +16,7 @@ from benchmark.probe import (
     CodeFeatures,
     ProbeSettings,
     accuracy,
+    holdout_split,
     knn_predict,
     predict_scores,
     probe_all,
@@ -96,7 +97,7 @@ def blobs(num_classes: int, n_train: int, n_test: int, dim: int = 24, seed: int 
     return train_x, train_y, test_x, test_y
 
 
-FAST = ProbeSettings(epochs=15, batch_size=32)
+FAST = ProbeSettings(max_epochs=15, batch_size=32)
 
 
 def test_probes_solve_a_linearly_separable_problem():
@@ -104,9 +105,9 @@ def test_probes_solve_a_linearly_separable_problem():
     # shift and scale features wildly: standardisation must cope
     train_x, test_x = train_x * 50 + 1000, test_x * 50 + 1000
     results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST)
-    assert set(results) == {"mlp_acc", "linear_acc", "knn_acc"}
-    for name, acc in results.items():
-        assert acc >= 0.99, (name, acc)
+    assert set(results) == {"mlp_acc", "linear_acc", "knn_acc", "mlp_epochs", "linear_epochs"}
+    for name in ("mlp_acc", "linear_acc", "knn_acc"):
+        assert results[name] >= 0.99, (name, results[name])
 
 
 def test_probes_are_at_chance_on_random_labels():
@@ -114,14 +115,14 @@ def test_probes_are_at_chance_on_random_labels():
     g = torch.Generator().manual_seed(5)
     train_y, test_y = torch.randint(0, 4, (200,), generator=g), torch.randint(0, 4, (400,), generator=g)
     results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST)
-    for name, acc in results.items():
-        assert acc < 0.4, (name, acc)  # chance is 0.25
+    for name in ("mlp_acc", "linear_acc", "knn_acc"):
+        assert results[name] < 0.4, (name, results[name])  # chance is 0.25
 
 
 def test_probe_with_a_hundred_classes_reports_top5():
     train_x, train_y, test_x, test_y = blobs(100, 500, 200, dim=32, seed=2)
-    results = probe_all(train_x, train_y, test_x, test_y, 100, seed=0, settings=ProbeSettings(epochs=10, batch_size=64))
-    assert set(results) == {f"{p}_{m}" for p in ("mlp", "linear", "knn") for m in ("acc", "top5")}
+    results = probe_all(train_x, train_y, test_x, test_y, 100, seed=0, settings=ProbeSettings(max_epochs=10, batch_size=64))
+    assert set(results) == {f"{p}_{m}" for p in ("mlp", "linear", "knn") for m in ("acc", "top5")} | {"mlp_epochs", "linear_epochs"}
     for p in ("mlp", "linear", "knn"):
         assert 0 <= results[f"{p}_acc"] <= results[f"{p}_top5"] <= 1
     assert results["knn_acc"] > 0.9
@@ -129,13 +130,70 @@ def test_probe_with_a_hundred_classes_reports_top5():
 
 def test_probes_are_reproducible_for_a_seed():
     train_x, train_y, test_x, test_y = blobs(3, 90, 60, seed=3, spread=1.0)
-    a = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(epochs=3, knn_train_size=50))
-    b = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(epochs=3, knn_train_size=50))
+    a = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(max_epochs=3, knn_train_size=50))
+    b = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(max_epochs=3, knn_train_size=50))
     assert a == b
-    net1 = train_classifier(train_x, train_y, 3, 16, seed=4, settings=ProbeSettings(epochs=2))
-    net2 = train_classifier(train_x, train_y, 3, 16, seed=4, settings=ProbeSettings(epochs=2))
+    net1 = train_classifier(train_x, train_y, 3, 16, seed=4, settings=ProbeSettings(max_epochs=2)).net
+    net2 = train_classifier(train_x, train_y, 3, 16, seed=4, settings=ProbeSettings(max_epochs=2)).net
     for p1, p2 in zip(net1.parameters(), net2.parameters()):
         assert torch.equal(p1, p2)
+
+
+def test_probe_stops_early_and_keeps_its_best_held_out_epoch():
+    # Few, noisy points: a probe that keeps training overfits, and the held-out share notices.
+    train_x, train_y, test_x, test_y = blobs(3, 120, 300, dim=64, seed=6, spread=0.6)
+    settings = ProbeSettings(max_epochs=60, patience=3, batch_size=16, lr=1e-2)
+    fitted = train_classifier(train_x, train_y, 3, 64, seed=0, settings=settings)
+    assert fitted.epochs_run < settings.max_epochs
+    assert fitted.epochs_run == fitted.best_epoch + settings.patience
+    # the kept weights are the best epoch's: retraining for exactly that many epochs reproduces them
+    fixed = train_classifier(train_x, train_y, 3, 64, seed=0, settings=ProbeSettings(max_epochs=fitted.best_epoch, patience=10**6, batch_size=16, lr=1e-2))
+    for kept, again in zip(fitted.net.parameters(), fixed.net.parameters()):
+        assert torch.equal(kept, again)
+
+
+def test_probe_choices_never_see_the_test_split():
+    train_x, train_y, test_x, test_y = blobs(4, 200, 200, seed=7, spread=1.0)
+    settings = ProbeSettings(max_epochs=8, patience=2, batch_size=32)
+    base = probe_all(train_x, train_y, test_x, test_y, 4, seed=1, settings=settings)
+    # scrambled test labels change the test accuracy only, never which epoch was kept
+    g = torch.Generator().manual_seed(0)
+    scrambled = probe_all(train_x, train_y, test_x, test_y[torch.randperm(len(test_y), generator=g)], 4, seed=1, settings=settings)
+    assert {k: v for k, v in base.items() if k.endswith("_epochs")} == {k: v for k, v in scrambled.items() if k.endswith("_epochs")}
+    assert scrambled["mlp_acc"] < base["mlp_acc"]
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete():
+    fit, held = holdout_split(1000, 0.1, seed=3, device=torch.device("cpu"))
+    assert len(held) == 100 and len(fit) == 900
+    assert set(fit.tolist()).isdisjoint(held.tolist()) and set(fit.tolist()) | set(held.tolist()) == set(range(1000))
+    again, _ = holdout_split(1000, 0.1, seed=3, device=torch.device("cpu"))
+    assert torch.equal(fit, again)
+    assert not torch.equal(held, holdout_split(1000, 0.1, seed=4, device=torch.device("cpu"))[1])
+
+
+def test_probe_settings_round_trip_through_mlflow_params():
+    settings = ProbeSettings(max_epochs=12, patience=2, lr=5e-4)
+    params = {**settings.to_params(), "model": "vae"}  # other params are ignored
+    assert ProbeSettings.from_params(params) == settings
+    assert ProbeSettings.from_params({}) == ProbeSettings()
+
+
+def test_knn_ignores_near_prior_dimensions_that_standardising_would_turn_into_noise():
+    # Two informative dimensions, and 200 near-prior ones (mean ~0, tiny spread) as a VAE's
+    # inactive posterior means are. Standardised, the 200 become unit noise and swamp the distance.
+    g = torch.Generator().manual_seed(0)
+    def sample(n):
+        y = torch.arange(n) % 4
+        centres = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0], [3.0, 3.0]])
+        informative = centres[y] + 0.5 * torch.randn(n, 2, generator=g)
+        return torch.cat([informative, 1e-3 * torch.randn(n, 200, generator=g)], 1), y
+    (train_x, train_y), (test_x, test_y) = sample(400), sample(400)
+    naive_train, naive_test = standardise(train_x, test_x)
+    naive = accuracy(knn_predict(naive_train, train_y, naive_test, 5, 4), test_y)
+    ours = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=ProbeSettings(max_epochs=2))["knn_acc"]
+    assert naive < 0.5  # near chance (0.25)
+    assert ours > 0.95
 
 
 def test_standardise_uses_train_statistics_only():
@@ -214,9 +272,9 @@ def test_code_probe_learns_a_label_carried_by_one_position():
     num_codes = 8
     codes = torch.randint(0, num_codes, (1200, 16), generator=g)
     labels = codes[:, 5] % 4  # the label is a function of one position's code
-    settings = ProbeSettings(epochs=10, batch_size=32, lr=1e-2)
+    settings = ProbeSettings(max_epochs=10, batch_size=32, lr=1e-2)
     results = probe_all(codes[:1000], labels[:1000], codes[1000:], labels[1000:], 4, seed=0, settings=settings, num_codes=num_codes)
-    assert set(results) == {"mlp_acc", "linear_acc"}  # no kNN on code indices
+    assert set(results) == {"mlp_acc", "linear_acc", "mlp_epochs", "linear_epochs"}  # no kNN on code indices
     assert results["linear_acc"] >= 0.97 and results["mlp_acc"] >= 0.97
 
 
@@ -244,7 +302,7 @@ def tiny_dataset(channels=1, n_train=64, n_test=40, num_classes=10, coarse=False
     return Dataset("tiny", images(n_train), train_y, images(n_test), test_y, num_classes, **extra)
 
 
-QUICK = ProbeSettings(epochs=1, batch_size=32)
+QUICK = ProbeSettings(max_epochs=1, batch_size=32)
 
 
 @pytest.mark.parametrize("model_name", ["vae", "vqvae"])
@@ -256,9 +314,10 @@ def test_evaluate_reports_every_metric(model_name):
     ev = evaluate(model, data, config, QUICK)
 
     probes = {f"probe/{rep}/{p}_acc" for rep in ("latent", "pixels") for p in ("mlp", "linear", "knn")}
+    probes |= {f"probe/{rep}/{p}_epochs" for rep in ("latent", "pixels") for p in ("mlp", "linear")}
     expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"}
     if model_name == "vqvae":
-        expected |= {"probe/codes/mlp_acc", "probe/codes/linear_acc", "codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
+        expected |= {"probe/codes/mlp_acc", "probe/codes/linear_acc", "probe/codes/mlp_epochs", "probe/codes/linear_epochs", "codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
     assert expected <= set(ev.metrics)
     assert all(key.startswith("time/") for key in set(ev.metrics) - expected), set(ev.metrics) - expected
     for key, value in ev.metrics.items():

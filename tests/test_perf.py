@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from perf import eval_cost, gpu_packing, precision_check, sweep_overhead, train_throughput, trials_per_hour
+from perf import eval_cost, gpu_packing, precision_check, probe_convergence, sweep_overhead, train_throughput, trials_per_hour
 from perf.record import Options
 
 REQUIRED = {"script", "date", "command", "tiny", "machine", "options", "figures", "conclusions"}
@@ -112,6 +112,19 @@ def test_eval_cost(tmp_path):
     for piece in pieces:
         derived(f[f"{piece}_share"], f[f"{piece}_s"] / f["training_10_epochs_s"])
     derived(f["eval_total_share"], f["eval_total_s"] / f["training_10_epochs_s"])
+
+
+def test_probe_convergence(tmp_path):
+    f = run(probe_convergence, tmp_path)["figures"]
+    keys = [f"{rep}/{probe}" for rep in ("vqvae_latent", "vqvae_codes", "pixels") for probe in ("mlp", "linear")]
+    for key in keys:
+        assert 0 <= f[f"{key}/early_acc"] <= 1 and 0 <= f[f"{key}/fixed_acc"] <= 1
+        # the fixed schedule runs exactly factor x the epochs the early-stopped probe ran
+        assert f[f"{key}/fixed_epochs"] == 4 * f[f"{key}/early_epochs"]
+        derived(f[f"{key}/diff_points"], 100 * (f[f"{key}/early_acc"] - f[f"{key}/fixed_acc"]))
+        derived(f[f"{key}/diff_long_best_points"], 100 * (f[f"{key}/early_acc"] - f[f"{key}/long_best_acc"]))
+    assert f["worst_abs_diff_points"] == max(abs(f[f"{key}/diff_points"]) for key in keys)
+    assert f["worst_abs_diff_long_best_points"] == max(abs(f[f"{key}/diff_long_best_points"]) for key in keys)
 
 
 @pytest.mark.slow

@@ -126,6 +126,8 @@ def dry_run(capsys, *args: str) -> list[str]:
         (("--space", "grid", "--datasets", "digits"), 288),
         (("--space", "grid", "--datasets", "digits", "--seeds", "1"), 96),
         (("--space", "optuna", "--datasets", "digits", "--num-samples", "5"), 10),
+        (("--space", "sensitivity", "--datasets", "digits"), 39),
+        (("--space", "sensitivity", "--datasets", "digits", "--only", "code_dim=64,num_codes=512,beta=0.25"), 15),
     ],
 )
 def test_dry_run_counts_every_space(capsys, args, count):
@@ -138,6 +140,18 @@ def test_grid_has_no_duplicate_vae_trials(capsys):
     assert len({c.config_id for c in configs}) == len(configs) == 96
     vae = [c for c in configs if c.model == "vae"]
     assert len(vae) == 16 and all(c.num_codes == 512 and c.beta == 0.25 for c in vae)  # K and beta left at defaults
+
+
+def test_sensitivity_varies_one_knob_at_a_time_and_runs_the_centre_once(capsys):
+    lines = [line for line in dry_run(capsys, "--space", "sensitivity", "--datasets", "digits", "--seeds", "1") if line.startswith("sensitivity: ")]
+    configs = [TrialConfig.from_dict(json.loads(line.split(": ", 1)[1])) for line in lines]
+    assert len({c.config_id for c in configs}) == len(configs) == 13
+    centre = {"num_codes": 512, "code_dim": 64, "beta": 0.25}
+    vq = [c for c in configs if c.model == "vqvae"]
+    assert sum(all(getattr(c, k) == v for k, v in centre.items()) for c in vq) == 1
+    assert all(sum(getattr(c, k) != v for k, v in centre.items()) == 1 for c in vq if not all(getattr(c, k) == v for k, v in centre.items()))
+    assert sorted(c.kl_weight for c in configs if c.model == "vae") == [0.001, 0.01, 0.1, 1.0]
+    assert all(c.label_embedding == "none" and c.epochs == 10 for c in configs)
 
 
 def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch):

@@ -1,0 +1,45 @@
+"""A sweep's trial runs as one tidy CSV: the file results are published from, and rebuilt from.
+
+    python -m analysis.export --experiment paper-repro --tracking-uri sqlite:////abs/mlflow.db --all-sweeps --out runs.csv
+    python -m analysis.report --runs runs.csv --out report/      # the same report, no MLflow store needed
+
+One row per trial run (every status): experiment and sweep, run id, status and error, the full
+trial config, the probe settings (`probe.*`), every final metric under its MLflow name and the
+run's tags that the report reads. The runs in scope are the report's: the latest sweep, the
+one given by --parent-run-id, or all of them with --all-sweeps.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis import tables
+from analysis.runs import RunsError, open_experiment, scope_runs, write_runs_csv
+from benchmark.tracking import DEFAULT_EXPERIMENT
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT}, the sweep's)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)")
+    parser.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    parser.add_argument("--parent-run-id", default=None, help="the sweep run to export (default: the latest)")
+    parser.add_argument("--all-sweeps", action="store_true", help="export the trials of every sweep in the experiment")
+    args = parser.parse_args(argv)
+    if args.out.suffix.lower() != ".csv" or args.out.is_dir():
+        print(f"error: --out {args.out} is not a .csv file path: pass e.g. --out results/runs.csv", file=sys.stderr)
+        return 2
+    try:
+        scope = scope_runs(open_experiment(args.experiment, args.tracking_uri), args.parent_run_id, args.all_sweeps)
+    except RunsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_runs_csv(scope.runs, args.out)
+    counts = ", ".join(f"{n} {status}" for status, n in tables.outcome(scope.runs).value_counts().items())  # stopped early apart
+    print(f"wrote {len(scope.runs)} trial run(s) ({counts}) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Does the answer depend on the knobs? Claim 1 at each VAE KL weight, and the accuracy-for-reconstruction frontier.
+
+The paper compared one VAE with one VQ-VAE. Its VAE's KL weight is not stated, and it decides
+how far the VAE's latents are pulled toward the prior, so claim 1 (VAE latents probe better) is
+re-tested here against the VQ-VAE at the paper's K, D and beta, once per KL weight, with the
+verdict rule of `analysis.verdicts` (Holm across the weights of one dataset and label setting).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.paper import CLAIMS, PAPER_VQ
+from analysis.tables import (
+    DATASET_NAMES, MLP, PIXEL_COLUMNS, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
+)
+from analysis.verdicts import Margins, decide, with_holm
+
+CLAIM1 = next(c for c in CLAIMS if c.number == 1)
+PAIR_KEYS = ["seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
+COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
+
+
+def _vq_centre(runs: pd.DataFrame) -> pd.DataFrame:
+    """VQ-VAE runs at the paper's K, D and beta."""
+    vq = runs[runs["model"] == "vqvae"]
+    pick = np.ones(len(vq), dtype=bool)
+    for key, value in PAPER_VQ.items():
+        pick &= np.isclose(vq[key].astype(float), value)
+    return vq[pick]
+
+
+def kl_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
+    """Claim 1 (VQ-VAE centre minus VAE, MLP probe) at each KL weight, per dataset and label setting.
+
+    Columns: dataset, label_embedding, kl_weight, vae, vqvae (means over matched seeds), n,
+    difference, low, high, p, p_holm, verdict, reason. Empty where the KL weight does not vary.
+    """
+    done = finished(runs)
+    rows = []
+    for (dataset, label), group in done.groupby(["dataset", "label_embedding"], sort=False):
+        vae, vq = group[group["model"] == "vae"], _vq_centre(group)
+        weights = sorted(vae["kl_weight"].dropna().unique())
+        if len(weights) < 2 or vq.empty:
+            continue
+        found = []
+        for weight in weights:
+            test, pairs = paired(vae[np.isclose(vae["kl_weight"], weight)], vq, MLP.column, PAIR_KEYS)
+            found.append((weight, test, pairs))
+        for (weight, _, pairs), test in zip(found, with_holm([t for _, t, _ in found])):
+            verdict, reason = decide(test, CLAIM1.expect, margins.for_metric(MLP.column))
+            rows.append({"dataset": dataset, "label_embedding": label, "kl_weight": float(weight),
+                         "vae": pairs["a"].mean() if len(pairs) else np.nan, "vqvae": pairs["b"].mean() if len(pairs) else np.nan,
+                         "n": test.n, "difference": test.mean, "low": test.low, "high": test.high, "p": test.p, "p_holm": test.p_holm,
+                         "verdict": verdict, "reason": reason})
+    columns = ["dataset", "label_embedding", "kl_weight", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_holm", "verdict", "reason"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["dataset", "label_embedding", "kl_weight"], key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c,
+                             ignore_index=True) if len(frame) else frame
+
+
+def kl_markdown(table: pd.DataFrame) -> str:
+    rows = [{
+        "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "label emb.": r["label_embedding"], "VAE KL weight": f"{r['kl_weight']:g}",
+        "VAE probe MLP (%)": f"{100 * r['vae']:.2f}", "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", "n": str(r["n"]),
+        "VQ-VAE − VAE [95% t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
+        "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]), "claim 1": r["verdict"] + (f" ({r['reason']})" if r["reason"] else ""),
+    } for r in table.to_dict("records")]
+    return markdown(pd.DataFrame(rows))
+
+
+def flips(table: pd.DataFrame) -> list[str]:
+    """Plain sentences: where claim 1's verdict changes along the KL weight."""
+    sentences = []
+    for (dataset, label), group in table.groupby(["dataset", "label_embedding"], sort=False):
+        verdicts = list(zip(group["kl_weight"], group["verdict"]))
+        name = f"{DATASET_NAMES.get(dataset, dataset)} (label_embedding={label})"
+        if len({v for _, v in verdicts}) == 1:
+            sentences.append(f"{name}: claim 1 is *{verdicts[0][1]}* at every KL weight tested ({', '.join(f'{w:g}' for w, _ in verdicts)}).")
+            continue
+        steps = "; ".join(f"KL weight {w:g}: {v}" for w, v in verdicts)
+        sentences.append(f"{name}: the verdict depends on the VAE's KL weight, which the paper does not state ({steps}).")
+    return sentences
+
+
+def _points(runs: pd.DataFrame, model: str, along: str) -> pd.DataFrame:
+    """Mean and t interval of SSIM and MLP accuracy per value of `along` (the other knobs at the centre)."""
+    here = runs[runs["model"] == model]
+    if model == "vqvae":
+        for key, value in PAPER_VQ.items():
+            if key != along:
+                here = here[np.isclose(here[key].astype(float), value)]
+    rows = []
+    for value, at in here.groupby(along, sort=True):
+        ssim, mlp = per_seed(at, SSIM.column), per_seed(at, MLP.column)
+        rows.append({"value": float(value), "ssim": ssim.mean, "ssim_low": ssim.low, "ssim_high": ssim.high,
+                     "mlp": mlp.mean, "mlp_low": mlp.low, "mlp_high": mlp.high})
+    return pd.DataFrame(rows)
+
+
+def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+    """Probe accuracy against SSIM, a point per config with its intervals: the VAE joined along the KL weight,
+    the VQ-VAE along K, raw pixels as a line. None (nothing written) where neither family varies."""
+    done = finished(runs)
+    done = done[done["label_embedding"] == "none"]
+    curves = {("vae", "kl_weight"): "VAE along the KL weight", ("vqvae", "num_codes"): "VQ-VAE along K (D=64, beta=0.25)"}
+    datasets = [d for d in sorted(done["dataset"].unique(), key=dataset_rank)
+                if any(len(_points(done[done["dataset"] == d], m, k)) >= 2 for m, k in curves)]
+    if not datasets:
+        return None
+    fig = Figure(figsize=(max(4.8 * len(datasets), 5.5), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+    for ax, dataset in zip(axes, datasets):
+        here = done[done["dataset"] == dataset]
+        for (model, knob), name in curves.items():
+            points = _points(here, model, knob)
+            if points.empty:
+                continue
+            xerr = [points["ssim"] - points["ssim_low"].fillna(points["ssim"]), points["ssim_high"].fillna(points["ssim"]) - points["ssim"]]
+            yerr = [100 * (points["mlp"] - points["mlp_low"].fillna(points["mlp"])), 100 * (points["mlp_high"].fillna(points["mlp"]) - points["mlp"])]
+            ax.errorbar(points["ssim"], 100 * points["mlp"], xerr=xerr, yerr=yerr, color=COLOURS[model], marker="o", markersize=5,
+                        capsize=2, linewidth=1.2, label=name)
+            prefix = "KL " if knob == "kl_weight" else "K="
+            for row in points.itertuples():
+                ax.annotate(f"{prefix}{row.value:g}", (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=COLOURS[model])
+        pixels = per_seed(here, PIXEL_COLUMNS[MLP.short]) if PIXEL_COLUMNS[MLP.short] in here else None
+        if pixels is not None and not np.isnan(pixels.mean):
+            ax.axhline(100 * pixels.mean, color="0.35", linestyle="--", linewidth=1, label="raw pixels")
+        ax.set_title(DATASET_NAMES.get(dataset, dataset), fontsize=10)
+        ax.set_xlabel("SSIM (reconstruction)")
+        ax.set_ylabel(MLP.title)
+        ax.grid(alpha=0.3)
+    by_label = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), 2), fontsize=9)
+    fig.suptitle("Probe accuracy against reconstruction quality\nmean over seeds, bars: 95% t intervals", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
