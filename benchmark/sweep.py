@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -188,8 +190,24 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     )
 
 
-def interrupted_trials(study_folder: Path) -> list[str]:
-    """Config ids of the trials Ray left unfinished: Ray Tune ends fit() normally on SIGINT."""
+def _second_interrupt(signum: int, frame: object) -> None:
+    """SIGINT's handler during fit(): Ray Tune swaps in its own and, on the first Ctrl-C, puts this one back."""
+    raise KeyboardInterrupt
+
+
+def fit_was_interrupted(tuner: Any) -> bool:
+    """Run fit(); True if a SIGINT (or Ray's SIGUSR1) ended it. Ray Tune stops gracefully on it and returns
+    normally, so the only sign is that its handler gave SIGINT back to the one installed before."""
+    previous = signal.signal(signal.SIGINT, _second_interrupt)
+    try:
+        tuner.fit()
+        return signal.getsignal(signal.SIGINT) is _second_interrupt and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def unfinished_trials(study_folder: Path) -> list[str]:
+    """Config ids of the trials an interrupt left unfinished, from the experiment state Ray saved on it."""
     from ray.tune import ExperimentAnalysis
 
     trials = ExperimentAnalysis(str(study_folder)).trials
@@ -245,10 +263,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
     try:
         for study in sweep.studies:
             restore = bool(args.resume) and tune.Tuner.can_restore(str(storage / study.label))
-            tuner_for(study, args, common, storage, restore).fit()
-            unfinished = interrupted_trials(storage / study.label)
-            if unfinished:
-                close_interrupted(client, target, unfinished)
+            if fit_was_interrupted(tuner_for(study, args, common, storage, restore)):
+                close_interrupted(client, target, unfinished_trials(storage / study.label))
                 interrupted = True
                 break
         status = "KILLED" if interrupted else "FINISHED"
