@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis import tables
 from analysis.runs import RunsError, open_experiment, scope_runs, write_runs_csv
 from benchmark.tracking import DEFAULT_EXPERIMENT
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_runs_csv(scope.runs, args.out)
-    counts = ", ".join(f"{n} {status}" for status, n in scope.runs["status"].value_counts().items())
+    counts = ", ".join(f"{n} {status}" for status, n in tables.outcome(scope.runs).value_counts().items())  # stopped early apart
     print(f"wrote {len(scope.runs)} trial run(s) ({counts}) to {args.out}")
     return 0
 

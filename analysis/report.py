@@ -115,17 +115,18 @@ def _runs_section(runs: pd.DataFrame) -> str:
     counts = tables.status_counts(runs)
     done = int(counts.loc[counts["status"] == tables.FINISHED, "runs"].iloc[0])
     text = ["## Runs", "", tables.markdown(counts.astype(str)), "",
-            f"Only the {done} FINISHED run(s) enter the numbers below; failed, killed and still-running runs are counted here and left out."]
+            f"Only the {done} FINISHED run(s) enter the numbers below; runs stopped early by the scheduler (no final evaluation), "
+            "failed, killed and still-running runs are counted here and left out."]
     repeats = tables.finished(runs)["config_id"].dropna().duplicated().sum()
     if repeats:
         text.append(f"\n{repeats} finished run(s) repeat a config (same config_id, so the same seed) of another run; "
                     "they are averaged within their seed first, so n counts seeds, not runs.")
-    bad = runs[runs["status"] != tables.FINISHED]
+    bad = runs.drop(tables.finished(runs).index)
     if len(bad):
         listed = bad.head(MAX_LISTED_FAILURES)
         frame = pd.DataFrame({
             "run": [f"`{r}`" for r in listed["run_name"].fillna(listed["run_id"])],
-            "status": listed["status"],
+            "status": tables.outcome(listed),
             "model": listed["model"].fillna("?"), "dataset": listed["dataset"].fillna("?"), "seed": listed["seed"].astype(str),
             "error": [str(e).splitlines()[0][:160] if isinstance(e, str) and e else "" for e in listed["error"]],
         })

@@ -10,10 +10,8 @@ switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on the
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import urllib.request
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
+from benchmark.tracking import TrackingError, check_reachable, resolve_tracking_uri
 
-DEFAULT_STORE = "mlflow.db"  # the sweep's default store, in the working directory
 ROLE_TAG = "vqbench.role"
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 CONFIG_TYPES = {f.name: f.type for f in fields(TrialConfig)}
@@ -36,6 +34,7 @@ TAG_COLUMNS = {
     "vqbench.device": "device",
     "vqbench.git_commit": "git_commit",
     "vqbench.leaks_label": "leaks_label",
+    "vqbench.stopped_at_epoch": "stopped_at_epoch",  # FINISHED, but stopped early by the scheduler: no final evaluation
 }
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
@@ -56,28 +55,19 @@ class Source:
     experiment_name: str
 
 
-def resolve_tracking_uri(uri: str | None) -> str:
-    """Default $MLFLOW_TRACKING_URI, else the sweep's sqlite:///<cwd>/mlflow.db; relative sqlite paths made absolute."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return f"sqlite:///{Path.cwd().resolve() / DEFAULT_STORE}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(Path.cwd() / uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:
-        raise RunsError(f"tracking URI {uri!r} is not a URI: pass sqlite:////abs/path/mlflow.db (the sweep's store) or http://HOST:PORT")
-    return uri
-
-
 def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
     """Find the experiment by name (or id) without creating anything in the store."""
-    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        uri = resolve_tracking_uri(tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            check_reachable(uri)
+    except TrackingError as err:
+        raise RunsError(str(err)) from None
     if uri.startswith("sqlite:///"):
         # MLflow would silently create an empty database here; a missing file is a wrong path.
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
             raise RunsError(f"no MLflow store at {path}: pass --tracking-uri sqlite:////abs/path/mlflow.db pointing at the sweep's store")
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
     try:
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
@@ -148,6 +138,8 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         if numbers.notna().sum() == frame[column].notna().sum():
             frame[column] = numbers
+    if "stopped_at_epoch" not in frame:  # a CSV exported before trials could be stopped early
+        frame["stopped_at_epoch"] = None
     for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)
@@ -234,20 +226,12 @@ def _experiment_by_id(client: MlflowClient, experiment_id: str):
         return None
 
 
-def _check_server(uri: str, timeout_s: float = 10.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when no server answers."""
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).read()
-    except Exception as err:
-        raise RunsError(f"MLflow server {uri} cannot be reached ({err}): start it (`mlflow server ...`) or pass a reachable --tracking-uri") from None
-
-
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [""])[0][:300]
 
 
 def _columns(extra_params: list[str], metric_names: list[str]) -> list[str]:
-    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit"] + metric_names
+    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit", "stopped_at_epoch"] + metric_names
 
 
 def _row(run: Run) -> dict[str, object]:

@@ -18,6 +18,7 @@ from analysis.stats import Estimate, t_interval
 from analysis.verdicts import PairedTest, paired_test
 
 FINISHED = "FINISHED"
+STOPPED_EARLY = "stopped early"
 BASE_KEYS = ["model", "dataset", "label_embedding", "num_codes", "code_dim", "beta"]
 NOT_SETTINGS = {"seed", "fail_at_epoch"}
 MODEL_ORDER = {"vae": 0, "vqvae": 1, "pixels": 2}
@@ -56,13 +57,19 @@ MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE, PERPLEXITY)}
 # --- selection -------------------------------------------------------------------------
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == FINISHED]
+    """Runs with a final evaluation: FINISHED, and not stopped early by the scheduler."""
+    return runs[(runs["status"] == FINISHED) & runs["stopped_at_epoch"].isna()]
+
+
+def outcome(runs: pd.DataFrame) -> pd.Series:
+    """The status, with FINISHED runs the scheduler stopped early counted apart."""
+    return runs["status"].where(runs["stopped_at_epoch"].isna(), STOPPED_EARLY)
 
 
 def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs per status (every status listed, zeros included), then any other status seen."""
-    counts = runs["status"].value_counts()
-    order = list(STATUSES) + sorted(set(counts.index) - set(STATUSES))
+    """Runs per status (every status listed, zeros included; stopped early apart), then any other status seen."""
+    counts = outcome(runs).value_counts()
+    order = [FINISHED, STOPPED_EARLY, *STATUSES[1:]] + sorted(set(counts.index) - set(STATUSES) - {STOPPED_EARLY})
     return pd.DataFrame({"status": order, "runs": [int(counts.get(s, 0)) for s in order]})
 
 

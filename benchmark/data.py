@@ -12,8 +12,10 @@ every pixel), 8x8 digits are upsampled 4x bilinearly (values 0..16 are rescaled 
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +33,7 @@ CIFAR_FILES = {
     "cifar100": ("cifar-100-python", ("train", "test")),
 }
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+REFETCH = "Delete it and fetch it again with --download."
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3}  # what a reloaded model is built for
 
@@ -97,16 +100,78 @@ def check_available(name: str, data_dir: str | os.PathLike | None, download: boo
         )
 
 
+def check_readable(name: str, data_dir: str | os.PathLike | None) -> None:
+    """What a sweep checks before Ray starts, in well under a second for MNIST: every file present,
+    IDX headers consistent with the file sizes and label counts with image counts, CIFAR pickles
+    holding their keys with matching lengths. A broken file fails here once, not in every trial."""
+    check_available(name, data_dir)
+    root = resolve_data_dir(data_dir)
+    if name in TORCHVISION_FOLDER:
+        raw = root / TORCHVISION_FOLDER[name] / "raw"
+        for prefix in ("train", "t10k"):
+            image_file, label_file = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+            images, labels = _idx_shape(image_file, 3), _idx_shape(label_file, 1)
+            if images[1:] != (28, 28):
+                raise DataError(f"{image_file} holds images of {images[1]}x{images[2]} pixels; expected 28x28. {REFETCH}")
+            if labels[0] != images[0]:
+                raise DataError(f"{image_file} holds {images[0]} images but {label_file} holds {labels[0]} labels. {REFETCH}")
+    elif name in CIFAR_FILES:
+        folder, files = CIFAR_FILES[name]
+        fine_key = "labels" if name == "cifar10" else "fine_labels"
+        for file in files:
+            _read_cifar_pickle(root / folder / file, fine_key, name == "cifar100")
+
+
+def fetch(name: str, data_dir: str | os.PathLike | None) -> None:
+    """Download a dataset through torchvision once, in the calling process; one clear error offline."""
+    if name not in TORCHVISION_FOLDER and name not in CIFAR_FILES:
+        return
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    root = resolve_data_dir(data_dir)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as err:  # URLError, RuntimeError("Error downloading ..."), a failed md5 check
+        reason = _first_line(err)
+        raise DataError(
+            f"cannot download {name} into {root} ({type(err).__name__}: {reason}): check the internet connection, "
+            f"or fetch it on another machine and pass --data-dir pointing at a copy in torchvision's layout"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
+
+
+def _idx_shape(path: Path, ndim: int) -> tuple[int, ...]:
+    """An IDX file's dimensions from its header, checked against its magic and its size on disk."""
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    if len(header) < 4 or header[:3] != b"\x00\x00\x08" or header[3] != ndim or len(header) < 4 + 4 * ndim:
+        raise DataError(f"{path} is not a {ndim}-D uint8 IDX file (bad header). {REFETCH}")
+    shape = struct.unpack(f">{ndim}I", header[4:])
+    expected = 4 + 4 * ndim + math.prod(shape)
+    size = path.stat().st_size
+    if size != expected:
+        what = "truncated" if size < expected else "longer than its header says"
+        raise DataError(f"{path} is {what}: {size} bytes where its header {shape} needs {expected}. {REFETCH}")
+    return shape
+
+
 @lru_cache(maxsize=4)
 def load_dataset(name: str, data_dir: str | None = None, download: bool = False) -> Dataset:
     """Read a dataset once per process; a reused Ray actor does not read it again."""
-    check_available(name, data_dir, download)
+    if download:
+        fetch(name, data_dir)
+    check_available(name, data_dir)
     root = resolve_data_dir(data_dir)
     if name == "digits":
         return _load_digits()
     if name in TORCHVISION_FOLDER:
-        return _load_idx(name, root, download)
-    return _load_cifar(name, root, download)
+        return _load_idx(name, root)
+    return _load_cifar(name, root)
 
 
 def _load_digits() -> Dataset:
@@ -123,14 +188,9 @@ def _load_digits() -> Dataset:
     return Dataset("digits", big[train_idx], y[train_idx], big[test_idx], y[test_idx], 10)
 
 
-def _load_idx(name: str, root: Path, download: bool) -> Dataset:
-    from torchvision import datasets
+def _load_idx(name: str, root: Path) -> Dataset:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    if download:
-        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
     raw = root / TORCHVISION_FOLDER[name] / "raw"
     splits = []
     for prefix in ("train", "t10k"):
@@ -158,13 +218,7 @@ def _read_idx(reader, path: Path) -> torch.Tensor:
         ) from err
 
 
-def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
-    if download:
-        from torchvision import datasets
-
-        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
+def _load_cifar(name: str, root: Path) -> Dataset:
     folder, files = CIFAR_FILES[name]
     fine_key = "labels" if name == "cifar10" else "fine_labels"
     train_files = [f for f in files if f.startswith("data_batch") or f == "train"]

@@ -1,7 +1,8 @@
 """What a search space is: named studies of fixed trials or of Optuna-sampled ones.
 
-A space is a module in `search_spaces/` with a one-line `DESCRIPTION` and
-`studies(options) -> list[Study]`. Adding a space means adding one file.
+A space is a module in `search_spaces/` with a one-line `DESCRIPTION` (what
+`python -m benchmark.sweep --list-spaces` shows) and `studies(options) -> list[Study]`.
+Adding a space means adding one file.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def available_spaces() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__))
 
 
+def describe_spaces() -> str:
+    """One line per named space: its name and its DESCRIPTION."""
+    return "\n".join(f"{name:8s} {getattr(load_space(name), 'DESCRIPTION', '(no description)')}" for name in available_spaces())
+
+
 def load_space(name: str) -> ModuleType:
     """A space by name, or a user's own space file (`--space my_space.py`)."""
     if name.endswith(".py"):
@@ -60,7 +66,10 @@ def load_space(name: str) -> ModuleType:
             raise ConfigError(f"space file {path} does not exist")
         spec = importlib.util.spec_from_file_location(f"vqbench_user_space_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # a syntax error or a failing import in the user's file
+            raise ConfigError(f"space file {path} cannot be loaded ({type(err).__name__}: {err}): fix it and run again") from None
     elif name in available_spaces():
         module = importlib.import_module(f"search_spaces.{name}")
     else:

@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import shlex
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from benchmark.config import DATASETS, ConfigError, TrialConfig
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, resolve_data_dir
+from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_readable, fetch, resolve_data_dir
 from benchmark.dry_run import describe
-from benchmark.progress import SweepProgress, plural, ray_log_level, ray_output, trial_dirname, trial_name
-from benchmark.space import SpaceOptions, Study, available_spaces, load_space, validate
+from benchmark.preflight import check_options, connect_ray
+from benchmark.progress import SweepProgress, plural, ray_output, trial_dirname, trial_name
+from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
+from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
 from benchmark.tracking import (
     DEFAULT_EXPERIMENT,
+    INTERRUPTED,
     TrackingError,
     TrackingTarget,
     check_reachable,
+    close_interrupted,
     close_orphans,
     ensure_experiment,
     resolve_tracking_uri,
@@ -49,7 +55,8 @@ class SweepPlan:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())}, or a .py file defining studies(options) (default: quick)")
+    p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())} (see --list-spaces), or a .py file defining studies(options) (default: quick)")
+    p.add_argument("--list-spaces", action="store_true", help="list the named spaces with what each runs; start nothing")
     p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}) (default: the space's)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
@@ -57,29 +64,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
-    p.add_argument("--download", action="store_true", help="let each trial fetch missing datasets through torchvision (needs internet)")
+    p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, before Ray starts (needs internet)")
     p.add_argument("--address", default=None, help="Ray cluster to join, e.g. auto on a cluster node (default: start a local Ray)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: sqlite ./mlflow.db)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
     p.add_argument("--name", default=None, help="sweep name: its folder under --storage-path and its parent run (default: SPACE-TIMESTAMP)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial; also its torch threads (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial: 0, 1 or 1/n to pack n trials on a GPU, e.g. 0.25 (default: 0)")
     p.add_argument("--max-concurrent", type=int, default=0, help="most trials at once, 0 = as resources allow (default: 0)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashing trial, resumed from its last epoch (default: 2)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a trial that crashed (its worker died, out of memory): "
+                   "it resumes from its last epoch checkpoint, or starts again if it had none, in the same MLflow run. "
+                   "Diverged trials and deterministic errors (bad data, a bug) fail at once (default: 2)")
     p.add_argument("--storage-path", default="ray_results", help="Ray Tune results and checkpoints; shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--resume", metavar="NAME", default=None, help="finish the sweep NAME under --storage-path after its driver died")
     p.add_argument("--dry-run", action="store_true", help="list the trials, their count and whether their data is here; start nothing")
     p.add_argument("--no-log-model", action="store_true", help="do not log each trial's trained model (model.pt) to its MLflow run")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress tables as well")
     return p.parse_args(argv)
-
-
-def check_gpus_per_trial(gpus: float) -> None:
-    """Ray packs fractions that divide one GPU evenly; 0.3 would strand a tenth of every GPU."""
-    if gpus < 0 or gpus > 1:
-        raise ConfigError(f"--gpus-per-trial={gpus} is not allowed: use 0, 1, or 1/n such as 0.5 or 0.25 (multi-GPU trials are not supported)")
-    if 0 < gpus < 1 and abs(1 / round(1 / gpus) - gpus) > 1e-9:
-        raise ConfigError(f"--gpus-per-trial={gpus} does not pack: use 1/n for n trials per GPU, e.g. 0.5, 0.25 or 0.125")
 
 
 def only(study: Study, selector: str | None) -> Study:
@@ -94,28 +95,50 @@ def only(study: Study, selector: str | None) -> Study:
     return Study(study.label, kept)
 
 
+def scheduler_for(study: Study, args: argparse.Namespace) -> str:
+    return args.scheduler or ("asha" if study.is_search else "fifo")
+
+
 def plan(args: argparse.Namespace) -> SweepPlan:
-    if args.cpus_per_trial <= 0:
-        raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
-    check_gpus_per_trial(args.gpus_per_trial)
-    for key in ("seeds", "epochs", "num_samples"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{key.replace('_', '-')}={value} is not allowed: it must be >= 1")
-    chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets else None
+    check_options(args)
+    chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets is not None else None
+    if chosen == ():
+        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}")
     for dataset in chosen or ():
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
     studies = [only(s, args.only) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
+    if args.num_samples is not None and not any(s.is_search for s in studies):
+        raise ConfigError(f"--num-samples applies to searched spaces such as optuna; space {args.space!r} has fixed trials: leave it out")
     trials = [config for study in studies for config in validate(study)]
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
     if not args.dry_run:  # a dry run reports the data instead of requiring it
         for dataset in sorted({t.dataset for t in trials}):
-            check_available(dataset, args.data_dir, args.download)
-    name = args.resume or args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+            if args.download:
+                fetch(dataset, args.data_dir)  # once, here: a download that cannot work fails before Ray starts
+            check_readable(dataset, args.data_dir)
+    # a space file's stem, not its path: the name is a folder under --storage-path
+    name = args.resume or args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepPlan(name, args.space, studies, trials)
+
+
+def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dict[str, Any]:
+    """The parent run's params: the values the sweep used, not the command line's Nones."""
+    def values(key: str) -> str:
+        return ",".join(str(v) for v in sorted({getattr(t, key) for t in sweep.trials}))
+
+    return {
+        "space": args.space, "datasets": values("dataset"), "models": values("model"), "seeds": values("seed"), "epochs": values("epochs"),
+        "num_trials": sum(s.trial_count() for s in sweep.studies),
+        "studies": ",".join(f"{s.label}:{scheduler_for(s, args)}" + (f":{s.num_samples} samples" if s.is_search else "") for s in sweep.studies),
+        "only": args.only or "all", "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download,
+        "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,
+        "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent or "as resources allow",
+        "max_failures": args.max_failures, "storage_path": str(Path(args.storage_path).expanduser().resolve()),
+        "log_model": not args.no_log_model,
+    }
 
 
 def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path, restore: bool, progress: SweepProgress):
@@ -134,7 +157,7 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     else:
         param_space = {**common, "trial": tune.grid_search(list(study.configs))}
         search_alg = None
-    use_asha = (args.scheduler or ("asha" if study.is_search else "fifo")) == "asha"
+    use_asha = scheduler_for(study, args) == "asha"
     scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=2, max_t=10_000) if use_asha else FIFOScheduler()
     return tune.Tuner(
         trainable,
@@ -161,117 +184,128 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     )
 
 
-def summary(uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
-    """Mean final metrics per setting, read back from MLflow: what a reviewer sees first."""
+def _second_interrupt(signum: int, frame: object) -> None:
+    """SIGINT's handler during fit(): Ray Tune swaps in its own and, on the first Ctrl-C, puts this one back."""
+    raise KeyboardInterrupt
+
+
+def fit_was_interrupted(tuner: Any) -> bool:
+    """Run fit(); True if a SIGINT (or Ray's SIGUSR1) ended it. Ray Tune stops gracefully on it and returns
+    normally, so the only sign is that its handler gave SIGINT back to the one installed before."""
+    previous = signal.signal(signal.SIGINT, _second_interrupt)
+    try:
+        tuner.fit()
+        return signal.getsignal(signal.SIGINT) is _second_interrupt and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def unfinished_trials(study_folder: Path) -> list[str]:
+    """Config ids of the trials an interrupt left unfinished, from the experiment state Ray saved on it."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(study_folder)).trials
+    return [TrialConfig.from_dict(t.config["trial"]).config_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")]
+
+
+def resume_command(sweep: SweepPlan, storage: Path) -> str:
+    return f"python -m benchmark.sweep --resume {shlex.quote(sweep.name)} --storage-path {shlex.quote(str(storage.parent))}"
+
+
+def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarget, bool]:
+    """Run every study; returns where it logged and whether it was interrupted."""
     from mlflow.tracking import MlflowClient
-
-    runs = MlflowClient(uri).search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10_000)
-    rows = []
-    for run in runs:
-        p, m = run.data.params, run.data.metrics
-        rows.append({
-            "dataset": p.get("dataset"), "model": p.get("model"),
-            "K": p["num_codes"] if p.get("model") == "vqvae" else "-",
-            "label_emb": p.get("label_embedding"), "status": run.info.status,
-            "probe_acc": m.get("probe/latent/mlp_acc"), "pixels_acc": m.get("probe/pixels/mlp_acc"),
-            "mse": m.get("recon/mse"), "ssim": m.get("recon/ssim"), "code_usage": m.get("codebook/usage"),
-        })
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    keys = ["dataset", "model", "K", "label_emb"]
-    finished = frame[frame.status == "FINISHED"]
-    table = finished.groupby(keys, dropna=False)[["probe_acc", "pixels_acc", "mse", "ssim", "code_usage"]].mean()
-    table["n"] = finished.groupby(keys, dropna=False).size()
-    table["failed"] = frame[frame.status != "FINISHED"].groupby(keys, dropna=False).size().reindex(table.index).fillna(0).astype(int)
-    return table.reset_index()
-
-
-def ui_command(uri: str, experiment_id: str) -> str:
-    store = f" --backend-store-uri {uri}" if uri.startswith("sqlite") else ""
-    where = f"mlflow ui{store} --host 127.0.0.1 --port 5000" if store else f"open {uri}"
-    return f"{where}\n  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs (expand the parent run to see its trials)"
-
-
-def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarget, int]:
-    import ray
-    from mlflow.tracking import MlflowClient
+    from ray import tune
 
     storage = Path(args.storage_path).expanduser().resolve() / sweep.name
     state_file = storage / SWEEP_FILE
     if args.resume:
         target = TrackingTarget(**json.loads(state_file.read_text())["tracking"])
         check_reachable(target.uri)
+        connect_ray(args)
     else:
         if state_file.exists():
             raise ConfigError(f"--name {sweep.name}: a sweep of that name already exists in {storage}; pick another name or --resume it")
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
+        started = connect_ray(args)
+        try:
+            storage.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if started:
+                import ray
+
+                ray.shutdown()
+            raise ConfigError(f"--storage-path {args.storage_path}: cannot create {storage} ({err.strerror}); pass a writable folder") from None
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, args.experiment, uri)
-        params = {k: v for k, v in vars(args).items() if k not in ("dry_run", "resume")}
-        params["num_trials"] = sum(s.trial_count() for s in sweep.studies)
-        parent = start_sweep_run(client, experiment_id, sweep.name, params, {"vqbench.space": sweep.space})
+        parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri), {"vqbench.space": sweep.space})
         target = TrackingTarget(uri, experiment_id, parent)
-        storage.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"tracking": asdict(target), "args": vars(args)}, indent=2))
     client = MlflowClient(target.uri)
     print(f"sweep {sweep.name}: {plural(sum(s.trial_count() for s in sweep.studies), 'trial')}, MLflow {target.uri} "
           f"(experiment {target.experiment_id}, parent run {target.parent_run_id}); "
-          f"if it dies: python -m benchmark.sweep --resume {sweep.name} --storage-path {storage.parent}", flush=True)
+          f"if it dies: {resume_command(sweep, storage)}", flush=True)
     if args.resume:
         closed = close_orphans(client, target.experiment_id, target.parent_run_id)
         print(f"resuming {sweep.name}: closed {closed} run(s) its driver left RUNNING as KILLED")
         client.update_run(target.parent_run_id, status="RUNNING")
-    from ray import tune
 
-    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download, "log_model": not args.no_log_model}
+    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "log_model": not args.no_log_model}
     name_width = max(len(t.name) for t in sweep.trials)
-    errors = 0
-    status = "FAILED"
+    logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore" not in record.getMessage())  # ours is --resume
+    status, interrupted = "FAILED", False
     try:
-        if not ray.is_initialized():
-            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False, logging_level=ray_log_level(args.verbose))
         for study in sweep.studies:
             restore = bool(args.resume) and tune.Tuner.can_restore(str(storage / study.label))
             with ray_output(args.verbose):
-                results = tuner_for(study, args, common, storage, restore, SweepProgress(study.label, name_width)).fit()
-            errors += sum(1 for r in results if r.error is not None)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+                stopped = fit_was_interrupted(tuner_for(study, args, common, storage, restore, SweepProgress(study.label, name_width)))
+            if stopped:
+                close_interrupted(client, target, unfinished_trials(storage / study.label))
+                interrupted = True
+                break
+        status = "KILLED" if interrupted else "FINISHED"
+    except KeyboardInterrupt:  # outside Ray Tune's own SIGINT handling, e.g. while it starts
+        status, interrupted = "KILLED", True
     finally:
-        close_orphans(client, target.experiment_id, target.parent_run_id)
-        client.set_tag(target.parent_run_id, "vqbench.trials_errored", str(errors))
+        close_orphans(client, target.experiment_id, target.parent_run_id, INTERRUPTED if status == "KILLED" else "orphaned: its worker died while it ran")
         client.set_terminated(target.parent_run_id, status)
-    return target, errors
+    return target, interrupted
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_spaces:
+        print(describe_spaces())
+        return 0
     try:
         if args.resume:
             saved_file = Path(args.storage_path).expanduser().resolve() / args.resume / SWEEP_FILE
             if not saved_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no sweep at {saved_file.parent}; check the name and --storage-path")
             saved = json.loads(saved_file.read_text())["args"]
-            args = argparse.Namespace(**{**vars(parse_args([])), **saved, "resume": args.resume, "dry_run": args.dry_run, "verbose": args.verbose, "address": args.address or saved["address"]})
+            args = argparse.Namespace(**{**vars(parse_args([])), **saved, "resume": args.resume, "dry_run": args.dry_run, "verbose": args.verbose,
+                                         "list_spaces": False, "address": args.address or saved["address"]})
         sweep = plan(args)
         if args.dry_run:
             print(describe(sweep.studies, sweep.space, sorted({t.dataset for t in sweep.trials}), args.data_dir, args.download))
             return 0
         start = time.perf_counter()
-        target, errors = run_sweep(args, sweep)
+        target, interrupted = run_sweep(args, sweep)
     except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = summary(target.uri, target.experiment_id, target.parent_run_id)
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(f"\nsweep {sweep.name} finished in {time.perf_counter() - start:.0f} s; {errors} trial(s) errored")
-        print(table.to_string(index=False) if not table.empty else "no trial runs were logged")
-    print(f"\nMLflow UI:\n  {ui_command(target.uri, target.experiment_id)}")
-    return 1 if errors else 0
+    except KeyboardInterrupt:
+        print("\ninterrupted before the sweep started: nothing was run", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    wall_s = time.perf_counter() - start
+    outcome = read_outcome(target, interrupted)
+    from mlflow.tracking import MlflowClient
+
+    log_outcome(MlflowClient(target.uri), target.parent_run_id, outcome, wall_s)
+    storage = Path(args.storage_path).expanduser().resolve() / sweep.name
+    print("\n" + render(outcome, sweep.name, wall_s, target, args.experiment, resume_command(sweep, storage)), flush=True)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

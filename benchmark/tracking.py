@@ -7,6 +7,7 @@ run id travel in the trial's config, so workers on other nodes log to the same p
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import tempfile
@@ -17,14 +18,16 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
 from benchmark.probe import ProbeSettings
 
-DEFAULT_STORE = "mlflow.db"
+DEFAULT_STORE = "mlflow.db"  # in the working directory, when neither --tracking-uri nor $MLFLOW_TRACKING_URI is set
 DEFAULT_EXPERIMENT = "vqbench"  # the sweep's, and so the report's and the export's
+# Stores mlflow 3.17 can use: sqlite and server URLs, and the databases a server sits on.
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "optuna", "scikit-learn", "scikit-image", "numpy")
 T = TypeVar("T")
 
@@ -43,15 +46,19 @@ class TrackingTarget:
 
 
 def resolve_tracking_uri(uri: str | None, workdir: Path | None = None) -> str:
-    """Default: an absolute sqlite store in the working directory; relative sqlite paths made absolute."""
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else an absolute sqlite store in the working
+    directory; relative sqlite paths made absolute. The sweep and the analysis both resolve here."""
     workdir = (workdir or Path.cwd()).resolve()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{workdir / DEFAULT_STORE}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(workdir / uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:
+    scheme = uri.split("://", 1)[0] if "://" in uri else None
+    if scheme not in SCHEMES or uri == f"{scheme}://" or (scheme == "sqlite" and not uri.startswith("sqlite:///")):
+        what = "is not a URI" if scheme is None else f"is not a tracking store mlflow can use (scheme {scheme!r})"
         raise TrackingError(
-            f"--tracking-uri {uri!r} is not a URI: use sqlite:////abs/path/mlflow.db for a local store "
+            f"--tracking-uri {uri!r} {what}: use sqlite:////abs/path/mlflow.db for a local store "
             "or http://HOST:PORT for an mlflow server (mlflow 3.17 refuses the plain file store)"
         )
     return uri
@@ -65,6 +72,8 @@ def artifact_root(uri: str) -> str | None:
 
 
 def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, not after mlflow's minutes of retries, when no server answers; a sqlite
+    store needs an existing, writable folder."""
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).read()
@@ -75,9 +84,13 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             ) from None
         return
     if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise TrackingError(f"tracking store folder {folder} does not exist: create it or pass another --tracking-uri")
+        path = Path(uri[len("sqlite:///"):])
+        if not path.parent.is_dir():
+            raise TrackingError(f"tracking store folder {path.parent} does not exist: create it or pass another --tracking-uri")
+        if path.exists() and not path.is_file():
+            raise TrackingError(f"tracking store {path} is not a file: pass --tracking-uri sqlite:////abs/path/mlflow.db")
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise TrackingError(f"tracking store {path} is not writable: pass another --tracking-uri")
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -124,20 +137,28 @@ def start_sweep_run(client: MlflowClient, experiment_id: str, run_name: str, par
     return run.info.run_id
 
 
+ERROR_TAG = "vqbench.error"
+INTERRUPTED = "interrupted: the sweep was stopped (Ctrl-C) while this trial ran; --resume continues it"
+STOPPED_TAG = "vqbench.stopped_at_epoch"  # set on a run the scheduler stopped early; it ends FINISHED
+EPOCH_METRIC = "train/loss"  # logged once per epoch: its history says which epochs a run already holds
+
+
 @dataclass
 class TrialRun:
-    """One trial's child run; reopened, not duplicated, when a trial resumes from its checkpoint."""
+    """One trial's child run: one config, one run, whatever happens to it. A retried, resumed or
+    restored trial reopens its own run (by the checkpoint's run id, else by its config id) and
+    logs only the epochs the run does not hold yet."""
 
     client: MlflowClient
     run_id: str
+    logged_through: int = 0  # the last epoch already in the run's history
 
     @classmethod
     def open(cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None) -> "TrialRun":
         client = MlflowClient(target.uri)
+        run_id = run_id or with_retries(lambda: cls._unfinished_run(client, target, config))
         if run_id is not None:
-            with_retries(lambda: client.update_run(run_id, status="RUNNING"))
-            client.set_tag(run_id, "vqbench.resumed", "true")
-            return cls(client, run_id)
+            return cls._reopen(client, run_id)
         tags = {
             "mlflow.parentRunId": target.parent_run_id,
             "vqbench.role": "trial",
@@ -156,6 +177,40 @@ class TrialRun:
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))
         return cls(client, run.info.run_id)
 
+    @staticmethod
+    def final_metrics(target: TrackingTarget, run_id: str) -> dict[str, float] | None:
+        """The run's metrics if it holds its final evaluation already (FINISHED, not stopped early), else None."""
+        run = with_retries(lambda: MlflowClient(target.uri).get_run(run_id))
+        return run.data.metrics if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags else None
+
+    @staticmethod
+    def _unfinished_run(client: MlflowClient, target: TrackingTarget, config: TrialConfig) -> str | None:
+        """A run of this config under this sweep that a failure before its first checkpoint left behind."""
+        runs = client.search_runs(
+            [target.experiment_id],
+            f"tags.mlflow.parentRunId = '{target.parent_run_id}' and tags.`vqbench.config_id` = '{config.config_id}' "
+            "and attributes.status != 'FINISHED'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    @classmethod
+    def _reopen(cls, client: MlflowClient, run_id: str) -> "TrialRun":
+        run = with_retries(lambda: client.get_run(run_id))
+        for key in (ERROR_TAG, STOPPED_TAG):  # what the last attempt ended with no longer holds
+            if key in run.data.tags:
+                with_retries(lambda: client.delete_tag(run_id, key))
+        with_retries(lambda: client.update_run(run_id, status="RUNNING"))
+        client.set_tag(run_id, "vqbench.resumed", "true")
+        history = with_retries(lambda: client.get_metric_history(run_id, EPOCH_METRIC))
+        return cls(client, run_id, max((m.step for m in history), default=0))
+
+    def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
+        """An epoch the run already holds (logged before a crash that beat its checkpoint) is not logged twice."""
+        if epoch > self.logged_through:
+            self.log_metrics(metrics, epoch)
+            self.logged_through = epoch
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)
         batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
@@ -173,18 +228,41 @@ class TrialRun:
             self.log_artifacts([*files, config_file])
         with_retries(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
 
+    def stopped_early(self, epoch: int) -> None:
+        """The scheduler stopped the trial: a normal ending, without the final evaluation."""
+        with_retries(lambda: self.client.set_tag(self.run_id, STOPPED_TAG, str(epoch)))
+        with_retries(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
+
     def fail(self, error: BaseException, status: str = "FAILED") -> None:
         message = f"{type(error).__name__}: {error}"[:5000]
-        with_retries(lambda: self.client.set_tag(self.run_id, "vqbench.error", message))
+        with_retries(lambda: self.client.set_tag(self.run_id, ERROR_TAG, message))
         with_retries(lambda: self.client.set_terminated(self.run_id, status))
 
 
-def close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:
-    """Runs left RUNNING by a killed driver or worker; a resumed trial reopens its own."""
+def close_orphans(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, reason: str = "orphaned: its sweep driver or worker died while it ran"
+) -> int:
+    """Runs left RUNNING by a killed or interrupted driver or worker end KILLED; a resumed trial reopens its own."""
     runs = client.search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'", max_results=10_000
     )
     for run in runs:
-        client.set_tag(run.info.run_id, "vqbench.error", "orphaned: its sweep driver or worker died while it ran")
-        client.set_terminated(run.info.run_id, status)
+        client.set_tag(run.info.run_id, ERROR_TAG, reason)
+        client.set_terminated(run.info.run_id, "KILLED")
     return len(runs)
+
+
+def close_interrupted(client: MlflowClient, target: TrackingTarget, config_ids: list[str]) -> None:
+    """Trials an interrupt stopped raised the same SystemExit as those the scheduler stops: KILLED, not stopped early.
+    A run that finished meanwhile stays FINISHED."""
+    for config_id in config_ids:
+        runs = client.search_runs(
+            [target.experiment_id], f"tags.mlflow.parentRunId = '{target.parent_run_id}' and tags.`vqbench.config_id` = '{config_id}'"
+        )
+        for run in runs:
+            if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags:
+                continue
+            if STOPPED_TAG in run.data.tags:
+                client.delete_tag(run.info.run_id, STOPPED_TAG)
+            client.set_tag(run.info.run_id, ERROR_TAG, INTERRUPTED)
+            client.set_terminated(run.info.run_id, "KILLED")

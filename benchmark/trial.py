@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
 from benchmark.config import ConfigError, TrialConfig
@@ -27,7 +26,8 @@ from benchmark.figures import save_reconstruction_grid, save_tsne
 from benchmark.train import InjectedFault, TrainState, TrialDiverged, init_state, pick_device, to_device, train_epoch
 
 EpochCallback = Callable[[TrainState, dict[str, float]], None]
-FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process instead of raising
+FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process instead of raising;
+# "exit-before-checkpoint": the sweep's trainable kills it after logging that epoch, before checkpointing it
 
 HELP = {
     "model": "vae (continuous Gaussian latent) or vqvae (discrete codes)",

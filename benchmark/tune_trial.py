@@ -2,10 +2,18 @@
 
 Each epoch reports its metrics and a checkpoint (model, optimizer, epoch and the MLflow run
 id), so a retried or restored trial resumes where it stopped and continues its own run.
-A diverging trial is not an error to retry: its run ends FAILED and the trial ends normally.
+How a trial ends decides what Ray and MLflow are told:
+- finished: the run ends FINISHED with the final evaluation;
+- stopped by the scheduler (Ray raises SystemExit in `tune.report`): FINISHED, tagged with
+  the epoch it stopped at; the driver turns it KILLED if the whole sweep was interrupted;
+- diverged, or a deterministic error (bad data, a bug): FAILED at once, and the trial
+  returns normally so that Ray does not retry what would fail the same way again;
+- a crash worth retrying (`RETRYABLE`, or the worker process dying): FAILED, and Ray retries
+  it into the same run.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,10 +25,15 @@ from ray import tune
 from benchmark.config import TrialConfig
 from benchmark.saved_model import save_model
 from benchmark.tracking import TrackingTarget, TrialRun
-from benchmark.train import TrainState, TrialDiverged, pick_device
-from benchmark.trial import run_trial, save_figures
+from benchmark.train import InjectedFault, TrainState, pick_device
+from benchmark.trial import FAULT_MODE_ENV, run_trial, save_figures
 
 CHECKPOINT_FILE = "state.pt"
+# Failures that may not happen again: out of memory (other trials share the device), a network
+# hiccup, and the fault injected to test retries. Anything else is reported once and not retried.
+RETRYABLE = (MemoryError, torch.OutOfMemoryError, ConnectionError, TimeoutError, InjectedFault)
+# inf keeps schedulers and searchers that rank on the loss working, and ranks a failed trial last.
+FAILED_RESULT = {"train/loss": float("inf"), "train/recon_loss": float("inf")}
 
 
 def load_checkpoint() -> dict | None:
@@ -37,29 +50,42 @@ def tune_trial(params: dict[str, Any]) -> None:
     resume = load_checkpoint()
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
+    finished = TrialRun.final_metrics(target, resume["mlflow_run_id"]) if resume else None
+    if finished is not None:
+        # It finished while an interrupted sweep was stopping; Ray saw it unfinished and restored it.
+        tune.report({**finished, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": resume["mlflow_run_id"]})
+        return
     run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None)
     run.client.set_tag(run.run_id, "vqbench.ray_node_id", ray.get_runtime_context().get_node_id())
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
-        run.log_metrics(metrics, step=state.epoch)
+        run.log_epoch(metrics, state.epoch)
+        if config.fail_at_epoch == state.epoch and resume is None and os.environ.get(FAULT_MODE_ENV) == "exit-before-checkpoint":
+            os._exit(17)  # the window the MLflow history must survive: logged, not yet checkpointed
         with tempfile.TemporaryDirectory() as folder:
             torch.save({**state.state_dict(), "mlflow_run_id": run.run_id}, Path(folder) / CHECKPOINT_FILE)
             tune.report({**metrics, "epoch": state.epoch, "mlflow_run_id": run.run_id}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        result = run_trial(config, params["data_dir"], params["download"], resume, on_epoch)
+        result = run_trial(config, params["data_dir"], resume=resume, on_epoch=on_epoch)
         with tempfile.TemporaryDirectory() as folder:
             final = {k: v for k, v in result.metrics.items() if not k.startswith("train/")}  # those are logged per epoch
             files = save_figures(result, Path(folder))
             if params["log_model"]:
                 files.append(save_model(result.model, config, Path(folder)))
             run.finish(final, config.epochs, files, config)
-    except TrialDiverged as err:
-        run.fail(err)
-        # inf keeps schedulers and searchers that rank on the loss working, and ranks it last.
-        tune.report({"epoch": config.epochs, "diverged": 1.0, "train/loss": float("inf"), "train/recon_loss": float("inf"), "mlflow_run_id": run.run_id})
-        return
-    except BaseException as err:
+    except SystemExit:
+        run.stopped_early(run.logged_through)
+        raise
+    except RETRYABLE as err:
         run.fail(err)
         raise
-    tune.report({**result.metrics, "epoch": config.epochs, "diverged": 0.0, "mlflow_run_id": run.run_id})
+    except Exception as err:
+        run.fail(err)
+        tune.report({**FAILED_RESULT, "epoch": run.logged_through, "failed": 1.0, "mlflow_run_id": run.run_id})
+        return
+    except BaseException as err:  # KeyboardInterrupt and the like: not the trial's fault
+        run.fail(err, "KILLED")
+        raise
+    tune.report({**result.metrics, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": run.run_id})
+

@@ -25,7 +25,7 @@ from benchmark.data import load_dataset
 from benchmark.evaluate import represent_split
 from benchmark.probe import MLP_HIDDEN, ProbeSettings, accuracy, predict_scores, standardise, train_classifier
 from benchmark.train import init_state, pick_device, to_device, train_epoch
-from perf.record import Options, available_cores, csv, write_record
+from perf.record import Options, available_cores, write_record
 from perf.workload import real_data_dir
 
 PROBES = {"mlp": MLP_HIDDEN, "linear": None}

@@ -84,13 +84,15 @@ class Store:
         return experiment, parent.info.run_id
 
     def trial(self, experiment: str, parent: str, metrics: dict[str, float], status: str = "FINISHED", error: str | None = None,
-              artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"), **overrides) -> str:
+              artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"), stopped_at: int | None = None, **overrides) -> str:
         config = TrialConfig.from_dict({"epochs": 10, **overrides})
         tags = {"mlflow.parentRunId": parent, "vqbench.role": "trial", "vqbench.model": config.model, "vqbench.dataset": config.dataset,
                 "vqbench.label_embedding": config.label_embedding, "vqbench.leaks_label": str(config.leaks_label).lower(),
                 "vqbench.config_id": config.config_id, "vqbench.device": "cpu", "vqbench.git_commit": "abc123"}
         if error:
             tags["vqbench.error"] = error
+        if stopped_at is not None:
+            tags["vqbench.stopped_at_epoch"] = str(stopped_at)
         run = self.client.create_run(experiment, run_name=f"{config.model}-{config.dataset}-s{config.seed}", tags=tags)
         run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in config.to_dict().items()]
@@ -123,6 +125,8 @@ def store(tmp_path_factory) -> Store:
     s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.01}, status="RUNNING", model="vae", dataset="mnist", seed=4, artifacts=())
     s.trial(experiment, parent, {}, status="KILLED", error="orphaned: its sweep driver or worker died while it ran", model="vqvae",
             dataset="fashion_mnist", seed=5, artifacts=())
+    # stopped early by ASHA: FINISHED, but without a final evaluation, so it must not enter the tables
+    s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.02}, stopped_at=2, model="vae", dataset="mnist", seed=6, artifacts=())
     s.paper = (experiment, parent)
 
     experiment, parent = s.sweep("full", "paper")
@@ -179,8 +183,9 @@ def paper_runs(store):
 
 def test_load_runs_types_and_columns(store, paper_runs):
     runs = paper_runs
-    assert len(runs) == 24 + 3
+    assert len(runs) == 24 + 4
     assert set(runs["status"]) == {"FINISHED", "FAILED", "RUNNING", "KILLED"}
+    assert runs["stopped_at_epoch"].notna().sum() == 1
     assert runs["seed"].dtype == "Int64" and runs["code_dim"].dtype == "Int64" and runs["epochs"].dtype == "Int64"
     assert runs["lr"].dtype == "float64" and runs["kl_weight"].dtype == "float64"
     assert runs["batch_norm"].dtype == "boolean" and runs["leaks_label"].dtype == "boolean"
@@ -244,7 +249,7 @@ def test_table1_values(paper_runs):
 
 def test_status_counts(paper_runs):
     counts = tables.status_counts(paper_runs).set_index("status")["runs"].to_dict()
-    assert counts == {"FINISHED": 24, "FAILED": 1, "KILLED": 1, "RUNNING": 1}
+    assert counts == {"FINISHED": 24, "stopped early": 1, "FAILED": 1, "KILLED": 1, "RUNNING": 1}
 
 
 def test_paper_data():
@@ -414,7 +419,7 @@ def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, 
 
     csv = tmp_path / "runs.csv"
     assert export_main(["--experiment", "paper", "--tracking-uri", store.uri, "--out", str(csv)]) == 0
-    assert "wrote 27 trial run(s)" in capsys.readouterr().out
+    assert "wrote 28 trial run(s) (24 FINISHED, 1 " in capsys.readouterr().out
     from_store = load_runs("paper", tracking_uri=store.uri)
     from analysis.runs import read_runs_csv
     from_csv = read_runs_csv([csv])

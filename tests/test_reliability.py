@@ -127,7 +127,12 @@ def test_diverging_trial_fails_alone_and_the_sweep_goes_on(tmp_path, local_ray_w
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("local_ray_with_env", [{}, {FAULT_MODE_ENV: "exit"}], indirect=True, ids=["exception", "killed-worker"])
+@pytest.mark.parametrize(
+    "local_ray_with_env",
+    [{}, {FAULT_MODE_ENV: "exit"}, {FAULT_MODE_ENV: "exit-before-checkpoint"}],
+    indirect=True,
+    ids=["exception", "killed-worker", "killed-between-logging-and-checkpointing"],
+)
 def test_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(tmp_path, local_ray_with_env):
     space = write_space(tmp_path, [{"model": "vqvae", "dataset": "digits", "epochs": 3, "num_codes": 16, "fail_at_epoch": 2}])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -139,7 +144,7 @@ def test_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(tmp_path,
     run = runs[0]
     assert run.data.tags.get("vqbench.resumed") == "true"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-    assert steps == [1, 2, 3], "the retry did not resume after its last checkpoint"
+    assert steps == [1, 2, 3], "the retry did not resume after its last checkpoint, or logged an epoch twice"
     assert "probe/latent/mlp_acc" in run.data.metrics
 
 

@@ -42,6 +42,10 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
     parent, kids = children(client, exp)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["space"] == "smoke" and parent.data.params["num_trials"] == "2"
+    # the values used, not the command line's Nones; and the outcome as metrics
+    assert {k: parent.data.params[k] for k in ("datasets", "models", "seeds", "epochs", "studies")} == {
+        "datasets": "digits", "models": "vae,vqvae", "seeds": "0", "epochs": "2", "studies": "smoke:fifo"}
+    assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["trials_failed"] == 0 and parent.data.metrics["wall_time_s"] > 0
     assert sorted(k.data.params["model"] for k in kids) == ["vae", "vqvae"]
     for run in kids:
         assert run.info.status == "FINISHED"

@@ -1,0 +1,91 @@
+"""Checks that run before anything is written: every option's value, and the Ray to run on.
+
+Bad input is a ConfigError naming the option, the value and the fix; the sweep prints it and
+exits 2 with no MLflow store, run or Ray results created.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+from pathlib import Path
+
+from benchmark.config import ConfigError
+from benchmark.progress import ray_log_level
+from benchmark.tracking import resolve_tracking_uri
+
+
+def check_gpus_per_trial(gpus: float) -> None:
+    """Ray packs fractions that divide one GPU evenly; 0.3 would strand a tenth of every GPU."""
+    if gpus < 0 or gpus > 1:
+        raise ConfigError(f"--gpus-per-trial={gpus} is not allowed: use 0, 1, or 1/n such as 0.5 or 0.25 (multi-GPU trials are not supported)")
+    if 0 < gpus < 1 and abs(1 / round(1 / gpus) - gpus) > 1e-9:
+        raise ConfigError(f"--gpus-per-trial={gpus} does not pack: use 1/n for n trials per GPU, e.g. 0.5, 0.25 or 0.125")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option's value, before anything is read or started; each message names the fix."""
+    for key in ("cpus_per_trial", "gpus_per_trial"):
+        if not math.isfinite(getattr(args, key)):
+            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be a finite number")
+    if args.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
+    check_gpus_per_trial(args.gpus_per_trial)
+    for key in ("seeds", "epochs", "num_samples"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{key.replace('_', '-')}={value} is not allowed: it must be >= 1")
+    for key in ("max_concurrent", "max_failures"):
+        if getattr(args, key) < 0:
+            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be >= 0")
+    if not args.experiment.strip():
+        raise ConfigError("--experiment is empty: name the MLflow experiment, e.g. --experiment vqbench")
+    name = args.resume or args.name
+    if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
+        raise ConfigError(f"--name {name!r} is not allowed: it names a folder under --storage-path, so use letters, digits, - and _")
+    storage = Path(args.storage_path).expanduser().resolve()
+    existing = next(p for p in (storage, *storage.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--storage-path {args.storage_path}: {existing} is a file; pass a folder")
+    if args.data_dir is not None and Path(args.data_dir).expanduser().exists() and not Path(args.data_dir).expanduser().is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir} is a file: pass the data root folder (torchvision's layout)")
+    resolve_tracking_uri(args.tracking_uri)
+
+
+def check_address(address: str | None) -> None:
+    """A HOST:PORT that does not answer fails in seconds here; ray.init would retry for minutes."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (ValueError, OSError) as err:
+        reason = "not HOST:PORT" if isinstance(err, ValueError) else str(err)
+        raise ConfigError(f"--address {address}: no Ray head answers there ({reason}); pass the head's HOST:PORT, auto on a cluster node, "
+                          "or leave it out to start a local Ray") from None
+
+
+def connect_ray(args: argparse.Namespace) -> bool:
+    """Join or start Ray before any run is created: a wrong --address, or trials asking for more
+    than a local Ray has (they would wait forever), is bad input. True if it started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        started = False
+    else:
+        started = True
+        check_address(args.address)
+        try:
+            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False, logging_level=ray_log_level(args.verbose))
+        except Exception as err:
+            raise ConfigError(f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                              "use auto on a cluster node, or leave it out to start a local Ray") from None
+    if args.address is None:
+        have = ray.cluster_resources()
+        for key, option in (("CPU", "--cpus-per-trial"), ("GPU", "--gpus-per-trial")):
+            wanted = getattr(args, option[2:].replace("-", "_"))
+            if wanted > have.get(key, 0):
+                if started:
+                    ray.shutdown()
+                raise ConfigError(f"{option}={wanted}: this machine's Ray has {have.get(key, 0):g} {key}(s), so no trial could ever start; lower it")
+    return started

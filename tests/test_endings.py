@@ -1,0 +1,378 @@
+"""Every way a sweep ends is reported as what it is: in MLflow, in its summary and in its exit code.
+
+Real Ray, real sqlite MLflow stores, real files; the slow ones run real sweeps on digits.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmark import sweep
+from benchmark.space import available_spaces
+from benchmark.summary import read_outcome, render
+from benchmark.tracking import STOPPED_TAG, TrackingTarget, ensure_experiment, start_sweep_run
+from tests.conftest import REPO
+from tests.test_data import IDX_NAMES, LABEL_MAGIC, write_cifar10, write_idx, write_idx_dataset
+from tests.test_reliability import finished_steps, runs_by_config, sweep_process, wait_for, wait_for_sweep_start, write_space
+
+# ---------------------------------------------------------------- refused before Ray: exit 2, one line, nothing written
+
+
+def refused_fast(tmp_path: Path, monkeypatch, capsys, argv: list[str], expected: str, within_s: float = 20) -> str:
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.rglob("*"))
+    start = time.perf_counter()
+    assert sweep.main(argv) == 2
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert set(tmp_path.rglob("*")) == before, "bad input left files behind (an MLflow store, Ray results)"
+    assert not ray.is_initialized()
+    assert elapsed < within_s, f"refusing took {elapsed:.0f} s"
+    return err
+
+
+def broken_mnist(root: Path, how: str) -> Path:
+    """A small MNIST in torchvision's layout with one file broken the way a user's copy breaks."""
+    write_idx_dataset(root, "MNIST", n_train=40, n_test=12)
+    raw = root / "MNIST" / "raw"
+    if how == "truncated":
+        path = raw / IDX_NAMES[("train", "images")]
+        path.write_bytes(path.read_bytes()[:-500])
+    elif how == "fewer-labels":
+        path = raw / IDX_NAMES[("train", "labels")]
+        write_idx(path, np.zeros(30, dtype=np.uint8), LABEL_MAGIC)
+    elif how == "not-idx":
+        path = raw / IDX_NAMES[("test", "images")]
+        path.write_bytes(b"<html>404 Not Found</html>")
+    return path
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("truncated", "is truncated"),
+    ("fewer-labels", "holds 40 images but"),
+    ("not-idx", "is not a 3-D uint8 IDX file"),
+])
+def test_broken_idx_files_are_refused_before_ray(tmp_path, monkeypatch, capsys, how, expected):
+    path = broken_mnist(tmp_path / "data", how)
+    argv = ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data")]
+    err = refused_fast(tmp_path, monkeypatch, capsys, argv, expected)
+    assert str(path) in err and "--download" in err  # the file, and how to fix it
+
+
+def test_truncated_copy_of_real_mnist_is_refused_in_seconds(tmp_path, monkeypatch, capsys, shared_data):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_NAMES.values():
+        shutil.copyfile(shared_data / "MNIST" / "raw" / name, raw / name)
+    images = raw / IDX_NAMES[("train", "images")]
+    with open(images, "r+b") as f:
+        f.truncate(images.stat().st_size // 2)
+    refused_fast(tmp_path, monkeypatch, capsys, ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data")],
+                 f"{images} is truncated")
+
+
+def test_cifar_batch_with_missing_labels_is_refused_before_ray(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    write_cifar10(tmp_path / "data")
+    batch = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_3"
+    entry = pickle.loads(batch.read_bytes())
+    entry["labels"] = entry["labels"][:-1]
+    batch.write_bytes(pickle.dumps(entry))
+    refused_fast(tmp_path, monkeypatch, capsys, ["--space", "smoke", "--datasets", "cifar10", "--data-dir", str(tmp_path / "data")],
+                 str(batch))
+
+
+def offline(monkeypatch) -> None:
+    """No network, whatever machine runs the tests: torchvision's downloads go through urllib, which honours these."""
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(key, "http://127.0.0.1:9")
+    for key in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_offline_download_is_refused_once_before_ray(tmp_path, monkeypatch, capsys):
+    offline(monkeypatch)
+    (tmp_path / "data").mkdir()
+    argv = ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data"), "--download", "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot download mnist") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+def test_data_cli_offline_download_is_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "PYTHONPATH": str(REPO)}
+    env.pop("no_proxy", None)
+    done = subprocess.run([sys.executable, "-m", "benchmark.data", "mnist", "--data-dir", str(tmp_path), "--download"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot download mnist") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def syntax_error_space(folder: Path) -> str:
+    path = folder / "broken_space.py"
+    path.write_text("def studies(options):\n    return [\n")
+    return str(path)
+
+
+def a_file(folder: Path) -> str:
+    path = folder / "a_file"
+    path.write_text("")
+    return str(path)
+
+
+# Every option of --help with its bad values; the ones argparse types itself are below.
+OPTION_BATTERY = [
+    (["--max-concurrent", "-1"], "--max-concurrent=-1"),
+    (["--max-failures", "-1"], "--max-failures=-1"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial=0"),
+    (["--cpus-per-trial", "nan"], "--cpus-per-trial=nan"),
+    (["--gpus-per-trial", "-0.5"], "--gpus-per-trial=-0.5"),
+    (["--gpus-per-trial", "inf"], "--gpus-per-trial=inf"),
+    (["--seeds", "-2"], "--seeds=-2"),
+    (["--epochs", "0"], "--epochs=0"),
+    (["--num-samples", "0"], "--num-samples=0"),
+    (["--num-samples", "3"], "--num-samples applies to searched spaces"),
+    (["--tracking-uri", "bogus://x"], "scheme 'bogus'"),
+    (["--tracking-uri", "sqlite://relative.db"], "sqlite:////abs/path/mlflow.db"),
+    (["--tracking-uri", "sqlite:////no/such/folder/mlflow.db"], "/no/such/folder does not exist"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "cannot be reached"),
+    (["--experiment", " "], "--experiment is empty"),
+    (["--name", "a/b"], "--name 'a/b' is not allowed"),
+    (["--name", ".."], "--name '..' is not allowed"),
+    (["--storage-path", "FILE"], "is a file"),
+    (["--data-dir", "FILE", "--datasets", "mnist"], "is a file"),
+    (["--datasets", ","], "names no dataset"),
+    (["--datasets", "digits,imagenet"], "dataset='imagenet'"),
+    (["--space", "nope"], "space='nope' is not known"),
+    (["--space", "BROKEN"], "cannot be loaded (SyntaxError"),
+    (["--space", "missing.py"], "does not exist"),
+    (["--only", "seed"], "seed=''"),
+    (["--only", "model=gan"], "model='gan'"),
+    (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray head answers"),
+    (["--address", "nonsense"], "not HOST:PORT"),
+    (["--resume", "never-ran"], "--resume never-ran"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", OPTION_BATTERY, ids=[" ".join(a) for a, _ in OPTION_BATTERY])
+def test_every_bad_option_value_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys, argv, expected):
+    files = {"FILE": a_file(tmp_path), "BROKEN": syntax_error_space(tmp_path)}
+    argv = [files.get(a, a) for a in argv]
+    refused_fast(tmp_path, monkeypatch, capsys, argv, expected)
+
+
+@pytest.mark.parametrize("argv", [["--scheduler", "hyperband"], ["--seeds", "two"], ["--max-concurrent", "1.5"], ["--cpus-per-trial", "x"]])
+def test_badly_typed_options_exit_2_through_argparse(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        sweep.main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_more_cpus_per_trial_than_the_local_ray_has_is_refused(tmp_path, monkeypatch, capsys):
+    """Such trials would wait for resources forever; Ray starts to find out, and is shut down again."""
+    refused_fast(tmp_path, monkeypatch, capsys, ["--space", "smoke", "--cpus-per-trial", "4096"], "--cpus-per-trial=4096", within_s=120)
+
+
+def test_list_spaces_shows_each_description(capsys):
+    assert sweep.main(["--list-spaces"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == available_spaces() and "smoke" in available_spaces()
+    assert any("install check" in line for line in lines)
+
+
+# ---------------------------------------------------------------- the summary, from a real store
+
+
+def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "t", uri)
+    parent = start_sweep_run(client, experiment, "s", {}, {})
+    target = TrackingTarget(uri, experiment, parent)
+
+    def child(k: int | None, seed: int, status: str, acc: float | None = None, **tags: str) -> str:
+        params = {"model": "vqvae" if k else "vae", "dataset": "digits", "seed": str(seed), "label_embedding": "none", **({"num_codes": str(k)} if k else {})}
+        run = client.create_run(experiment, run_name=f"K{k}-s{seed}", tags={"mlflow.parentRunId": parent, **tags})
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        if acc is not None:
+            client.log_metric(run.info.run_id, "probe/latent/mlp_acc", acc)
+        client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    for k in (256, 16, 64):
+        child(k, 0, "FINISHED", 0.5)
+        child(k, 1, "FINISHED", 0.7)
+    child(None, 0, "FINISHED", 0.9)
+    child(16, 2, "FINISHED", None, **{STOPPED_TAG: "2"})
+    failed = child(64, 2, "FAILED", None, **{"vqbench.error": "DataError: labels outside 0..9"})
+    child(256, 2, "FAILED", None, **{"vqbench.error": "TrialDiverged: loss became nan in epoch 1"})
+
+    outcome = read_outcome(target, interrupted=False)
+    text = render(outcome, "s", 12.0, target, "t", "python -m benchmark.sweep --resume s")
+    lines = text.splitlines()
+    table = [line.split() for line in lines if line.strip().startswith("digits")]
+    assert [row[2] for row in table] == ["-", "16", "64", "256"]
+    assert table[1][4:7] == ["0.6000", "±", "0.1414"] and "1" in table[1][-3:]  # mean ± sd over the 2 finished seeds
+    assert lines[0] == "sweep s ended after 12 s: 7 finished, 1 stopped early, 1 diverged, 1 failed"
+    assert any(f"failed K64-s2: DataError: labels outside 0..9 (run {failed})" in line for line in lines)
+    assert any("diverged K256-s2: TrialDiverged" in line for line in lines)
+    assert "so the sweep exits 1" in lines[-1] and f"python -m analysis.report --experiment t --tracking-uri {uri}" in lines[-1]
+    assert outcome.exit_code == 1
+    assert read_outcome(target, interrupted=True).exit_code == 130
+
+
+# ---------------------------------------------------------------- real sweeps
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_asha_stopped_trials_end_as_stopped_not_failed(tmp_path, local_ray, capsys):
+    space = tmp_path / "asha_space.py"
+    space.write_text(
+        "from ray import tune\nfrom benchmark.space import Study\n"
+        "def studies(options):\n"
+        "    base = {'model': 'vae', 'dataset': 'digits', 'epochs': 4}\n"
+        "    return [Study('asha', base=base, search={'kl_weight': tune.loguniform(1e-4, 10.0)}, num_samples=6)]\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
+                     "--max-concurrent", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    client = MlflowClient(uri)
+    runs = [r for rs in runs_by_config(client, "t").values() for r in rs]
+    assert len(runs) == 6
+    stopped = [r for r in runs if STOPPED_TAG in r.data.tags]
+    assert stopped and len(stopped) < 6, "ASHA stopped no trial, or every trial"
+    for run in runs:
+        assert run.info.status == "FINISHED" and "vqbench.error" not in run.data.tags
+    for run in stopped:
+        epoch = int(run.data.tags[STOPPED_TAG])
+        assert 1 <= epoch < 4 and [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(1, epoch + 1))
+        assert "probe/latent/mlp_acc" not in run.data.metrics
+    summary_line = next(line for line in out.splitlines() if line.startswith("sweep asha_space-") and " ended after " in line)
+    assert f"{6 - len(stopped)} finished, {len(stopped)} stopped early" in summary_line and "failed" not in summary_line
+    parent = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`vqbench.role` = 'sweep'")[0]
+    assert parent.data.metrics["trials_stopped_early"] == len(stopped) and parent.data.metrics["trials_failed"] == 0
+    assert parent.data.params["studies"] == "asha:asha:6 samples"
+    assert (tmp_path / "ray" / parent.info.run_name / "asha").is_dir()  # a space file's sweep lives under --storage-path
+
+
+@pytest.mark.slow
+def test_deterministic_trial_error_fails_once_and_is_not_retried(tmp_path, local_ray, capsys):
+    """Labels outside 0..9 pass the header checks; the trial's full read finds them, every time it would try."""
+    write_idx_dataset(tmp_path / "data", "MNIST", n_train=40, n_test=12)
+    labels = np.full(40, 12, dtype=np.uint8)
+    write_idx(tmp_path / "data" / "MNIST" / "raw" / IDX_NAMES[("train", "labels")], labels, LABEL_MAGIC)
+    space = write_space(tmp_path, [{"model": "vae", "dataset": "mnist", "epochs": 1}, {"model": "vae", "dataset": "digits", "epochs": 1}])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
+                     "--data-dir", str(tmp_path / "data"), "--max-failures", "2"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    runs = runs_by_config(MlflowClient(uri), "t")
+    by_dataset = {rs[0].data.params["dataset"]: rs for rs in runs.values()}
+    (bad,) = by_dataset["mnist"]
+    assert bad.info.status == "FAILED" and bad.data.tags["vqbench.error"].startswith("DataError:") and "outside 0..9" in bad.data.tags["vqbench.error"]
+    assert "vqbench.resumed" not in bad.data.tags, "the deterministic failure was retried"
+    assert [r.info.status for r in by_dataset["digits"]] == ["FINISHED"]
+    lines = out.strip().splitlines()
+    assert any(line.strip().startswith(f"failed {bad.info.run_name}: DataError") and bad.info.run_id in line for line in lines)
+    assert lines[-1].startswith("1 trial(s) failed") and "exits 1" in lines[-1]
+
+
+@pytest.mark.slow
+def test_crash_before_the_first_checkpoint_keeps_one_run_per_config(tmp_path, monkeypatch):
+    """A worker dying after logging epoch 1, every attempt: each retry reopens the same run and never logs epoch 1 twice."""
+    import ray
+
+    from benchmark.trial import FAULT_MODE_ENV
+
+    monkeypatch.setenv(FAULT_MODE_ENV, "exit-before-checkpoint")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        space = write_space(tmp_path, [{"model": "vae", "dataset": "digits", "epochs": 2, "fail_at_epoch": 1}])
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
+                         "--max-failures", "1"])
+    finally:
+        ray.shutdown()
+    assert rc == 1
+    client = MlflowClient(uri)
+    (runs,) = runs_by_config(client, "t").values()
+    assert len(runs) == 1, "a retry opened a second run for the same config"
+    (run,) = runs
+    assert run.info.status == "KILLED" and run.data.tags.get("vqbench.resumed") == "true"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1]
+
+
+@pytest.mark.slow
+def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--tracking-uri", uri, "--experiment", "t",
+                           "--name", "k", "--storage-path", str(storage), log="interrupted.log")
+    try:
+        wait_for_sweep_start(storage, "k", driver)
+        client = MlflowClient(uri)
+        # a trial half-way: it still has seconds of training ahead when the signal comes
+        wait_for(lambda: (s := finished_steps(client, "t")) and ("FINISHED", 8) in s and any(st == "RUNNING" and 1 <= n <= 4 for st, n in s),
+                 600, "a finished trial and one mid-training")
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=300) == 130, (tmp_path / "interrupted.log").read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    log = (tmp_path / "interrupted.log").read_text()
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("interrupted with ") and f"python -m benchmark.sweep --resume k --storage-path {storage}" in last
+    assert "Tuner.restore" not in log
+    experiment = client.get_experiment_by_name("t").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")
+    assert parent.info.status == "KILLED"
+    statuses = [r.info.status for rs in runs_by_config(client, "t").values() for r in rs]
+    assert "FINISHED" in statuses and "KILLED" in statuses and "RUNNING" not in statuses and "FAILED" not in statuses
+    for rs in runs_by_config(client, "t").values():
+        for r in rs:
+            assert STOPPED_TAG not in r.data.tags, "an interrupted trial was reported as stopped early"
+
+    resumed = sweep_process(tmp_path, "--resume", "k", "--storage-path", str(storage), log="resumed.log")
+    assert resumed.wait(timeout=900) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    runs = runs_by_config(client, "t")
+    assert len(runs) == 4
+    for rs in runs.values():
+        assert [r.info.status for r in rs] == ["FINISHED"]
+        assert "vqbench.error" not in rs[0].data.tags
+        assert [m.step for m in client.get_metric_history(rs[0].info.run_id, "train/loss")] == list(range(1, 9))
+    (parent,) = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")
+    assert parent.info.status == "FINISHED"
