@@ -22,6 +22,7 @@ import pandas as pd
 from benchmark.config import DATASETS, ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, resolve_data_dir
 from benchmark.space import SpaceOptions, Study, available_spaces, load_space, validate
+from benchmark.storage import check_shared
 from benchmark.tracking import (
     TrackingError,
     TrackingTarget,
@@ -191,9 +192,11 @@ def summary(uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
 
 
 def ui_command(uri: str, experiment_id: str) -> str:
-    store = f" --backend-store-uri {uri}" if uri.startswith("sqlite") else ""
-    where = f"mlflow ui{store} --host 127.0.0.1 --port 5000" if store else f"open {uri}"
-    return f"{where}\n  then browse http://127.0.0.1:5000/#/experiments/{experiment_id}/runs (expand the parent run to see its trials)"
+    """A local store needs `mlflow ui` started; a server is browsed at its own address."""
+    runs = f"/#/experiments/{experiment_id}/runs (expand the parent run to see its trials)"
+    if uri.startswith("sqlite"):
+        return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n  then browse http://127.0.0.1:5000{runs}"
+    return f"browse {uri.rstrip('/')}{runs}"
 
 
 def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarget, int]:
@@ -202,6 +205,10 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
 
     storage = Path(args.storage_path).expanduser().resolve() / sweep.name
     state_file = storage / SWEEP_FILE
+    if args.address:  # joined before any run exists: a storage path some node cannot see is refused
+        if not ray.is_initialized():
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        check_shared(args.storage_path)
     if args.resume:
         target = TrackingTarget(**json.loads(state_file.read_text())["tracking"])
         check_reachable(target.uri)

@@ -41,20 +41,21 @@ def running_pid(folder: Path = FOLDER) -> int | None:
         return None
 
 
-def start(folder: Path = FOLDER, port: int = PORT) -> str:
-    """Start the server unless one runs; wait until it answers; return the URL workers use."""
+def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0") -> str:
+    """Start the server unless one runs; wait until it answers; return the URL workers use.
+
+    0.0.0.0: workers reach it at the head's address and `ray attach -p` at 127.0.0.1; the security
+    group (in the local test, a private network namespace) keeps it inside the cluster."""
     import ray.util
 
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"http://{ray.util.get_node_ip_address()}:{port}"
     if running_pid(folder) is None and not answers(port):
         log = open(folder / "server.log", "a")
-        # 0.0.0.0: workers reach it at the head's address and `ray attach -p` at 127.0.0.1; the
-        # security group (in the local test, a private network namespace) keeps it inside. The Host
-        # header check admits exactly those two names (mlflow's default misses 127.0.0.2 and the like).
+        # mlflow's Host header check admits exactly the names it is reached by (its default misses 127.0.0.2).
         hosts = f"{uri.split('//')[1]},localhost:{port},127.0.0.1:{port}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "0.0.0.0", "--port", str(port), "--allowed-hosts", hosts,
+            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--allowed-hosts", hosts,
              "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
@@ -86,11 +87,14 @@ def stop(folder: Path = FOLDER, timeout_s: float = 30.0) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.tracking_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("--folder", type=Path, default=FOLDER, help=f"its store, artifacts, log, pid and uri files (default: {FOLDER})")
+    parser.add_argument("--port", type=int, default=PORT, help=f"(default: {PORT})")
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0, every interface of the head)")
     args = parser.parse_args(argv)
     if args.action == "start":
-        print(f"mlflow server: {start()}")
+        print(f"mlflow server: {start(args.folder, args.port, args.host)}")
     else:
-        print("mlflow server stopped" if stop() else "no mlflow server was running")
+        print("mlflow server stopped" if stop(args.folder) else "no mlflow server was running")
     return 0
 
 
