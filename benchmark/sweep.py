@@ -22,7 +22,7 @@ import pandas as pd
 from benchmark.config import DATASETS, ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_available, resolve_data_dir
 from benchmark.space import SpaceOptions, Study, available_spaces, load_space, validate
-from benchmark.storage import check_shared
+from benchmark.storage import RemoteFolder, check_shared, storage_folder
 from benchmark.tracking import (
     TrackingError,
     TrackingTarget,
@@ -125,7 +125,7 @@ def describe(sweep: SweepPlan) -> str:
     return "\n".join(lines + [f"{total} trials in space {sweep.space!r}"])
 
 
-def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path, restore: bool):
+def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path | RemoteFolder, restore: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -203,7 +203,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
     import ray
     from mlflow.tracking import MlflowClient
 
-    storage = Path(args.storage_path).expanduser().resolve() / sweep.name
+    storage = storage_folder(args.storage_path) / sweep.name
     state_file = storage / SWEEP_FILE
     if args.address:  # joined before any run exists: a storage path some node cannot see is refused
         if not ray.is_initialized():
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.resume:
-            saved_file = Path(args.storage_path).expanduser().resolve() / args.resume / SWEEP_FILE
+            saved_file = storage_folder(args.storage_path) / args.resume / SWEEP_FILE
             if not saved_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no sweep at {saved_file.parent}; check the name and --storage-path")
             saved = json.loads(saved_file.read_text())["args"]

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +32,6 @@ V1_AUTOSCALER = {"RAY_UP_enable_autoscaler_v2": "0"}  # v2 never launched a `wor
 NODES_TIMEOUT_S = 240
 LEFTOVER_WAIT_S = 20  # ray's ssh control masters persist 10 s after their last use
 RAY_OR_MLFLOW = re.compile(r"raylet|gcs_server|ray::|ray[/.]|mlflow|uvicorn|gunicorn|huey")
-ALIVE_NODES = "import ray; ray.init(address='auto', log_to_driver=False); print('alive-nodes', sum(n['Alive'] for n in ray.nodes()))"
 
 
 def sweep_command(cpus_per_trial: int) -> str:
@@ -59,13 +59,19 @@ class Cycle:
         return done.stdout
 
     def wait_for_nodes(self, count: int) -> int:
+        """Polls `ray status` on the head, as the README's check does, until `count` nodes are active."""
         deadline = time.monotonic() + NODES_TIMEOUT_S
         while True:
-            out = self.ray("wait for nodes", "exec", self.config, f'python -c "{ALIVE_NODES}"', check=False)
-            alive = max((int(m) for m in re.findall(r"alive-nodes (\d+)", out)), default=0)
+            alive = active_nodes(self.ray("wait for nodes", "exec", self.config, "ray status", check=False))
             if alive >= count or time.monotonic() > deadline:
                 return alive
             time.sleep(5)
+
+
+def active_nodes(status: str) -> int:
+    """The node count under "Active:" in `ray status` output (" 2 local.cluster.node")."""
+    section = status.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in status else ""
+    return sum(int(m) for m in re.findall(r"^\s*(\d+) \S", section, flags=re.MULTILINE))
 
 
 def runs_on_server(uri: str, artifacts: Path) -> dict[str, Any]:
@@ -134,7 +140,7 @@ def run_cycle(workspace: Path, cpus_per_trial: int) -> dict[str, Any]:
     cycle = Cycle(config, workspace / "cycle.log")
     report: dict[str, Any] = {"seconds": cycle.seconds}
     try:
-        cycle.ray("ray up", "up", "-y", "--no-config-cache", str(config))
+        cycle.ray("ray up", "up", "-y", str(config))
         report["alive_nodes"] = cycle.wait_for_nodes(2)
         report["sweep_output"] = cycle.ray("sweep", "exec", str(config), sweep_command(cpus_per_trial), check=False)[-4000:]
         uri = (box.home / "mlflow" / "uri").read_text().strip()
@@ -170,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         args.workspace.mkdir(parents=True, exist_ok=True)
         inner = [sys.executable, "-m", "cluster.cycle", "--inside", "--workspace", str(args.workspace.resolve()),
-                 "--report", str(args.report.resolve()), "--cpus-per-trial", str(args.cpus_per_trial)]
-        return subprocess.run(sandbox.isolated_command(inner), cwd=REPO).returncode
+                 "--report", str(args.report), "--cpus-per-trial", str(args.cpus_per_trial)]
+        code = subprocess.run(sandbox.isolated_command(inner), cwd=REPO).returncode
+        if (args.workspace / "report.json").is_file():  # the sandbox's /tmp is its own: the report comes out through the workspace
+            shutil.copy(args.workspace / "report.json", args.report)
+        return code
     report = run_cycle(args.workspace, args.cpus_per_trial)
-    args.report.write_text(json.dumps(report, indent=2))
+    (args.workspace / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "sweep_output"}, indent=2))
     return 0 if "error" not in report else 1
 

@@ -58,6 +58,20 @@ def _overlay(lower: Path, target: Path, scratch: Path) -> None:
     _sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}", str(target))
 
 
+def _private_tmp(workspace: Path) -> None:
+    """/tmp becomes workspace/tmp (Ray's sessions, its config cache and ssh control sockets stay
+    there), with the workspace itself still at its path when it lies under /tmp."""
+    handle = Path("/mnt")
+    _sh("mount", "-t", "tmpfs", "tmpfs", str(handle))
+    (handle / "workspace").mkdir()
+    _sh("mount", "--bind", str(workspace), str(handle / "workspace"))
+    (workspace / "tmp").mkdir(mode=0o1777)
+    _sh("mount", "--bind", str(workspace / "tmp"), "/tmp")
+    if workspace.is_relative_to("/tmp"):
+        workspace.mkdir(parents=True)
+        _sh("mount", "--bind", str(handle / "workspace"), str(workspace))
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """The prepared inside of a sandbox; only valid in the process that called `prepare`."""
@@ -68,17 +82,16 @@ class Sandbox:
 
 
 def prepare(workspace: Path) -> Sandbox:
-    """Loopback, private /tmp/ray, a fresh home, the environment as copy-on-write, the image's activate script."""
+    """Loopback, a private /tmp and /run, a fresh home, the environment as copy-on-write, the image's activate script."""
     assert os.getpid() == 1, "prepare() changes mounts: call it only as the first process of a sandbox"
     _sh("ip", "link", "set", "lo", "up")
     real_home = Path.home()
+    _private_tmp(workspace)
     scratch = workspace / "tmpfs"
     scratch.mkdir()
     _sh("mount", "-t", "tmpfs", "tmpfs", str(scratch))  # overlay upper dirs cannot live on an overlay root
-    for private in (Path("/tmp/ray"), Path("/run")):
-        (workspace / private.name).mkdir()
-        private.mkdir(exist_ok=True)
-        _sh("mount", "--bind", str(workspace / private.name), str(private))
+    (workspace / "run").mkdir()
+    _sh("mount", "--bind", str(workspace / "run"), "/run")
     Path("/run/sshd").mkdir(mode=0o755)
 
     home = workspace / "home"

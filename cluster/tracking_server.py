@@ -41,11 +41,13 @@ def running_pid(folder: Path = FOLDER) -> int | None:
         return None
 
 
-def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0") -> str:
+def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0", workers: int = 4) -> str:
     """Start the server unless one runs; wait until it answers; return the URL workers use.
 
     0.0.0.0: workers reach it at the head's address and `ray attach -p` at 127.0.0.1; the security
-    group (in the local test, a private network namespace) keeps it inside the cluster."""
+    group (in the local test, a private network namespace) keeps it inside the cluster. Several
+    workers serve many trials at once; on a starved machine uvicorn kills workers that start too
+    slowly to answer its health check, and one worker (no supervisor) is the way out."""
     import ray.util
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,7 @@ def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0") -> str
         # mlflow's Host header check admits exactly the names it is reached by (its default misses 127.0.0.2).
         hosts = f"{uri.split('//')[1]},localhost:{port},127.0.0.1:{port}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--allowed-hosts", hosts,
+            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers), "--allowed-hosts", hosts,
              "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
@@ -90,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=FOLDER, help=f"its store, artifacts, log, pid and uri files (default: {FOLDER})")
     parser.add_argument("--port", type=int, default=PORT, help=f"(default: {PORT})")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0, every interface of the head)")
+    parser.add_argument("--workers", type=int, default=4, help="server processes (default: 4)")
     args = parser.parse_args(argv)
     if args.action == "start":
-        print(f"mlflow server: {start(args.folder, args.port, args.host)}")
+        print(f"mlflow server: {start(args.folder, args.port, args.host, args.workers)}")
     else:
         print("mlflow server stopped" if stop(args.folder) else "no mlflow server was running")
     return 0

@@ -37,8 +37,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def scale_trial(config: dict[str, Any]) -> None:
     """A trial's tracking traffic without its training; appends its timings to `config['log']`."""
-    import tempfile as tmp
-
     from ray import tune
 
     from benchmark.config import TrialConfig
@@ -49,7 +47,7 @@ def scale_trial(config: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     run = TrialRun.open(TrackingTarget(**config["tracking"]), trial, "cpu")
     timings: dict[str, Any] = {"open_s": time.perf_counter() - t0, "log_metrics_s": []}
-    with tmp.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:
         files = [Path(folder) / "reconstructions.png", Path(folder) / "tsne.png"]
         for path in files:
             path.write_bytes(os.urandom(30_000))  # about a real figure's size
@@ -95,8 +93,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(folder: Path, trials: int, nodes: int) -> tuple[float, list[dict[str, Any]], int]:
-    """The sweep's wall time, each trial's timings, and the size of Tune's experiment state."""
+def run(folder: Path, trials: int, nodes: int) -> tuple[float, list[dict[str, Any]], int, int]:
+    """The sweep's wall time, each trial's timings, the size of Tune's experiment state, the runs FINISHED on the server."""
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -130,8 +128,9 @@ def run(folder: Path, trials: int, nodes: int) -> tuple[float, list[dict[str, An
         if errors:
             raise RuntimeError(f"{errors} of {trials} trials errored")
         client.set_terminated(parent, "FINISHED")
+        finished = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'FINISHED'", max_results=50_000)
         state = sum(p.stat().st_size for p in (folder / "ray" / "scale").glob("experiment_state*.json"))
-        return wall, [json.loads(line) for line in log.read_text().splitlines()], state
+        return wall, [json.loads(line) for line in log.read_text().splitlines()], state, len(finished)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -146,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     options.add_argument("--nodes", type=int, default=3, help="Ray nodes of 1 CPU each, the head included (default: 3)")
     args = options.parse(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        wall, timings, state_bytes = run(Path(tmp), args.trials, args.nodes)
+        wall, timings, state_bytes, finished = run(Path(tmp), args.trials, args.nodes)
     timings.sort(key=lambda t: t["start"])
     size = max(1, len(timings) // args.buckets)
     figures: dict[str, float] = {"trials": float(len(timings)), "nodes": float(args.nodes), "sweep_wall_s": wall,
-                                 "trials_per_minute": 60 * len(timings) / wall, "experiment_state_bytes": float(state_bytes)}
+                                 "trials_per_minute": 60 * len(timings) / wall, "experiment_state_bytes": float(state_bytes),
+                                 "finished_runs_on_server": float(finished)}
     print(f"{len(timings)} trials on {args.nodes} nodes in {wall:.0f} s ({figures['trials_per_minute']:.0f}/min); Tune experiment state {state_bytes / 1e3:.0f} kB")
     print("| trials | per trial p50 s | open p50 ms | log_metrics p50 / p95 ms | finish p50 ms |")
     print("| --- | --- | --- | --- | --- |")

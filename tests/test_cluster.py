@@ -74,7 +74,7 @@ def test_sweep_prints_mlflow_ui_for_a_local_store():
 
 
 def tracking_server(action: str, folder: Path, port: int) -> str:
-    done = subprocess.run([sys.executable, "-m", "cluster.tracking_server", action, "--folder", str(folder), "--port", str(port), "--host", "127.0.0.1"],
+    done = subprocess.run([sys.executable, "-m", "cluster.tracking_server", action, "--folder", str(folder), "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -83,10 +83,10 @@ def tracking_server(action: str, folder: Path, port: int) -> str:
 @pytest.mark.slow
 def test_head_tracking_server_start_is_idempotent_and_stop_ends_it(tmp_path):
     port = free_port()
-    uri = tracking_server("start", tmp_path, port).removeprefix("mlflow server: ")
-    assert uri.endswith(f":{port}") and (tmp_path / "uri").read_text().strip() == uri
-    pid, log = (tmp_path / "server.pid").read_text(), (tmp_path / "server.log").read_text()
     try:
+        uri = tracking_server("start", tmp_path, port).removeprefix("mlflow server: ")
+        assert uri.endswith(f":{port}") and (tmp_path / "uri").read_text().strip() == uri
+        pid, log = (tmp_path / "server.pid").read_text(), (tmp_path / "server.log").read_text()
         assert tracking_server("start", tmp_path, port) == f"mlflow server: {uri}"  # what a second `ray up` does
         assert (tmp_path / "server.pid").read_text() == pid, "a second server was started"
         assert (tmp_path / "server.log").read_text().startswith(log), "the log was truncated"
@@ -161,11 +161,28 @@ def test_sweep_refuses_a_storage_path_a_node_cannot_see(tmp_path):
         )
         ray.init(address=cluster.address, log_to_driver=False)
         check_shared(str(tmp_path / "shared"))  # a folder both nodes see is accepted
+        address = ", ".join(sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: --storage-path {private}: {private} is not visible from node(s) 127.0.0.1 of this 2-node cluster; "
+    assert errors == [f"error: --storage-path {private}: {private} is not visible from node(s) {address} of this 2-node cluster; "
                       "use s3://BUCKET/PATH or a shared filesystem (NFS, EFS) mounted at the same path on every node"]
     assert not store.exists(), "a run was created before the refusal"
+
+
+def test_storage_uri_stays_a_uri_and_its_files_round_trip(tmp_path):
+    """s3:// is read through pyarrow as Ray Tune reads it; a file:// URI takes the same road here."""
+    from benchmark.storage import RemoteFolder, storage_folder
+
+    assert str(storage_folder("s3://bucket/vqbench/") / "sweep-1" / "vqbench_sweep.json") == "s3://bucket/vqbench/sweep-1/vqbench_sweep.json"
+    assert storage_folder("runs") == Path("runs").resolve()
+    folder = storage_folder(f"file://{tmp_path}/store") / "sweep-1"
+    assert isinstance(folder, RemoteFolder) and not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = folder / "vqbench_sweep.json"
+    state.write_text('{"tracking": {}}')
+    assert state.is_file() and not folder.is_file() and folder.exists()
+    assert state.read_text() == '{"tracking": {}}' == (tmp_path / "store" / "sweep-1" / "vqbench_sweep.json").read_text()
+    assert str(state.parent.parent) == f"file://{tmp_path}/store"
