@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,9 +68,19 @@ def scale_trial(config: dict[str, Any]) -> None:
         f.write(json.dumps(timings) + "\n")
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
+def stop_server(server: subprocess.Popen) -> None:
+    """The server and the uvicorn and job processes it started: one process group."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def start_server(folder: Path, port: int, workers: int) -> subprocess.Popen:
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
         stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "w"), start_new_session=True,
     )
@@ -80,7 +91,7 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
             return server
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
+                stop_server(server)
                 raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
 
@@ -93,7 +104,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(folder: Path, trials: int, nodes: int) -> tuple[float, list[dict[str, Any]], int, int]:
+def run(folder: Path, trials: int, nodes: int, server_workers: int) -> tuple[float, list[dict[str, Any]], int, int]:
     """The sweep's wall time, each trial's timings, the size of Tune's experiment state, the runs FINISHED on the server."""
     import ray
     from mlflow.tracking import MlflowClient
@@ -103,7 +114,7 @@ def run(folder: Path, trials: int, nodes: int) -> tuple[float, list[dict[str, An
     from benchmark.tracking import ensure_experiment, start_sweep_run
 
     port = free_port()
-    server = start_server(folder, port)
+    server = start_server(folder, port, server_workers)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         for _ in range(nodes - 1):
@@ -134,18 +145,19 @@ def run(folder: Path, trials: int, nodes: int) -> tuple[float, list[dict[str, An
     finally:
         ray.shutdown()
         cluster.shutdown()
-        server.terminate()
-        server.wait(timeout=60)
+        stop_server(server)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = Options("cluster_scale", __doc__)
     options.sized("--trials", 200, 8, "trials, each 3 epochs of tracking traffic and no training")
     options.sized("--buckets", 4, 2, "groups of trials, by start order, whose figures are compared")
+    # uvicorn restarts workers that start too slowly for its health check: on a starved machine, use 1.
+    options.sized("--server-workers", 4, 1, "mlflow server processes (4 is mlflow's default, as on the cluster's head)")
     options.add_argument("--nodes", type=int, default=3, help="Ray nodes of 1 CPU each, the head included (default: 3)")
     args = options.parse(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        wall, timings, state_bytes, finished = run(Path(tmp), args.trials, args.nodes)
+        wall, timings, state_bytes, finished = run(Path(tmp), args.trials, args.nodes, args.server_workers)
     timings.sort(key=lambda t: t["start"])
     size = max(1, len(timings) // args.buckets)
     figures: dict[str, float] = {"trials": float(len(timings)), "nodes": float(args.nodes), "sweep_wall_s": wall,
