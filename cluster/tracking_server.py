@@ -46,8 +46,8 @@ def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0", worker
 
     0.0.0.0: workers reach it at the head's address and `ray attach -p` at 127.0.0.1; the security
     group (in the local test, a private network namespace) keeps it inside the cluster. Several
-    workers serve many trials at once; on a starved machine uvicorn kills workers that start too
-    slowly to answer its health check, and one worker (no supervisor) is the way out."""
+    workers serve many trials at once; uvicorn kills a worker that does not answer its health check
+    within 5 s, which on a busy head is every worker still importing mlflow: hence the longer check."""
     import ray.util
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +58,7 @@ def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0", worker
         hosts = f"{uri.split('//')[1]},localhost:{port},127.0.0.1:{port}"
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers), "--allowed-hosts", hosts,
+             "--uvicorn-opts", f"--timeout-worker-healthcheck {int(START_TIMEOUT_S)}",
              "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
