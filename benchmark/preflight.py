@@ -43,10 +43,11 @@ def check_options(args: argparse.Namespace) -> None:
     name = args.resume or args.name
     if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
         raise ConfigError(f"--name {name!r} is not allowed: it names a folder under --storage-path, so use letters, digits, - and _")
-    storage = Path(args.storage_path).expanduser().resolve()
-    existing = next(p for p in (storage, *storage.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"--storage-path {args.storage_path}: {existing} is a file; pass a folder")
+    if "://" not in args.storage_path:  # a URI (s3://...) is Ray Tune's to read
+        storage = Path(args.storage_path).expanduser().resolve()
+        existing = next(p for p in (storage, *storage.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"--storage-path {args.storage_path}: {existing} is a file; pass a folder")
     if args.data_dir is not None and Path(args.data_dir).expanduser().exists() and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"--data-dir {args.data_dir} is a file: pass the data root folder (torchvision's layout)")
     resolve_tracking_uri(args.tracking_uri)

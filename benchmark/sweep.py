@@ -27,6 +27,7 @@ from benchmark.dry_run import describe
 from benchmark.preflight import check_options, connect_ray
 from benchmark.progress import SweepProgress, plural, ray_output, trial_dirname, trial_name
 from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
+from benchmark.storage import RemoteFolder, check_shared, storage_folder
 from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
 from benchmark.tracking import (
     DEFAULT_EXPERIMENT,
@@ -136,12 +137,13 @@ def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dic
         "only": args.only or "all", "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download,
         "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent or "as resources allow",
-        "max_failures": args.max_failures, "storage_path": str(Path(args.storage_path).expanduser().resolve()),
+        "max_failures": args.max_failures, "storage_path": str(storage_folder(args.storage_path)),
         "log_model": not args.no_log_model,
     }
 
 
-def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path, restore: bool, progress: SweepProgress):
+def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], storage: Path | RemoteFolder, restore: bool,
+              progress: SweepProgress):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -208,7 +210,7 @@ def unfinished_trials(study_folder: Path) -> list[str]:
     return [TrialConfig.from_dict(t.config["trial"]).config_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")]
 
 
-def resume_command(sweep: SweepPlan, storage: Path) -> str:
+def resume_command(sweep: SweepPlan, storage: Path | RemoteFolder) -> str:
     return f"python -m benchmark.sweep --resume {shlex.quote(sweep.name)} --storage-path {shlex.quote(str(storage.parent))}"
 
 
@@ -217,12 +219,14 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    storage = Path(args.storage_path).expanduser().resolve() / sweep.name
+    storage = storage_folder(args.storage_path) / sweep.name
     state_file = storage / SWEEP_FILE
     if args.resume:
         target = TrackingTarget(**json.loads(state_file.read_text())["tracking"])
         check_reachable(target.uri)
         connect_ray(args)
+        if args.address:  # a storage path some node of the cluster cannot see is refused
+            check_shared(args.storage_path)
     else:
         if state_file.exists():
             raise ConfigError(f"--name {sweep.name}: a sweep of that name already exists in {storage}; pick another name or --resume it")
@@ -230,6 +234,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         check_reachable(uri)
         started = connect_ray(args)
         try:
+            if args.address:  # joined before any run exists: a storage path some node cannot see is refused
+                check_shared(args.storage_path)
             storage.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             if started:
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.resume:
-            saved_file = Path(args.storage_path).expanduser().resolve() / args.resume / SWEEP_FILE
+            saved_file = storage_folder(args.storage_path) / args.resume / SWEEP_FILE
             if not saved_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no sweep at {saved_file.parent}; check the name and --storage-path")
             saved = json.loads(saved_file.read_text())["args"]
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     log_outcome(MlflowClient(target.uri), target.parent_run_id, outcome, wall_s)
-    storage = Path(args.storage_path).expanduser().resolve() / sweep.name
+    storage = storage_folder(args.storage_path) / sweep.name
     print("\n" + render(outcome, sweep.name, wall_s, target, args.experiment, resume_command(sweep, storage)), flush=True)
     return outcome.exit_code
 

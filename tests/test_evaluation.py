@@ -101,7 +101,7 @@ FAST = ProbeSettings(max_epochs=15, batch_size=32)
 
 
 def test_probes_solve_a_linearly_separable_problem():
-    train_x, train_y, test_x, test_y = blobs(4, 200, 200)
+    train_x, train_y, test_x, test_y = blobs(4, 2000, 200)  # a held-out tenth of 200 points would saturate at once
     # shift and scale features wildly: standardisation must cope
     train_x, test_x = train_x * 50 + 1000, test_x * 50 + 1000
     results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from perf import eval_cost, gpu_packing, precision_check, probe_convergence, sweep_overhead, train_throughput, trials_per_hour
+from perf import cluster_scale, eval_cost, gpu_packing, precision_check, probe_convergence, sweep_overhead, train_throughput, trials_per_hour
 from perf.record import Options
 
 REQUIRED = {"script", "date", "command", "tiny", "machine", "options", "figures", "conclusions"}
@@ -154,6 +154,16 @@ def test_sweep_overhead(tmp_path):
     assert f["trial_overhead_median_s"] < f["sweep_wall_s"] and 0 < f["outside_train_eval_share"] < 1
     assert 1 <= f["worker_processes"] <= f["trials"]
     assert record["conclusions"]["actors_reused"] == (f["worker_processes"] < f["trials"])
+
+
+@pytest.mark.slow
+def test_cluster_scale(tmp_path):
+    record = run(cluster_scale, tmp_path)
+    f = record["figures"]
+    assert f["trials"] == 8 and f["nodes"] == 3 and f["finished_runs_on_server"] == 8  # every trial's run reached the server
+    positive(f, "sweep_wall_s", "experiment_state_bytes", *(f"bucket{b}_{k}" for b in (1, 2) for k in ("trial_s_p50", "open_ms_p50", "finish_ms_p50")))
+    assert all(f[f"bucket{b}_log_metrics_ms_p95"] >= f[f"bucket{b}_log_metrics_ms_p50"] > 0 for b in (1, 2))
+    derived(f["trials_per_minute"], 60 * f["trials"] / f["sweep_wall_s"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without a GPU prints")

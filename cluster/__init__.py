@@ -1,0 +1,1 @@
+"""The cluster around a sweep: the head's MLflow server, and `cluster.yaml` rendered for a local test."""

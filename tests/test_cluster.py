@@ -1,0 +1,188 @@
+"""`ray up` for real: cluster.yaml, its local rendering, the head's MLflow server, and a whole cluster cycle.
+
+The cycle runs inside a sandbox of namespaces (`cluster.sandbox`), so the `ray stop` that `ray up`
+and `ray down` run can reach no Ray process outside it; it is skipped, saying why, where that
+sandbox cannot be made (not root, no sshd, rsync or unshare).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark import sweep
+from cluster import sandbox
+from cluster.local import MACHINE_KEYS, REPO, load, local_config
+from tests.conftest import free_port
+
+COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                "head_start_ray_commands", "worker_start_ray_commands")
+
+
+def prepared(config: dict) -> dict:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    ready = prepare_config(config)
+    validate_config(ready)
+    return ready
+
+
+def test_cluster_yaml_passes_rays_validation():
+    ready = prepared(load())
+    assert ready["available_node_types"]["head"]["resources"] == {"CPU": 0}  # the head runs no trials
+    assert "docker" not in load(), "commands run on the image's host environment, as the local test runs them"
+
+
+def test_local_rendering_changes_only_the_machines(tmp_path):
+    aws = load()
+    local = local_config(aws, "127.0.0.2", ["127.0.0.3"], "root", tmp_path / "key", REPO, {"~/data": tmp_path / "data"})
+    prepared(local)  # Ray's local provider accepts it
+    differing = {k for k in aws.keys() | local.keys() if aws.get(k) != local.get(k)}
+    assert differing == set(MACHINE_KEYS) | {"file_mounts"}
+    assert all(local[k] == aws[k] for k in COMMAND_KEYS)
+    assert local["provider"] == {"type": "local", "head_ip": "127.0.0.2", "worker_ips": ["127.0.0.3"]}
+    assert local["file_mounts"] == {"~/vqbench": str(REPO), "~/data": str(tmp_path / "data")}  # same targets, sources made absolute
+
+
+def test_local_rendering_cli_writes_valid_yaml(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cluster.local", "--head-ip", "10.0.0.1", "--worker-ips", "10.0.0.2,10.0.0.3",
+                          "--ssh-user", "ubuntu", "--ssh-key", str(tmp_path / "key")], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    rendered = yaml.safe_load(out)
+    assert rendered["provider"]["worker_ips"] == ["10.0.0.2", "10.0.0.3"] and rendered["auth"]["ssh_user"] == "ubuntu"
+    assert rendered["file_mounts"]["~/data"] == str(REPO / "data")
+    prepared(rendered)
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("http://10.0.3.7:5001", "browse http://10.0.3.7:5001/#/experiments/4/runs"),
+    ("http://127.0.0.2:5000/", "browse http://127.0.0.2:5000/#/experiments/4/runs"),
+])
+def test_sweep_prints_the_ui_of_the_server_it_logged_to(uri, shown):
+    assert sweep.ui_command(uri, "4").startswith(shown)
+
+
+def test_sweep_prints_mlflow_ui_for_a_local_store():
+    text = sweep.ui_command("sqlite:////data/mlflow.db", "2")
+    assert text.startswith("mlflow ui --backend-store-uri sqlite:////data/mlflow.db --host 127.0.0.1 --port 5000")
+    assert "http://127.0.0.1:5000/#/experiments/2/runs" in text
+
+
+def tracking_server(action: str, folder: Path, port: int) -> str:
+    done = subprocess.run([sys.executable, "-m", "cluster.tracking_server", action, "--folder", str(folder), "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.slow
+def test_head_tracking_server_start_is_idempotent_and_stop_ends_it(tmp_path):
+    port = free_port()
+    try:
+        uri = tracking_server("start", tmp_path, port).removeprefix("mlflow server: ")
+        assert uri.endswith(f":{port}") and (tmp_path / "uri").read_text().strip() == uri
+        pid, log = (tmp_path / "server.pid").read_text(), (tmp_path / "server.log").read_text()
+        assert tracking_server("start", tmp_path, port) == f"mlflow server: {uri}"  # what a second `ray up` does
+        assert (tmp_path / "server.pid").read_text() == pid, "a second server was started"
+        assert (tmp_path / "server.log").read_text().startswith(log), "the log was truncated"
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        assert tracking_server("stop", tmp_path, port) == "mlflow server stopped"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    assert not (tmp_path / "server.pid").exists()
+    assert tracking_server("stop", tmp_path, port) == "no mlflow server was running"
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if entry.name.isdigit() and text in command:
+            found.append(command[:200])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_cluster_cycle_launch_sweep_teardown(tmp_path):
+    reason = sandbox.missing_prerequisite()
+    if reason:
+        pytest.skip(f"the cluster cycle cannot run here: {reason}")
+    report_file = tmp_path / "report.json"
+    done = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "cluster.cycle", "--workspace", str(tmp_path / "ws"), "--report", str(report_file)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1100)
+    report = json.loads(report_file.read_text())
+    print(json.dumps({k: v for k, v in report.items() if k != "sweep_output"}, indent=2))
+    assert "error" not in report, f"{report['error']}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert report["alive_nodes"] == 2
+    assert report["parents"] == ["FINISHED"]
+    children = report["children"]
+    assert sorted(c["model"] for c in children) == ["vae", "vqvae"] and all(c["status"] == "FINISHED" for c in children)
+    assert len({c["node"] for c in children}) == 2, "the trials did not run on both nodes"
+    assert all(c["artifacts"] == ["config.json", "reconstructions.png", "tsne.png"] for c in children)
+    assert sorted(report["artifact_files_on_head"]) == ["reconstructions.png"] * 2 + ["tsne.png"] * 2  # stored by the head's server
+    assert f"MLflow UI:\n  browse {report['tracking_uri']}/#/experiments/" in report["sweep_output"].replace("\r\n", "\n")
+    assert report["mlflow_stop"] == "mlflow server stopped"
+    assert report["leftover_processes"] == [] and report["leftover_ports"] == []
+    assert done.returncode == 0
+    assert processes_mentioning(str(tmp_path / "ws")) == [], "a process of the sandbox outlived it"
+
+
+@pytest.mark.slow
+def test_sweep_refuses_a_storage_path_a_node_cannot_see(tmp_path):
+    """The driver sees a tmpfs (in its own mount namespace) at the storage path; the cluster's nodes do not."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from benchmark.storage import check_shared
+
+    if os.geteuid() != 0 or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("needs root and unshare to give the driver a folder the nodes cannot see")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    private = tmp_path / "private"
+    private.mkdir()
+    store = tmp_path / "mlflow.db"
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(private),
+             sys.executable, "-m", "benchmark.sweep", "--space", "smoke", "--address", cluster.address, "--storage-path", str(private),
+             "--tracking-uri", f"sqlite:///{store}"],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )
+        ray.init(address=cluster.address, log_to_driver=False)
+        check_shared(str(tmp_path / "shared"))  # a folder both nodes see is accepted
+        address = ", ".join(sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --storage-path {private}: {private} is not visible from node(s) {address} of this 2-node cluster; "
+                      "use s3://BUCKET/PATH or a shared filesystem (NFS, EFS) mounted at the same path on every node"]
+    assert not store.exists(), "a run was created before the refusal"
+
+
+def test_storage_uri_stays_a_uri_and_its_files_round_trip(tmp_path):
+    """s3:// is read through pyarrow as Ray Tune reads it; a file:// URI takes the same road here."""
+    from benchmark.storage import RemoteFolder, storage_folder
+
+    assert str(storage_folder("s3://bucket/vqbench/") / "sweep-1" / "vqbench_sweep.json") == "s3://bucket/vqbench/sweep-1/vqbench_sweep.json"
+    assert storage_folder("runs") == Path("runs").resolve()
+    folder = storage_folder(f"file://{tmp_path}/store") / "sweep-1"
+    assert isinstance(folder, RemoteFolder) and not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = folder / "vqbench_sweep.json"
+    state.write_text('{"tracking": {}}')
+    assert state.is_file() and not folder.is_file() and folder.exists()
+    assert state.read_text() == '{"tracking": {}}' == (tmp_path / "store" / "sweep-1" / "vqbench_sweep.json").read_text()
+    assert str(state.parent.parent) == f"file://{tmp_path}/store"
