@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import sweep
+from benchmark.summary import ui_command
+from benchmark.tracking import TrackingTarget
 from cluster import sandbox
 from cluster.local import MACHINE_KEYS, REPO, load, local_config
 from tests.conftest import free_port
@@ -64,11 +65,11 @@ def test_local_rendering_cli_writes_valid_yaml(tmp_path):
     ("http://127.0.0.2:5000/", "browse http://127.0.0.2:5000/#/experiments/4/runs"),
 ])
 def test_sweep_prints_the_ui_of_the_server_it_logged_to(uri, shown):
-    assert sweep.ui_command(uri, "4").startswith(shown)
+    assert ui_command(TrackingTarget(uri, "4", "parent")).startswith(shown)
 
 
 def test_sweep_prints_mlflow_ui_for_a_local_store():
-    text = sweep.ui_command("sqlite:////data/mlflow.db", "2")
+    text = ui_command(TrackingTarget("sqlite:////data/mlflow.db", "2", "parent"))
     assert text.startswith("mlflow ui --backend-store-uri sqlite:////data/mlflow.db --host 127.0.0.1 --port 5000")
     assert "http://127.0.0.1:5000/#/experiments/2/runs" in text
 
