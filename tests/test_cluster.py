@@ -121,6 +121,7 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     report_file = tmp_path / "report.json"
     done = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "cluster.cycle", "--workspace", str(tmp_path / "ws"), "--report", str(report_file)],
                           cwd=REPO, capture_output=True, text=True, timeout=1100)
+    assert report_file.is_file(), f"the cycle wrote no report (exit {done.returncode})\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads(report_file.read_text())
     print(json.dumps({k: v for k, v in report.items() if k != "sweep_output"}, indent=2))
     assert "error" not in report, f"{report['error']}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
