@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.local import REPO
+
 ENV_PREFIX = Path(sys.prefix)
 IMAGE_ENV = Path("/opt/pytorch")  # where the AWS Deep Learning AMI keeps its PyTorch environment
 TOOLS = ("unshare", "sshd", "ssh", "ssh-keygen", "rsync", "ip", "ss", "mount", "umount")
@@ -60,16 +62,20 @@ def _overlay(lower: Path, target: Path, scratch: Path) -> None:
 
 def _private_tmp(workspace: Path) -> None:
     """/tmp becomes workspace/tmp (Ray's sessions, its config cache and ssh control sockets stay
-    there), with the workspace itself still at its path when it lies under /tmp."""
+    there), with the workspace and the checkout still at their paths when they lie under /tmp
+    (a CI clone may)."""
     handle = Path("/mnt")
     _sh("mount", "-t", "tmpfs", "tmpfs", str(handle))
-    (handle / "workspace").mkdir()
-    _sh("mount", "--bind", str(workspace), str(handle / "workspace"))
+    kept = [workspace, REPO]
+    for index, path in enumerate(kept):
+        (handle / str(index)).mkdir()
+        _sh("mount", "--bind", str(path), str(handle / str(index)))
     (workspace / "tmp").mkdir(mode=0o1777)
     _sh("mount", "--bind", str(workspace / "tmp"), "/tmp")
-    if workspace.is_relative_to("/tmp"):
-        workspace.mkdir(parents=True)
-        _sh("mount", "--bind", str(handle / "workspace"), str(workspace))
+    for index, path in enumerate(kept):
+        if path.is_relative_to("/tmp"):
+            path.mkdir(parents=True, exist_ok=True)
+            _sh("mount", "--bind", str(handle / str(index)), str(path))
 
 
 @dataclass(frozen=True)
