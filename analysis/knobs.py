@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.paper import CLAIMS, PAPER_VQ
+from analysis.plots import legend_below, save
 from analysis.tables import (
     DATASET_NAMES, MLP, PIXEL_COLUMNS, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
 )
@@ -134,13 +135,7 @@ def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("SSIM (reconstruction)")
         ax.set_ylabel(MLP.title)
         ax.grid(alpha=0.3)
-    by_label = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            by_label.setdefault(label, handle)
-    fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), 2), fontsize=9)
+    legend_below(fig, axes, max_columns=2)
     fig.suptitle("Probe accuracy against reconstruction quality\nmean over seeds, bars: 95% t intervals", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save(fig, path)
 

@@ -54,14 +54,9 @@ def sensitivity_figure(runs: pd.DataFrame, knob: str, path: Path) -> Path | None
             ax.set_ylabel(measure.title)
             ax.grid(alpha=0.3)
             _scale_axis(ax, knob_values(done, knob), knob)
-    by_label = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            by_label.setdefault(label, handle)
-    if by_label:
-        fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), 4), fontsize=9)
+    legend_below(fig, axes.flat)
     fig.suptitle(f"Sensitivity to {KNOBS[knob]}\nline: mean over seeds, band: 95% t interval", fontsize=11)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _draw_lines(ax, frame: pd.DataFrame, knob: str, measure: Measure) -> None:
@@ -140,13 +135,9 @@ def ssim_vs_probe_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel(MLP.title)
         ax.set_ylabel("SSIM")
         ax.grid(alpha=0.3)
-    by_label = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            by_label.setdefault(label, handle)
-    fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), 4), fontsize=9)
+    legend_below(fig, axes)
     fig.suptitle("Reconstruction (SSIM) against probe accuracy\none point per run", fontsize=11)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _by_model_and_label(frame: pd.DataFrame):
@@ -155,7 +146,17 @@ def _by_model_and_label(frame: pd.DataFrame):
     return sorted(groups, key=lambda kv: (str(kv[0][0]), kv[0][1] != "none", str(kv[0][1])))
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def legend_below(fig: Figure, axes, max_columns: int = 4) -> None:
+    """One legend under the panels, each label once, whichever panels drew it."""
+    by_label = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    if by_label:
+        fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), max_columns), fontsize=9)
+
+
+def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path

@@ -24,6 +24,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def local_ray():
+    """A 2-CPU local Ray for one test, shut down after it."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models gain little from a second thread, and OpenMP threads spinning on a busy

@@ -246,15 +246,6 @@ def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp
 # ---------------------------------------------------------------- real sweeps
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_asha_stopped_trials_end_as_stopped_not_failed(tmp_path, local_ray, capsys):
     space = tmp_path / "asha_space.py"

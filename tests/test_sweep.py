@@ -28,13 +28,6 @@ def children(client: MlflowClient, experiment_id: str) -> tuple:
     return parent[0], kids
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
     rc, client, exp = run_sweep(tmp_path, "--epochs", "2")
