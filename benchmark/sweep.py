@@ -17,11 +17,12 @@ import shlex
 import signal
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import DATASETS, ConfigError, TrialConfig
+from benchmark.config import DATASETS, PRECISIONS, ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_readable, fetch, resolve_data_dir
 from benchmark.dry_run import describe
 from benchmark.preflight import check_options, connect_ray
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per Optuna study (default: the space's, 20 for optuna)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="train and encode every trial in this precision; bf16 is autocast (default: the space's, fp32)")
     p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
@@ -96,6 +98,15 @@ def only(study: Study, selector: str | None) -> Study:
     return Study(study.label, kept)
 
 
+def with_precision(study: Study, precision: str | None) -> Study:
+    """Every trial of a study in `precision`: a property of the run, not of the space."""
+    if precision is None:
+        return study
+    return dataclasses.replace(
+        study, configs=tuple({**c, "precision": precision} for c in study.configs), base={**study.base, "precision": precision}
+    )
+
+
 def scheduler_for(study: Study, args: argparse.Namespace) -> str:
     return args.scheduler or ("asha" if study.is_search else "fifo")
 
@@ -109,7 +120,7 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
-    studies = [only(s, args.only) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
+    studies = [with_precision(only(s, args.only), args.precision) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
     if args.num_samples is not None and not any(s.is_search for s in studies):
         raise ConfigError(f"--num-samples applies to searched spaces such as optuna; space {args.space!r} has fixed trials: leave it out")
     trials = [config for study in studies for config in validate(study)]
@@ -132,7 +143,7 @@ def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dic
 
     return {
         "space": args.space, "datasets": values("dataset"), "models": values("model"), "seeds": values("seed"), "epochs": values("epochs"),
-        "num_trials": sum(s.trial_count() for s in sweep.studies),
+        "precision": values("precision"), "num_trials": sum(s.trial_count() for s in sweep.studies),
         "studies": ",".join(f"{s.label}:{scheduler_for(s, args)}" + (f":{s.num_samples} samples" if s.is_search else "") for s in sweep.studies),
         "only": args.only or "all", "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download,
         "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,

@@ -1,6 +1,8 @@
 """Reconstruction metrics against scikit-image, probes on problems with known answers, and evaluate()."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -139,10 +141,10 @@ def test_probes_are_reproducible_for_a_seed():
         assert torch.equal(p1, p2)
 
 
-def test_probe_stops_early_and_keeps_its_best_held_out_epoch():
+def test_probe_stops_at_a_plateau_and_keeps_its_best_held_out_epoch():
     # Few, noisy points: a probe that keeps training overfits, and the held-out share notices.
     train_x, train_y, test_x, test_y = blobs(3, 120, 300, dim=64, seed=6, spread=0.6)
-    settings = ProbeSettings(max_epochs=60, patience=3, batch_size=16, lr=1e-2)
+    settings = ProbeSettings(max_epochs=60, patience=3, lr_cuts=0, batch_size=16, lr=1e-2)
     fitted = train_classifier(train_x, train_y, 3, 64, seed=0, settings=settings)
     assert fitted.epochs_run < settings.max_epochs
     assert fitted.epochs_run == fitted.best_epoch + settings.patience
@@ -150,6 +152,22 @@ def test_probe_stops_early_and_keeps_its_best_held_out_epoch():
     fixed = train_classifier(train_x, train_y, 3, 64, seed=0, settings=ProbeSettings(max_epochs=fitted.best_epoch, patience=10**6, batch_size=16, lr=1e-2))
     for kept, again in zip(fitted.net.parameters(), fixed.net.parameters()):
         assert torch.equal(kept, again)
+
+
+def test_probe_cuts_its_learning_rate_at_each_plateau_before_stopping():
+    train_x, train_y, _, _ = blobs(3, 120, 300, dim=64, seed=6, spread=0.6)
+    base = ProbeSettings(max_epochs=200, patience=3, batch_size=16, lr=1e-2)
+    first_plateau = train_classifier(train_x, train_y, 3, 64, seed=0, settings=dataclasses.replace(base, lr_cuts=0)).epochs_run
+    cut_twice = train_classifier(train_x, train_y, 3, 64, seed=0, settings=dataclasses.replace(base, lr_cuts=2))
+    # the same run up to the first plateau, then two more plateaus of at least `patience` epochs each
+    assert cut_twice.epochs_run >= first_plateau + 2 * base.patience
+    assert cut_twice.epochs_run < base.max_epochs
+
+
+def test_fixed_schedule_runs_every_epoch_and_keeps_the_last():
+    train_x, train_y, _, _ = blobs(3, 120, 300, dim=64, seed=6, spread=0.6)
+    fitted = train_classifier(train_x, train_y, 3, 64, seed=0, settings=ProbeSettings(max_epochs=7, patience=0, batch_size=16))
+    assert fitted.epochs_run == fitted.best_epoch == 7
 
 
 def test_probe_choices_never_see_the_test_split():

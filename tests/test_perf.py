@@ -10,6 +10,9 @@ import math
 import pytest
 import torch
 
+from benchmark.config import TrialConfig
+from benchmark.models import build_model
+from benchmark.saved_model import save_model
 from perf import cluster_scale, eval_cost, gpu_packing, precision_check, probe_convergence, sweep_overhead, train_throughput, trials_per_hour
 from perf.record import Options
 
@@ -122,9 +125,19 @@ def test_probe_convergence(tmp_path):
         # the fixed schedule runs exactly factor x the epochs the early-stopped probe ran
         assert f[f"{key}/fixed_epochs"] == 4 * f[f"{key}/early_epochs"]
         derived(f[f"{key}/diff_points"], 100 * (f[f"{key}/early_acc"] - f[f"{key}/fixed_acc"]))
-        derived(f[f"{key}/diff_long_best_points"], 100 * (f[f"{key}/early_acc"] - f[f"{key}/long_best_acc"]))
     assert f["worst_abs_diff_points"] == max(abs(f[f"{key}/diff_points"]) for key in keys)
-    assert f["worst_abs_diff_long_best_points"] == max(abs(f[f"{key}/diff_long_best_points"]) for key in keys)
+
+
+def test_probe_convergence_probes_saved_models_and_refuses_another_dataset(tmp_path, capsys):
+    config = TrialConfig(model="vae", dataset="digits", epochs=1, code_dim=8)
+    path = save_model(build_model(config, 1, 10), config, tmp_path)
+    f = run(probe_convergence, tmp_path, "--models-from", str(path))["figures"]
+    assert {key.split("/")[0] for key in f if "/" in key} == {"vae_latent", "pixels"}
+    with pytest.raises(SystemExit) as exit:
+        probe_convergence.main(["--tiny", "--dataset", "mnist", "--out", str(tmp_path / "x.jsonl"), "--models-from", str(path)])
+    assert exit.value.code == 2
+    assert "trained on digits, not --dataset mnist" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 @pytest.mark.slow
