@@ -123,6 +123,7 @@ def dry_run(capsys, *args: str) -> list[str]:
         (("--space", "optuna", "--datasets", "digits", "--num-samples", "5"), 10),
         (("--space", "sensitivity", "--datasets", "digits"), 39),
         (("--space", "sensitivity", "--datasets", "digits", "--only", "code_dim=64,num_codes=512,beta=0.25"), 15),
+        (("--space", "sensitivity", "--datasets", "digits", "--only", "model=vae,kl_weight=0.001|0.10|1"), 9),
     ],
 )
 def test_dry_run_counts_every_space(capsys, args, count):
@@ -147,6 +148,13 @@ def test_sensitivity_varies_one_knob_at_a_time_and_runs_the_centre_once(capsys):
     assert all(sum(getattr(c, k) != v for k, v in centre.items()) == 1 for c in vq if not all(getattr(c, k) == v for k, v in centre.items()))
     assert sorted(c.kl_weight for c in configs if c.model == "vae") == [0.001, 0.01, 0.1, 1.0]
     assert all(c.label_embedding == "none" and c.epochs == 10 for c in configs)
+
+
+def test_precision_applies_to_every_trial_and_reaches_the_parent_params(capsys):
+    lines = [line for line in dry_run(capsys, "--space", "paper", "--datasets", "digits", "--precision", "bf16") if line.startswith("paper: ")]
+    assert len(lines) == 12 and all(json.loads(line.split(": ", 1)[1])["precision"] == "bf16" for line in lines)
+    args = sweep.parse_args(["--space", "paper", "--datasets", "digits", "--precision", "bf16", "--dry-run"])
+    assert sweep.resolved_params(args, sweep.plan(args), "sqlite:///x.db")["precision"] == "bf16"
 
 
 def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch):
