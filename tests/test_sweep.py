@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,22 @@ def test_cluster_yaml_passes_rays_offline_validation():
     broken = {**config, "available_node_types": {**config["available_node_types"], "gpu_worker": {"min_workers": 0}}}
     with pytest.raises(Exception):
         validate_config(prepare_config(broken))
+
+
+def test_git_commit_names_head_and_marks_a_dirty_checkout(tmp_path):
+    from benchmark.tracking import read_git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    assert read_git_commit(tmp_path) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "HEAD")
+    assert read_git_commit(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked files do not change the code that runs\n")
+    assert read_git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert read_git_commit(tmp_path) == f"{head}-dirty"
