@@ -30,9 +30,11 @@ def one_at_a_time(centre: dict, axes: dict) -> list[dict]:
 
 
 def studies(options: SpaceOptions) -> list[Study]:
-    configs = []
-    for dataset, seed in product(datasets(options, ("mnist",)), seeds(options, 3)):
-        common = {**TRAINING, "dataset": dataset, "seed": seed}
-        configs += [with_epochs(options, {**common, "model": "vqvae", **point}, 10) for point in one_at_a_time(CENTRE_VQ, VQ_AXES)]
-        configs += [with_epochs(options, {**common, "model": "vae", **point}, 10) for point in one_at_a_time(CENTRE_VAE, VAE_AXES)]
+    """Seeds innermost: a sweep cut short leaves whole configs with every seed, which a paired test can use,
+    rather than every config short of a seed."""
+    points = [{"model": "vqvae", **p} for p in one_at_a_time(CENTRE_VQ, VQ_AXES)] + [{"model": "vae", **p} for p in one_at_a_time(CENTRE_VAE, VAE_AXES)]
+    configs = [
+        with_epochs(options, {**TRAINING, "dataset": dataset, **point, "seed": seed}, 10)
+        for dataset, point, seed in product(datasets(options, ("mnist",)), points, seeds(options, 3))
+    ]
     return [Study("sensitivity", tuple(configs))]

@@ -192,3 +192,10 @@ def test_git_commit_names_head_and_marks_a_dirty_checkout(tmp_path):
     assert read_git_commit(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert read_git_commit(tmp_path) == f"{head}-dirty"
+
+
+def test_sensitivity_runs_every_seed_of_a_config_before_the_next_config(capsys):
+    lines = [line for line in dry_run(capsys, "--space", "sensitivity", "--datasets", "digits") if line.startswith("sensitivity: ")]
+    configs = [TrialConfig.from_dict(json.loads(line.split(": ", 1)[1])) for line in lines]
+    assert [c.seed for c in configs[:6]] == [0, 1, 2, 0, 1, 2]
+    assert len({c.config_id for c in configs[:3]}) == 3 and len({(c.model, c.num_codes, c.code_dim, c.beta, c.kl_weight) for c in configs[:3]}) == 1
