@@ -6,7 +6,7 @@
 The verdict per metric: |mean(bf16) - mean(fp32)| <= 2 x seed sd, where the seed sd is the
 pooled sample standard deviation over seeds of the two precisions. Seeds run fp32 then bf16
 in turn, so drift in the machine's speed hits both; the speedup compares training time only
-(the pixel probes are cached per process, so evaluation times are not comparable).
+(the pixel probes are cached on disk per machine, so evaluation times are not comparable).
 """
 from __future__ import annotations
 
