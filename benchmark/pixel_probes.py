@@ -98,10 +98,10 @@ def compute_pixel_probes(data: Dataset, seed: int, settings: ProbeSettings) -> d
     )
 
 
-def pixel_probes(data: Dataset, seed: int, settings: ProbeSettings = ProbeSettings()) -> dict[str, float]:
-    """The pixel probes' results from this machine's cache, computed and stored there on a miss."""
+def pixel_probes(data: Dataset, seed: int, settings: ProbeSettings = ProbeSettings(), folder: Path | None = None) -> dict[str, float]:
+    """The pixel probes' results from the cache (`folder`, else `cache_dir()`), computed and stored there on a miss."""
     key = cache_key(data, seed, settings)
-    path = cache_dir() / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+    path = (folder or cache_dir()) / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
     found = _read(path, key)
     if found is None:
         found = compute_pixel_probes(data, seed, settings)

@@ -119,6 +119,7 @@ def train_classifier(
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=settings.lr_factor, patience=settings.patience - 1, threshold=0.0, threshold_mode="abs"
         )
+    held_x, held_y = train_x[held], train_y[held]  # gathered once, scored every epoch
     generator = torch.Generator().manual_seed(seed)
     best_acc, best_epoch, best_state, cuts, epoch = -1.0, 0, None, 0, 0
     while epoch < settings.max_epochs and cuts <= settings.lr_cuts:
@@ -131,7 +132,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
         epoch += 1
-        held_acc = accuracy(predict_scores(net.eval(), train_x[held]), train_y[held])
+        held_acc = accuracy(predict_scores(net.eval(), held_x), held_y)
         if held_acc > best_acc or fixed:
             best_acc, best_epoch, best_state = held_acc, epoch, copy.deepcopy(net.state_dict())
         if fixed:
