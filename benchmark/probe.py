@@ -111,7 +111,9 @@ def train_classifier(
         net = nn.Sequential(_first_layer(train_x, hidden, num_codes), nn.ReLU(), nn.Linear(hidden, num_classes))
     net = net.to(train_x.device)
     fit, held = holdout_split(train_x.shape[0], settings.val_fraction, seed, train_x.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # fused: one kernel per step instead of one per operation; the code-index probe's 2M-weight first layer
+    # made the unfused step most of its time (9x slower on 1 CPU thread); results equal up to rounding.
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     fixed = settings.patience == 0
     if fixed:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.max_epochs)
