@@ -1,7 +1,6 @@
 """The end of every trial, on the trial's device: probes, reconstruction, codebook, figure data."""
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ from torch import nn
 
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
+from benchmark.pixel_probes import pixel_probes
 from benchmark.probe import ProbeSettings, probe_all
 from benchmark.quantizer import code_perplexity
 from benchmark.reconstruction import reconstruction_metrics
@@ -17,8 +17,6 @@ from benchmark.train import autocast, scale
 
 GRID_IMAGES = 8
 TSNE_POINTS = 1000
-# Raw pixels do not depend on the model: a reused Ray actor probes them once per dataset and seed.
-_PIXEL_PROBES: dict[tuple, dict[str, float]] = {}
 
 
 @dataclass
@@ -28,14 +26,6 @@ class Evaluation:
     reconstructions: torch.Tensor
     latents: torch.Tensor  # seeded subsample of test latents for t-SNE, (n, features)
     latent_labels: torch.Tensor  # their labels (CIFAR-100: the 20 superclasses)
-
-
-def fingerprint(data: Dataset) -> str:
-    """Content, not name: two copies of a dataset from different folders must not share pixel probes."""
-    digest = hashlib.sha1(data.name.encode())
-    for tensor in (data.train_y, data.test_y, data.train_x[:: max(1, data.train_x.shape[0] // 512)]):
-        digest.update(tensor.cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -66,12 +56,7 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
             num_codes = config.num_codes if name == "codes" else None
             found = probe_all(train[name], data.train_y, test[name], data.test_y, data.num_classes, config.seed, settings, num_codes)
             metrics.update({f"probe/{name}/{key}": value for key, value in found.items()})
-    pixel_key = (fingerprint(data), config.seed, settings)
-    if pixel_key not in _PIXEL_PROBES:
-        _PIXEL_PROBES[pixel_key] = probe_all(
-            data.train_x.flatten(1).float(), data.train_y, data.test_x.flatten(1).float(), data.test_y, data.num_classes, config.seed, settings
-        )
-    metrics.update({f"probe/pixels/{key}": value for key, value in _PIXEL_PROBES[pixel_key].items()})
+    metrics.update({f"probe/pixels/{key}": value for key, value in pixel_probes(data, config.seed, settings).items()})
     timings["probes"] = time.perf_counter() - start
 
     start = time.perf_counter()

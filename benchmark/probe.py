@@ -111,7 +111,9 @@ def train_classifier(
         net = nn.Sequential(_first_layer(train_x, hidden, num_codes), nn.ReLU(), nn.Linear(hidden, num_classes))
     net = net.to(train_x.device)
     fit, held = holdout_split(train_x.shape[0], settings.val_fraction, seed, train_x.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # fused: one kernel per step instead of one per operation; the code-index probe's 2M-weight first layer
+    # made the unfused step most of its time (9x slower on 1 CPU thread); results equal up to rounding.
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
     fixed = settings.patience == 0
     if fixed:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.max_epochs)
@@ -119,6 +121,7 @@ def train_classifier(
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=settings.lr_factor, patience=settings.patience - 1, threshold=0.0, threshold_mode="abs"
         )
+    held_x, held_y = train_x[held], train_y[held]  # gathered once, scored every epoch
     generator = torch.Generator().manual_seed(seed)
     best_acc, best_epoch, best_state, cuts, epoch = -1.0, 0, None, 0, 0
     while epoch < settings.max_epochs and cuts <= settings.lr_cuts:
@@ -131,7 +134,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
         epoch += 1
-        held_acc = accuracy(predict_scores(net.eval(), train_x[held]), train_y[held])
+        held_acc = accuracy(predict_scores(net.eval(), held_x), held_y)
         if held_acc > best_acc or fixed:
             best_acc, best_epoch, best_state = held_acc, epoch, copy.deepcopy(net.state_dict())
         if fixed:

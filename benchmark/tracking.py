@@ -6,6 +6,7 @@ run id travel in the trial's config, so workers on other nodes log to the same p
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
@@ -118,6 +119,7 @@ def read_git_commit(folder: Path) -> str:
 GIT_COMMIT = read_git_commit(Path(__file__).parent)
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -163,12 +165,17 @@ class TrialRun:
     logged_through: int = 0  # the last epoch already in the run's history
 
     @classmethod
-    def open(cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None) -> "TrialRun":
+    def open(
+        cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None, tags: dict[str, str] | None = None
+    ) -> "TrialRun":
+        """`tags` (where the trial runs) are set on a new run at its creation and on a reopened one
+        in the same call as its resumed tag: one round trip each, not one per tag."""
         client = MlflowClient(target.uri)
+        extra = tags or {}
         run_id = run_id or with_retries(lambda: cls._unfinished_run(client, target, config))
         if run_id is not None:
-            return cls._reopen(client, run_id)
-        tags = {
+            return cls._reopen(client, run_id, extra)
+        run_tags = {
             "mlflow.parentRunId": target.parent_run_id,
             "vqbench.role": "trial",
             "vqbench.model": config.model,
@@ -179,8 +186,9 @@ class TrialRun:
             "vqbench.device": device,
             "vqbench.git_commit": GIT_COMMIT,
             "vqbench.versions": json.dumps(package_versions()),
+            **extra,
         }
-        run = with_retries(lambda: client.create_run(target.experiment_id, run_name=config.name, tags=tags))
+        run = with_retries(lambda: client.create_run(target.experiment_id, run_name=config.name, tags=run_tags))
         logged = {**config.to_dict(), **ProbeSettings().to_params()}
         params = [Param(k, str(v)) for k, v in logged.items()]
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))
@@ -204,13 +212,14 @@ class TrialRun:
         return runs[0].info.run_id if runs else None
 
     @classmethod
-    def _reopen(cls, client: MlflowClient, run_id: str) -> "TrialRun":
+    def _reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> "TrialRun":
         run = with_retries(lambda: client.get_run(run_id))
         for key in (ERROR_TAG, STOPPED_TAG):  # what the last attempt ended with no longer holds
             if key in run.data.tags:
                 with_retries(lambda: client.delete_tag(run_id, key))
         with_retries(lambda: client.update_run(run_id, status="RUNNING"))
-        client.set_tag(run_id, "vqbench.resumed", "true")
+        resumed = [RunTag(k, v) for k, v in {"vqbench.resumed": "true", **tags}.items()]
+        with_retries(lambda: client.log_batch(run_id, tags=resumed))
         history = with_retries(lambda: client.get_metric_history(run_id, EPOCH_METRIC))
         return cls(client, run_id, max((m.step for m in history), default=0))
 

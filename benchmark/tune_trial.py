@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ def tune_trial(params: dict[str, Any]) -> None:
         # It finished while an interrupted sweep was stopping; Ray saw it unfinished and restored it.
         tune.report({**finished, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": resume["mlflow_run_id"]})
         return
-    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None)
-    run.client.set_tag(run.run_id, "vqbench.ray_node_id", ray.get_runtime_context().get_node_id())
+    node = {"vqbench.ray_node_id": ray.get_runtime_context().get_node_id()}
+    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=node)
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
         run.log_epoch(metrics, state.epoch)
@@ -70,7 +71,9 @@ def tune_trial(params: dict[str, Any]) -> None:
         result = run_trial(config, params["data_dir"], resume=resume, on_epoch=on_epoch)
         with tempfile.TemporaryDirectory() as folder:
             final = {k: v for k, v in result.metrics.items() if not k.startswith("train/")}  # those are logged per epoch
+            start = time.perf_counter()
             files = save_figures(result, Path(folder))
+            final["time/figures_s"] = time.perf_counter() - start  # the t-SNE: evaluation work, counted apart from the fixed cost
             if params["log_model"]:
                 files.append(save_model(result.model, config, Path(folder)))
             run.finish(final, config.epochs, files, config)

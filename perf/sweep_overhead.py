@@ -6,8 +6,10 @@
 Runs `python -m benchmark.sweep --space smoke` into a temporary sqlite store and storage path,
 then reads the trial runs back from MLflow (children of the sweep's parent run) and Ray Tune's
 result.json files (the `pid` Ray adds to every report). A trial's overhead is its run's
-end - start minus `time/train_s` + `time/eval_s`: MLflow calls, the t-SNE and grid figures and
-their upload. `time/train_s` itself includes each epoch's checkpoint and report, counted apart as
+end - start minus `time/train_s` + `time/eval_s`: the t-SNE and grid figures, MLflow calls and
+uploads, the model file. Its fixed cost is that minus the figures (`time/figures_s`, mostly the
+t-SNE, which `perf.eval_cost` counts as evaluation): what a trial pays whatever its size.
+`time/train_s` itself includes each epoch's checkpoint and report, counted apart as
 train_s - sum of `train/epoch_s`. The share outside training/evaluation is
 1 - sum(train + eval) / (concurrent slots x sweep wall time).
 """
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError("the sweep logged no finished trial runs")
     busy = [k.data.metrics["time/train_s"] + k.data.metrics["time/eval_s"] for k, _ in finished]
     spans = [(k.info.end_time - k.info.start_time) / 1000 for k, _ in finished]
+    drawing = [k.data.metrics["time/figures_s"] for k, _ in finished]
     reports = [k.data.metrics["time/train_s"] - epochs for k, epochs in finished]
     slots = min(len(finished), int(available_cores() // args.cpus_per_trial) or 1)
     first_trial = min(k.info.start_time for k, _ in finished) / 1000
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "after_last_trial_s": end - last_trial,
         "trainable_import_s": imports,
         "trial_overhead_median_s": statistics.median(s - b for s, b in zip(spans, busy)),
+        "figures_median_s": statistics.median(drawing),
+        "trial_fixed_median_s": statistics.median(s - b - d for s, b, d in zip(spans, busy, drawing)),
         "epoch_report_median_s": statistics.median(reports),
         "train_eval_median_s": statistics.median(busy),
         "concurrent_slots": float(slots),
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  parent run -> first trial run (ray.init, actor start, imports): {figures['ray_start_to_first_trial_s']:.1f} s")
     print(f"  last trial run -> sweep exit (summary, shutdown): {figures['after_last_trial_s']:.1f} s")
     print(f"  fresh process importing the trainable: {imports:.1f} s")
-    print(f"per trial (median): train+eval {figures['train_eval_median_s']:.1f} s, overhead outside them {figures['trial_overhead_median_s']:.1f} s, "
+    print(f"per trial (median): train+eval {figures['train_eval_median_s']:.1f} s, overhead outside them {figures['trial_overhead_median_s']:.1f} s "
+          f"= figures (t-SNE, grid) {figures['figures_median_s']:.1f} s + fixed cost {figures['trial_fixed_median_s']:.2f} s; "
           f"checkpoints+reports inside train_s {figures['epoch_report_median_s']:.2f} s")
     print(f"share of the sweep's slot time outside training/evaluation: {figures['outside_train_eval_share']:.1%}")
     print(f"worker processes: {len(pids)} for {len(finished)} trials -> actors {'reused' if reused else 'NOT reused'}")

@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VQBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def pixel_probe_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own empty pixel-probe cache: none writes to ~/.cache, none sees another's results.
+    Sweeps and Ray workers the test starts inherit it through the environment."""
+    from benchmark.pixel_probes import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("pixel-probes")
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data root; tests that need it skip, saying why, where it is absent."""

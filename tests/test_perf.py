@@ -142,10 +142,14 @@ def test_precision_check_needs_a_seed(tmp_path, capsys):
 
 def test_eval_cost(tmp_path):
     f = run(eval_cost, tmp_path)["figures"]
-    pieces = ("encode_train", "encode_test", "probe_latent", "probe_codes", "probe_pixels", "reconstruction", "tsne_figure")
-    positive(f, "epoch_s", "eval_total_s", *(f"{p}_s" for p in pieces))
+    pieces = ("encode_train", "encode_test", "probe_latent", "probe_codes", "probe_pixels_cached", "reconstruction", "tsne_figure")
+    positive(f, "epoch_s", "eval_total_s", "probe_pixels_first_s", *(f"{p}_s" for p in pieces))
     derived(f["training_10_epochs_s"], 10 * f["epoch_s"])
     derived(f["eval_total_s"], sum(f[f"{p}_s"] for p in pieces))
+    # the first trial on a machine computes the pixel probes; every later one reads them
+    derived(f["eval_total_first_s"], f["eval_total_s"] - f["probe_pixels_cached_s"] + f["probe_pixels_first_s"])
+    derived(f["eval_total_first_share"], f["eval_total_first_s"] / f["training_10_epochs_s"])
+    assert f["probe_pixels_cached_s"] < f["probe_pixels_first_s"]
     for piece in pieces:
         derived(f[f"{piece}_share"], f[f"{piece}_s"] / f["training_10_epochs_s"])
     derived(f["eval_total_share"], f["eval_total_s"] / f["training_10_epochs_s"])
@@ -179,15 +183,20 @@ def test_trials_per_hour(tmp_path):
     record = run(trials_per_hour, tmp_path)
     f, cores = record["figures"], record["options"]["cores"]
     single, parallel = f"1_trial_x_{cores}_threads", f"{cores}_trials_x_1_thread"
-    for layout in (single, parallel):
-        positive(f, *(f"{layout}/{k}" for k in ("epoch_s", "eval_s", "trial_s", "trials_per_hour")))
-        assert f[f"{layout}/fixed_s"] >= 0
-        # the extrapolated trial is the measured one with its training stretched to --trial-epochs
-        stretched = f[f"{layout}/fixed_s"] + f[f"{layout}/eval_s"] + record["options"]["trial_epochs"] * f[f"{layout}/epoch_s"]
-        derived(f[f"{layout}/trial_s"], stretched)
-    derived(f[f"{single}/trials_per_hour"], 3600 / f[f"{single}/trial_s"])
-    derived(f["parallel_vs_single"], f[f"{parallel}/trials_per_hour"] / f[f"{single}/trials_per_hour"])
-    assert record["conclusions"]["recommended_cpus_per_trial"] == (1 if f["parallel_vs_single"] >= 1 else cores)
+    for precision in ("fp32", "bf16"):
+        for layout in (single, parallel):
+            name = f"{precision}/{layout}"
+            positive(f, *(f"{name}/{k}" for k in ("epoch_s", "eval_s", "trial_s", "trials_per_hour")))
+            assert f[f"{name}/fixed_s"] >= 0
+            # the extrapolated trial is the measured one with its training stretched to --trial-epochs
+            stretched = f[f"{name}/fixed_s"] + f[f"{name}/eval_s"] + record["options"]["trial_epochs"] * f[f"{name}/epoch_s"]
+            derived(f[f"{name}/trial_s"], stretched)
+        derived(f[f"{precision}/{single}/trials_per_hour"], 3600 / f[f"{precision}/{single}/trial_s"])
+        ratio = f[f"{precision}/{parallel}/trials_per_hour"] / f[f"{precision}/{single}/trials_per_hour"]
+        derived(f[f"{precision}/parallel_vs_single"], ratio)
+        assert record["conclusions"][f"recommended_cpus_per_trial/{precision}"] == (1 if f[f"{precision}/parallel_vs_single"] >= 1 else cores)
+    for layout in (single, parallel):  # fp32 is the reference measured in the same run
+        derived(f[f"bf16_vs_fp32/{layout}"], f[f"bf16/{layout}/trials_per_hour"] / f[f"fp32/{layout}/trials_per_hour"])
 
 
 @pytest.mark.slow
@@ -199,6 +208,7 @@ def test_sweep_overhead(tmp_path):
              "train_eval_median_s", "worker_processes", "concurrent_slots")
     assert f["epoch_report_median_s"] >= 0 and f["after_last_trial_s"] >= 0
     assert f["trial_overhead_median_s"] < f["sweep_wall_s"] and 0 < f["outside_train_eval_share"] < 1
+    assert f["figures_median_s"] > 0 and f["trial_fixed_median_s"] < f["trial_overhead_median_s"]
     assert 1 <= f["worker_processes"] <= f["trials"]
     assert record["conclusions"]["actors_reused"] == (f["worker_processes"] < f["trials"])
 

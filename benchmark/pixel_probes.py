@@ -1,0 +1,109 @@
+"""The raw-pixel probes, computed once per machine: they depend on the data, never on the model.
+
+Every trial of a sweep reports the probes on raw pixels as its baseline, and with probes trained
+to convergence they cost as much as a trial's own probes. What they depend on is the dataset's
+content, the seed, the probe settings and the code that trains them, so their results are kept
+on disk under a key made of exactly those (a content hash, not the dataset's name: two copies
+of a dataset in different folders, or an edited one, must not share results). One JSON file per
+key, written to a temporary file and renamed, so a trial never reads another's half-written file;
+a file that cannot be read is computed again. Two trials that miss at once both compute and both
+write the same numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from benchmark import probe
+from benchmark.data import Dataset
+from benchmark.probe import ProbeSettings, probe_all
+
+CACHE_ENV = "VQBENCH_PIXEL_PROBE_CACHE"
+DEFAULT_CACHE_DIR = "~/.cache/vqbench/pixel-probes"
+
+
+def cache_dir() -> Path:
+    """$VQBENCH_PIXEL_PROBE_CACHE, else ~/.cache/vqbench/pixel-probes."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def fingerprint(data: Dataset) -> str:
+    """Hash of every image and label of both splits, with their shapes (about 0.1 s for MNIST)."""
+    digest = hashlib.sha256()
+    for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
+        digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy())
+    return digest.hexdigest()
+
+
+def _code_version() -> str:
+    """A change to how probes are trained or fed changes their numbers: it must miss the cache."""
+    digest = hashlib.sha256()
+    for source in (Path(probe.__file__), Path(__file__)):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, object]:
+    """Everything the pixel probes' numbers depend on; stored in the file beside them."""
+    return {
+        "data": fingerprint(data),
+        "num_classes": data.num_classes,
+        "seed": seed,
+        "settings": asdict(settings),
+        "code": _code_version(),
+        "torch": torch.__version__,
+        "device": data.train_x.device.type,
+    }
+
+
+def _read(path: Path, key: dict[str, object]) -> dict[str, float] | None:
+    try:
+        stored = json.loads(path.read_text())
+        if stored["key"] != key:
+            return None
+        return {str(name): float(value) for name, value in stored["metrics"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write(path: Path, key: dict[str, object], metrics: dict[str, float]) -> None:
+    """Atomic: the file appears whole or not at all. A cache that cannot be written costs time, not the trial."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    except OSError as err:
+        warnings.warn(f"pixel-probe cache {path.parent} is not writable ({err}): set ${CACHE_ENV} to a writable folder")
+        return
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump({"key": key, "metrics": metrics}, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        warnings.warn(f"pixel-probe cache file {path} could not be written ({err})")
+
+
+def compute_pixel_probes(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, float]:
+    """`probe_all` on the flattened uint8 pixels as floats: what a cached file holds."""
+    return probe_all(
+        data.train_x.flatten(1).float(), data.train_y, data.test_x.flatten(1).float(), data.test_y, data.num_classes, seed, settings
+    )
+
+
+def pixel_probes(data: Dataset, seed: int, settings: ProbeSettings = ProbeSettings(), folder: Path | None = None) -> dict[str, float]:
+    """The pixel probes' results from the cache (`folder`, else `cache_dir()`), computed and stored there on a miss."""
+    key = cache_key(data, seed, settings)
+    path = (folder or cache_dir()) / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+    found = _read(path, key)
+    if found is None:
+        found = compute_pixel_probes(data, seed, settings)
+        _write(path, key, found)
+    return found

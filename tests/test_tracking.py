@@ -1,0 +1,78 @@
+"""A trial's MLflow traffic on a sqlite store, without Ray: what it writes and in how many round trips."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmark.config import TrialConfig
+from benchmark.tracking import EPOCH_METRIC, TrackingTarget, TrialRun, ensure_experiment, start_sweep_run
+
+CONFIG = TrialConfig(model="vqvae", dataset="digits", epochs=2, num_codes=16)
+
+
+@pytest.fixture
+def target(tmp_path) -> TrackingTarget:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "tracking-test", uri)
+    return TrackingTarget(uri, experiment, start_sweep_run(client, experiment, "sweep", {}, {}))
+
+
+@pytest.fixture
+def calls(monkeypatch) -> collections.Counter:
+    """Every MlflowClient method a trial calls, counted: each is a round trip to the store or server."""
+    counter: collections.Counter = collections.Counter()
+    for name in ("search_runs", "create_run", "log_batch", "set_tag", "delete_tag", "update_run", "get_run",
+                 "get_metric_history", "log_artifact", "set_terminated"):
+        method = getattr(MlflowClient, name)
+
+        def counted(self, *args, _name=name, _method=method, **kwargs):
+            counter[_name] += 1
+            return _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, name, counted)
+    return counter
+
+
+def a_trial(target: TrackingTarget, files: list[Path], run_id: str | None = None, node: str = "node-a") -> str:
+    run = TrialRun.open(target, CONFIG, "cpu", run_id, tags={"vqbench.ray_node_id": node})
+    for epoch in (1, 2):
+        run.log_epoch({EPOCH_METRIC: 1.0 / epoch, "train/recon_loss": 0.5}, epoch)
+    run.finish({"probe/latent/mlp_acc": 0.9}, 2, files, CONFIG)
+    return run.run_id
+
+
+def test_a_trial_costs_one_round_trip_per_step(target, tmp_path, calls):
+    figure = tmp_path / "tsne.png"
+    figure.write_bytes(b"png")
+    run_id = a_trial(target, [figure])
+    # open: look for an unfinished run, create it with every tag, log params; one batch per epoch;
+    # finish: the final metrics, one upload per file (and config.json), the end
+    assert calls == {"search_runs": 1, "create_run": 1, "log_batch": 1 + 2 + 1, "log_artifact": 2, "set_terminated": 1}
+    run = MlflowClient(target.uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["vqbench.ray_node_id"] == "node-a"
+    assert run.data.params["model"] == "vqvae" and "probe.patience" in run.data.params
+    assert run.data.metrics["probe/latent/mlp_acc"] == 0.9
+
+
+def test_a_reopened_run_takes_the_new_node_and_skips_the_epochs_it_holds(target, tmp_path, calls):
+    first = TrialRun.open(target, CONFIG, "cpu", tags={"vqbench.ray_node_id": "node-a"})
+    first.log_epoch({EPOCH_METRIC: 1.0}, 1)
+    first.fail(ConnectionError("worker lost"))
+    calls.clear()
+    again = TrialRun.open(target, CONFIG, "cpu", first.run_id, tags={"vqbench.ray_node_id": "node-b"})
+    assert again.run_id == first.run_id and again.logged_through == 1
+    assert calls["set_tag"] == 0 and calls["log_batch"] == 1, "resumed and node tags go in one batch"
+    again.log_epoch({EPOCH_METRIC: 9.0}, 1)  # replayed from an older checkpoint: not logged twice
+    run = MlflowClient(target.uri).get_run(first.run_id)
+    assert run.info.status == "RUNNING" and "vqbench.error" not in run.data.tags
+    assert run.data.tags["vqbench.resumed"] == "true" and run.data.tags["vqbench.ray_node_id"] == "node-b"
+    assert [m.value for m in MlflowClient(target.uri).get_metric_history(first.run_id, EPOCH_METRIC)] == [1.0]
+
+
+def test_a_retry_without_checkpoint_finds_its_unfinished_run_by_config(target, tmp_path):
+    lost = TrialRun.open(target, CONFIG, "cpu", tags={"vqbench.ray_node_id": "node-a"})
+    assert TrialRun.open(target, CONFIG, "cpu", tags={"vqbench.ray_node_id": "node-b"}).run_id == lost.run_id
