@@ -154,7 +154,9 @@ class TrialRun:
     logged_through: int = 0  # the last epoch already in the run's history
 
     @classmethod
-    def open(cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None) -> "TrialRun":
+    def open(cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None,
+             study_tags: dict[str, str] | None = None) -> "TrialRun":
+        """`study_tags`: what the sweep says of the trial's study (`vqbench.study`, `vqbench.objectives` for a search)."""
         client = MlflowClient(target.uri)
         run_id = run_id or with_retries(lambda: cls._unfinished_run(client, target, config))
         if run_id is not None:
@@ -170,6 +172,7 @@ class TrialRun:
             "vqbench.device": device,
             "vqbench.git_commit": git_commit(),
             "vqbench.versions": json.dumps(package_versions()),
+            **(study_tags or {}),
         }
         run = with_retries(lambda: client.create_run(target.experiment_id, run_name=config.name, tags=tags))
         logged = {**config.to_dict(), **ProbeSettings().to_params()}
