@@ -8,7 +8,7 @@ then reads the trial runs back from MLflow (children of the sweep's parent run) 
 result.json files (the `pid` Ray adds to every report). A trial's overhead is its run's
 end - start minus `time/train_s` + `time/eval_s`: MLflow calls, the t-SNE and grid figures and
 their upload. `time/train_s` itself includes each epoch's checkpoint and report, counted apart as
-train_s - sum of `train/epoch_s`. The share outside training/evaluation is
+train_s - sum of `train/epoch_s` and `train_probe/seconds` (the per-epoch probe is work, not overhead). The share outside training/evaluation is
 1 - sum(train + eval) / (concurrent slots x sweep wall time).
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ def trial_runs(uri: str) -> tuple[object, list]:
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     parent = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")[0]
     kids = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10_000)
-    epochs = {k.info.run_id: sum(m.value for m in client.get_metric_history(k.info.run_id, "train/epoch_s")) for k in kids}
+    epochs = {k.info.run_id: sum(m.value for metric in ("train/epoch_s", "train_probe/seconds") for m in client.get_metric_history(k.info.run_id, metric))
+              for k in kids}
     return parent, [(k, epochs[k.info.run_id]) for k in kids]
 
 
