@@ -76,8 +76,9 @@ def front_figure(table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | 
             name = MODEL_NAMES.get(model, model) + (" + label emb." if label != "none" else "")
             colour = COLOURS.get(model)
             dominated, front = family[~family["on_front"]], family[family["on_front"]].sort_values(SSIM.column)
-            ax.scatter(dominated[SSIM.column], 100 * dominated[MLP.column], color=colour, alpha=0.25, s=18, edgecolors="none",
-                       label=f"{name}, dominated")
+            if len(dominated):
+                ax.scatter(dominated[SSIM.column], 100 * dominated[MLP.column], color=colour, alpha=0.25, s=18, edgecolors="none",
+                           label=f"{name}, dominated")
             ax.plot(front[SSIM.column], 100 * front[MLP.column], color=colour, marker="o", markersize=6, linewidth=1.4, label=f"{name}, front")
         pixels = per_seed(runs[runs["dataset"] == dataset], PIXEL_COLUMNS[MLP.short]) if PIXEL_COLUMNS[MLP.short] in runs else None
         if pixels is not None and not np.isnan(pixels.mean):

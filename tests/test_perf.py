@@ -209,4 +209,4 @@ def test_train_probe_cost(tmp_path):
 
 def test_probe_ranking(tmp_path):
     f = run(probe_ranking, tmp_path)["figures"]
-    assert f["configs"] == 4 and -1 <= f["probe_spearman"] <= 1 and 0 <= f["probe_p"] <= 1
+    assert f["configs"] == 4 and -1 <= f["all_probe_spearman"] <= 1 and 0 <= f["all_probe_p"] <= 1
