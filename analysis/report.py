@@ -27,6 +27,7 @@ from analysis import claims, knobs, pareto, plots, tables
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
 from analysis.verdicts import DEFAULT_ACCURACY_MARGIN, DEFAULT_SSIM_MARGIN, Margins
+from benchmark.probe import PARAM_PREFIX as PROBE_PARAMS
 from benchmark.tracking import DEFAULT_EXPERIMENT
 
 ARTIFACT_DIR = "report"
@@ -111,7 +112,22 @@ def _header(inputs: Inputs) -> str:
         lines.append(f"- Left out: {inputs.outside} trial run(s) of other sweeps in this experiment (pass --parent-run-id to report on another sweep, --all-sweeps for all)")
     commits = sorted(runs["git_commit"].dropna().unique())
     lines.append(f"- Code version of the trials (git commit): {', '.join(f'`{c[:10]}`' for c in commits) or 'unknown'}")
-    return "\n".join(lines)
+    return "\n".join(lines + _settings_lines(tables.finished(runs)))
+
+
+def _settings_lines(finished: pd.DataFrame) -> list[str]:
+    """The precisions and probe settings the numbers come from; a warning where runs were probed differently."""
+    lines = [f"- Precision: {', '.join(f'{p} ({n} run(s))' for p, n in finished['precision'].value_counts().sort_index().items()) or 'none'}"]
+    columns = sorted(c for c in finished.columns if c.startswith(PROBE_PARAMS))
+    settings = finished[columns].astype(object).map(lambda v: "?" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v))
+    described = settings.apply(lambda row: ", ".join(f"{c[len(PROBE_PARAMS):]}={v}" for c, v in row.items()), axis=1)
+    counts = described.value_counts()
+    listed = "; ".join(f"{text or 'not recorded'} ({n} run(s))" for text, n in counts.items())
+    lines.append(f"- Probe settings: {listed or 'none'}")
+    if len(counts) > 1:
+        lines.append(f"- **Warning:** these runs were probed in {len(counts)} different ways; probe accuracies from different "
+                     "settings are not comparable, and the paired comparisons below mix them. Report on one setting at a time.")
+    return lines
 
 
 def _runs_section(runs: pd.DataFrame) -> str:

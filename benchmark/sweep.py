@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-probe-every", type=int, default=None, metavar="N",
                    help="every trial's per-epoch train-split probe every N epochs and after the last, 0 = never; searches rank on it, "
                         "so they need 1 (default: the space's, 1)")
-    p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none (default: all)")
+    p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none or model=vae,kl_weight=0.001|0.1 (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
     p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, before Ray starts (needs internet)")
@@ -91,14 +91,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def only(study: Study, selector: str | None) -> Study:
-    """Keep the fixed trials whose config matches every KEY=VALUE (compared as validated values)."""
+    """Keep the fixed trials whose config matches every KEY=VALUE, where VALUE may list alternatives A|B
+    (compared as validated values)."""
     if not selector:
         return study
-    wanted = dict(part.split("=", 1) if "=" in part else (part, "") for part in selector.split(","))
-    reference = TrialConfig.from_dict(wanted).to_dict()  # validates keys and values
+    wanted: dict[str, set] = {}
+    for part in selector.split(","):
+        key, _, values = part.partition("=")
+        # validates keys and values, and compares 0.10 with 0.1
+        wanted[key] = {TrialConfig.from_dict({key: value}).to_dict()[key] for value in values.split("|")}
     if study.is_search:
         raise ConfigError(f"--only {selector}: searched spaces have no fixed trials to select; use it with grid-style spaces")
-    kept = tuple(c for c in study.configs if all(TrialConfig.from_dict(c).to_dict()[k] == reference[k] for k in wanted))
+    kept = tuple(c for c in study.configs if all(TrialConfig.from_dict(c).to_dict()[k] in v for k, v in wanted.items()))
     return Study(study.label, kept)
 
 

@@ -101,12 +101,21 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
 
 
-def git_commit() -> str:
+def read_git_commit(folder: Path) -> str:
+    """HEAD of the checkout holding `folder`, with "-dirty" when tracked files differ from it; "unknown" outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=folder).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
-        return out.stdout.strip() or "unknown"
+        commit = git("rev-parse", "HEAD")
+        return f"{commit}-dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else commit or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+# Read once, when this process imports the code: a reused Ray actor keeps running what it imported
+# even if the checkout moves on, and its runs must name that version, not the checkout's later HEAD.
+GIT_COMMIT = read_git_commit(Path(__file__).parent)
 
 
 def package_versions() -> dict[str, str]:
@@ -132,7 +141,7 @@ def with_retries(call: Callable[[], T], attempts: int = 6, first_wait_s: float =
 
 
 def start_sweep_run(client: MlflowClient, experiment_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    run = client.create_run(experiment_id, run_name=run_name, tags={"vqbench.role": "sweep", "vqbench.git_commit": git_commit(), **tags})
+    run = client.create_run(experiment_id, run_name=run_name, tags={"vqbench.role": "sweep", "vqbench.git_commit": GIT_COMMIT, **tags})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run.info.run_id
 
@@ -170,7 +179,7 @@ class TrialRun:
             "vqbench.leaks_label": str(config.leaks_label).lower(),
             "vqbench.config_id": config.config_id,
             "vqbench.device": device,
-            "vqbench.git_commit": git_commit(),
+            "vqbench.git_commit": GIT_COMMIT,
             "vqbench.versions": json.dumps(package_versions()),
             **(study_tags or {}),
         }

@@ -522,3 +522,17 @@ def test_report_knobs_section(store, tmp_path):
     single = (tmp_path / "single" / "report.md").read_text()
     assert "do not vary the VAE's KL weight" in single and "Skipped: neither the VAE's KL weight nor" in single
     assert not (tmp_path / "single" / "figures" / "frontier.png").exists()
+
+
+def test_report_header_names_precisions_and_warns_when_runs_were_probed_differently():
+    import pandas as pd
+
+    from analysis.report import _settings_lines
+
+    runs = pd.DataFrame({"precision": ["fp32", "fp32", "bf16"], "probe.max_epochs": [60, 60, 40], "probe.patience": [3, 3, 4]})
+    lines = _settings_lines(runs)
+    assert lines[0] == "- Precision: bf16 (1 run(s)), fp32 (2 run(s))"
+    assert "max_epochs=60, patience=3 (2 run(s))" in lines[1] and "max_epochs=40, patience=4 (1 run(s))" in lines[1]
+    assert lines[2].startswith("- **Warning:** these runs were probed in 2 different ways")
+    same = _settings_lines(runs.iloc[:2])
+    assert len(same) == 2 and "Warning" not in "".join(same)

@@ -165,6 +165,7 @@ OPTION_BATTERY = [
     (["--space", "missing.py"], "does not exist"),
     (["--only", "seed"], "seed=''"),
     (["--only", "model=gan"], "model='gan'"),
+    (["--only", "model=vae|gan"], "model='gan'"),
     (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray head answers"),
     (["--address", "nonsense"], "not HOST:PORT"),
     (["--resume", "never-ran"], "--resume never-ran"),
@@ -178,7 +179,7 @@ def test_every_bad_option_value_is_refused_before_anything_starts(tmp_path, monk
     refused_fast(tmp_path, monkeypatch, capsys, argv, expected)
 
 
-@pytest.mark.parametrize("argv", [["--scheduler", "hyperband"], ["--seeds", "two"], ["--max-concurrent", "1.5"], ["--cpus-per-trial", "x"]])
+@pytest.mark.parametrize("argv", [["--scheduler", "hyperband"], ["--seeds", "two"], ["--max-concurrent", "1.5"], ["--cpus-per-trial", "x"], ["--precision", "fp16"]])
 def test_badly_typed_options_exit_2_through_argparse(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,7 @@ def dry_run(capsys, *args: str) -> list[str]:
         (("--space", "optuna", "--datasets", "digits", "--num-samples", "5"), 10),
         (("--space", "sensitivity", "--datasets", "digits"), 39),
         (("--space", "sensitivity", "--datasets", "digits", "--only", "code_dim=64,num_codes=512,beta=0.25"), 15),
+        (("--space", "sensitivity", "--datasets", "digits", "--only", "model=vae,kl_weight=0.001|0.10|1"), 9),
     ],
 )
 def test_dry_run_counts_every_space(capsys, args, count):
@@ -149,6 +151,13 @@ def test_sensitivity_varies_one_knob_at_a_time_and_runs_the_centre_once(capsys):
     assert all(c.label_embedding == "none" and c.epochs == 10 for c in configs)
 
 
+def test_precision_applies_to_every_trial_and_reaches_the_parent_params(capsys):
+    lines = [line for line in dry_run(capsys, "--space", "paper", "--datasets", "digits", "--precision", "bf16") if line.startswith("paper: ")]
+    assert len(lines) == 12 and all(json.loads(line.split(": ", 1)[1])["precision"] == "bf16" for line in lines)
+    args = sweep.parse_args(["--space", "paper", "--datasets", "digits", "--precision", "bf16", "--dry-run"])
+    assert sweep.resolved_params(args, sweep.plan(args), "sqlite:///x.db")["precision"] == "bf16"
+
+
 def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dry_run(capsys, "--space", "quick")
@@ -164,3 +173,22 @@ def test_cluster_yaml_passes_rays_offline_validation():
     broken = {**config, "available_node_types": {**config["available_node_types"], "gpu_worker": {"min_workers": 0}}}
     with pytest.raises(Exception):
         validate_config(prepare_config(broken))
+
+
+def test_git_commit_names_head_and_marks_a_dirty_checkout(tmp_path):
+    from benchmark.tracking import read_git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    assert read_git_commit(tmp_path) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "HEAD")
+    assert read_git_commit(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked files do not change the code that runs\n")
+    assert read_git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert read_git_commit(tmp_path) == f"{head}-dirty"
