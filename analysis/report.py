@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import claims, knobs, plots, tables
+from analysis import claims, knobs, pareto, plots, tables
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
 from analysis.verdicts import DEFAULT_ACCURACY_MARGIN, DEFAULT_SSIM_MARGIN, Margins
@@ -79,6 +79,9 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     sections += _label_section(inputs.runs)
     sensitivity, made = _sensitivity_section(inputs.runs, figures, out, inputs.margins)
     sections += sensitivity
+    written += made
+    fronts, made = _pareto_section(inputs.runs, figures, out)
+    sections += fronts
     written += made
     examples, downloaded = _examples_section(inputs, figures, out)
     sections += examples
@@ -262,6 +265,25 @@ def _sensitivity_section(runs: pd.DataFrame, figures: Path, out: Path, margins: 
         made.append(path)
         section.append(f"![SSIM against probe accuracy]({path.relative_to(out).as_posix()})")
     return section, made
+
+
+def _pareto_section(runs: pd.DataFrame, figures: Path, out: Path) -> tuple[list[str], list[Path]]:
+    section = ["## Pareto fronts of the search", ""]
+    if pareto.search_runs(runs).empty:
+        section.append("Skipped: these runs are not a search (no trial run is tagged `vqbench.objectives`); "
+                       "`python -m benchmark.sweep --space pareto` runs one.")
+        return section, []
+    table = pareto.fronts(runs)
+    section += ["Per dataset and model family, the finished trials that no other trial of the family beats on both the MLP probe "
+                "on the test latents and the test SSIM; dominated trials are faded, the dashed line is the raw pixels' MLP probe. "
+                "The search itself ranked trials on held-out train images only (its objectives below); these test-split numbers "
+                "describe the trade-off it found. " + pareto.counts_sentence(runs, table)]
+    path = pareto.front_figure(table, runs, figures / "pareto_fronts.png")
+    if path is None:
+        section += ["", "No finished search trial has both objectives, so there is no front to draw."]
+        return section, []
+    section += ["", f"![Pareto fronts]({path.relative_to(out).as_posix()})", "", "### The fronts' configs", "", pareto.front_markdown(table)]
+    return section, [path]
 
 
 def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[str], list[Path]]:

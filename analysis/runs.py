@@ -35,7 +35,10 @@ TAG_COLUMNS = {
     "vqbench.git_commit": "git_commit",
     "vqbench.leaks_label": "leaks_label",
     "vqbench.stopped_at_epoch": "stopped_at_epoch",  # FINISHED, but stopped early by the scheduler: no final evaluation
+    "vqbench.study": "study",
+    "vqbench.objectives": "objectives",  # what a search ranked trials on, "metric:mode,..."; absent for fixed trials
 }
+LATER_TAGS = ("stopped_at_epoch", "study", "objectives")  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
 FRONT = ["experiment", "sweep", "run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
@@ -130,7 +133,7 @@ def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
 
 def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Type a frame of string cells: config from TrialConfig, metrics (names with '/') as floats, other params as numbers where all parse."""
-    known = set(FRONT) | set(CONFIG_TYPES) | {"config_id", "leaks_label", "device", "git_commit"}
+    known = set(FRONT) | set(CONFIG_TYPES) | {"config_id", "leaks_label", "device", "git_commit", "study", "objectives"}
     metric_names = [c for c in frame.columns if "/" in c]
     for column in frame.columns:
         if column in known or column in metric_names:
@@ -138,9 +141,10 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         if numbers.notna().sum() == frame[column].notna().sum():
             frame[column] = numbers
-    if "stopped_at_epoch" not in frame:  # a CSV exported before trials could be stopped early
-        frame["stopped_at_epoch"] = None
-    for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id"):
+    for column in LATER_TAGS:
+        if column not in frame:
+            frame[column] = None
+    for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id", "study", "objectives"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)
 
@@ -231,7 +235,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _columns(extra_params: list[str], metric_names: list[str]) -> list[str]:
-    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit", "stopped_at_epoch"] + metric_names
+    return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit", *LATER_TAGS] + metric_names
 
 
 def _row(run: Run) -> dict[str, object]:

@@ -43,6 +43,9 @@ class TrialConfig:
     ema_decay: float = 0.99
     restart_dead_codes: bool = False
     precision: str = "fp32"
+    # The per-epoch probe on held-out train images (benchmark/train_probe.py): every N epochs
+    # and after the last; 0 = never. Searches rank trials on it, so they need it every epoch.
+    train_probe_every: int = 1
     # Fault injection for reliability tests: crash once after this epoch (0 = never).
     fail_at_epoch: int = 0
 
@@ -61,8 +64,8 @@ class TrialConfig:
             raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay!r} is not allowed: it must lie in (0, 1)")
-        if self.seed < 0 or self.fail_at_epoch < 0:
-            raise ConfigError("seed and fail_at_epoch must be >= 0")
+        if self.seed < 0 or self.fail_at_epoch < 0 or self.train_probe_every < 0:
+            raise ConfigError("seed, fail_at_epoch and train_probe_every must be >= 0")
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "TrialConfig":

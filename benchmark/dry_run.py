@@ -33,7 +33,8 @@ def domain_text(domain: Domain) -> str:
 def study_lines(study: Study) -> list[str]:
     if not study.is_search:
         return [f"{study.label}: {json.dumps(c, sort_keys=True)}" for c in study.configs]
-    header = f"{study.label}: {plural(study.num_samples, 'Optuna trial')} of {json.dumps(study.base, sort_keys=True)}, searching"
+    ranked = " and ".join(f"{metric} ({mode})" for metric, mode in study.objectives)
+    header = f"{study.label}: {plural(study.num_samples, 'Optuna trial')} of {json.dumps(study.base, sort_keys=True)}, ranked on {ranked}, searching"
     return [header] + [f"  {key} ~ {domain_text(domain)}" for key, domain in study.search.items()]
 
 

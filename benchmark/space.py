@@ -29,19 +29,40 @@ class SpaceOptions:
 
 @dataclass(frozen=True)
 class Study:
-    """One Tune run: a fixed list of trial configs, or `base` plus an Optuna-searched `search`."""
+    """One Tune run: a fixed list of trial configs, or `base` plus an Optuna-searched `search`.
+
+    `metric` and `mode` are what ASHA and Optuna rank trials on; tuples of them make the search
+    a multi-objective Optuna study, which ASHA cannot serve (it ranks on one number)."""
 
     label: str
     configs: tuple[dict[str, Any], ...] = ()
     base: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)  # ray.tune domains, e.g. tune.lograndint
     num_samples: int = 1
-    metric: str = "train/recon_loss"
-    mode: str = "min"
+    metric: str | tuple[str, ...] = "train/recon_loss"
+    mode: str | tuple[str, ...] = "min"
 
     @property
     def is_search(self) -> bool:
         return bool(self.search)
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return not isinstance(self.metric, str)
+
+    @property
+    def objectives(self) -> tuple[tuple[str, str], ...]:
+        """(metric, mode) pairs, one for a single objective."""
+        if not self.is_multi_objective:
+            return ((self.metric, self.mode),)
+        return tuple(zip(self.metric, self.mode, strict=True))
+
+    def tags(self) -> dict[str, str]:
+        """What each trial run of the study is tagged with: its study and, for a search, what the search ranked on."""
+        tags = {"vqbench.study": self.label}
+        if self.is_search:
+            tags["vqbench.objectives"] = ",".join(f"{metric}:{mode}" for metric, mode in self.objectives)
+        return tags
 
     def trial_count(self) -> int:
         return self.num_samples if self.is_search else len(self.configs)
@@ -93,6 +114,11 @@ def with_epochs(options: SpaceOptions, config: dict[str, Any], default: int) -> 
 
 def validate(study: Study) -> list[TrialConfig]:
     """Every trial config of a study, validated: the fixed ones, and for a search its bounds."""
+    if study.is_multi_objective and (isinstance(study.mode, str) or len(study.mode) != len(study.metric)):
+        raise ConfigError(f"study {study.label}: metric {study.metric} needs one mode per metric, got {study.mode!r}")
+    for metric, mode in study.objectives:
+        if mode not in ("min", "max"):
+            raise ConfigError(f"study {study.label}: mode={mode!r} for {metric} is not allowed: choose min or max")
     if not study.is_search:
         return [TrialConfig.from_dict(c) for c in study.configs]
     checked = [TrialConfig.from_dict(study.base)]

@@ -42,6 +42,7 @@ from benchmark.tracking import (
     resolve_tracking_uri,
     start_sweep_run,
 )
+from benchmark.train_probe import PREFIX as TRAIN_PROBE_PREFIX
 
 SWEEP_FILE = "vqbench_sweep.json"
 SCHEDULERS = ("fifo", "asha")
@@ -64,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per Optuna study (default: the space's, 20 for optuna)")
     p.add_argument("--precision", choices=PRECISIONS, default=None, help="train and encode every trial in this precision; bf16 is autocast (default: the space's, fp32)")
+    p.add_argument("--train-probe-every", type=int, default=None, metavar="N",
+                   help="every trial's per-epoch train-split probe every N epochs and after the last, 0 = never; searches rank on it, "
+                        "so they need 1 (default: the space's, 1)")
     p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none or model=vae,kl_weight=0.001|0.1 (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
@@ -102,17 +106,31 @@ def only(study: Study, selector: str | None) -> Study:
     return Study(study.label, kept)
 
 
-def with_precision(study: Study, precision: str | None) -> Study:
-    """Every trial of a study in `precision`: a property of the run, not of the space."""
-    if precision is None:
+def with_overrides(study: Study, args: argparse.Namespace) -> Study:
+    """Every trial of a study with the command line's --precision and --train-probe-every: properties of the run, not of the space."""
+    overrides = {key: getattr(args, key) for key in ("precision", "train_probe_every") if getattr(args, key) is not None}
+    if not overrides:
         return study
-    return dataclasses.replace(
-        study, configs=tuple({**c, "precision": precision} for c in study.configs), base={**study.base, "precision": precision}
-    )
+    return dataclasses.replace(study, configs=tuple({**c, **overrides} for c in study.configs), base={**study.base, **overrides})
 
 
 def scheduler_for(study: Study, args: argparse.Namespace) -> str:
-    return args.scheduler or ("asha" if study.is_search else "fifo")
+    """ASHA for single-objective searches, FIFO otherwise: ASHA ranks trials on one number."""
+    return args.scheduler or ("asha" if study.is_search and not study.is_multi_objective else "fifo")
+
+
+def check_ranking(study: Study, scheduler: str, trials: list[TrialConfig]) -> None:
+    """What ranks trials must be able to: ASHA one objective, and a per-epoch probe metric must be there every epoch."""
+    if scheduler == "asha" and study.is_multi_objective:
+        raise ConfigError(f"--scheduler asha: study {study.label} has {len(study.objectives)} objectives and ASHA ranks trials on one; "
+                          "use --scheduler fifo")
+    ranked = [metric for metric, _ in study.objectives if metric.startswith(TRAIN_PROBE_PREFIX)]
+    if not ranked or not (study.is_search or scheduler == "asha"):
+        return
+    for trial in trials:
+        if trial.train_probe_every != 1:
+            raise ConfigError(f"study {study.label} ranks trials on {', '.join(ranked)} at every epoch: it needs train_probe_every=1, "
+                              f"not {trial.train_probe_every}; leave --train-probe-every out")
 
 
 def plan(args: argparse.Namespace) -> SweepPlan:
@@ -124,10 +142,14 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
-    studies = [with_precision(only(s, args.only), args.precision) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
+    studies = [with_overrides(only(s, args.only), args) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
     if args.num_samples is not None and not any(s.is_search for s in studies):
         raise ConfigError(f"--num-samples applies to searched spaces such as optuna; space {args.space!r} has fixed trials: leave it out")
-    trials = [config for study in studies for config in validate(study)]
+    trials = []
+    for study in studies:
+        checked = validate(study)
+        check_ranking(study, scheduler_for(study, args), checked)
+        trials += checked
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
     if not args.dry_run:  # a dry run reports the data instead of requiring it
@@ -168,20 +190,24 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     trainable = tune.with_resources(tune_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if restore:
         return tune.Tuner.restore(str(storage / study.label), trainable=trainable, resume_errored=True)
+    common = {**common, "study_tags": study.tags()}
     if study.is_search:
         param_space = {**common, "trial": {**study.base, **study.search}}
-        search_alg = OptunaSearch(metric=study.metric, mode=study.mode, seed=0)
+        # lists make it a multi-objective Optuna study (its default TPE sampler handles several objectives)
+        search_alg = OptunaSearch(metric=list(study.metric) if study.is_multi_objective else study.metric,
+                                  mode=list(study.mode) if study.is_multi_objective else study.mode, seed=0)
     else:
         param_space = {**common, "trial": tune.grid_search(list(study.configs))}
         search_alg = None
     use_asha = scheduler_for(study, args) == "asha"
     scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=2, max_t=10_000) if use_asha else FIFOScheduler()
+    ranks = (use_asha or study.is_search) and not study.is_multi_objective  # Tune's own metric is one name; OptunaSearch holds the lists
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=study.metric if use_asha or study.is_search else None,
-            mode=study.mode if use_asha or study.is_search else None,
+            metric=study.metric if ranks else None,
+            mode=study.mode if ranks else None,
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=study.num_samples if study.is_search else 1,

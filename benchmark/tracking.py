@@ -168,8 +168,8 @@ class TrialRun:
     def open(
         cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None, tags: dict[str, str] | None = None
     ) -> "TrialRun":
-        """`tags` (where the trial runs) are set on a new run at its creation and on a reopened one
-        in the same call as its resumed tag: one round trip each, not one per tag."""
+        """`tags` (where the trial runs; its study and objectives in a search) are set on a new run at its
+        creation and on a reopened one in the same call as its resumed tag: one round trip each, not one per tag."""
         client = MlflowClient(target.uri)
         extra = tags or {}
         run_id = run_id or with_retries(lambda: cls._unfinished_run(client, target, config))

@@ -24,6 +24,7 @@ from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_datas
 from benchmark.evaluate import Evaluation, evaluate
 from benchmark.figures import save_reconstruction_grid, save_tsne
 from benchmark.train import InjectedFault, TrainState, TrialDiverged, init_state, pick_device, to_device, train_epoch
+from benchmark.train_probe import LINEAR_ACC, SSIM, is_due, train_probe
 
 EpochCallback = Callable[[TrainState, dict[str, float]], None]
 FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process instead of raising;
@@ -46,6 +47,7 @@ HELP = {
     "ema_decay": "decay of the EMA codebook",
     "restart_dead_codes": "re-seed unused codes from encoder outputs",
     "precision": "fp32 or bf16 (autocast)",
+    "train_probe_every": "the per-epoch linear probe and SSIM on held-out train images every N epochs and after the last (0 = never)",
     "fail_at_epoch": "fault injection: crash after this epoch, once; a retry resumed from its checkpoint succeeds (0 = never)",
 }
 
@@ -75,6 +77,8 @@ def run_trial(
     epoch_metrics: dict[str, float] = {}
     while state.epoch < config.epochs:
         epoch_metrics = train_epoch(state, data, config)
+        if is_due(config, state.epoch):
+            epoch_metrics.update(train_probe(state.model, data, config))
         if on_epoch is not None:
             on_epoch(state, epoch_metrics)
         # A transient crash: a trial resumed from its checkpoint does not fail again.
@@ -101,10 +105,12 @@ def save_figures(result: TrialResult, folder: Path) -> list[Path]:
 
 def print_epoch(config: TrialConfig, state: TrainState, metrics: dict[str, float]) -> None:
     """A person running one trial sees it move; stdout stays the JSON alone."""
-    perplexity = f", perplexity {metrics['train/perplexity']:.1f}" if "train/perplexity" in metrics else ""
+    extra = f", perplexity {metrics['train/perplexity']:.1f}" if "train/perplexity" in metrics else ""
+    if LINEAR_ACC in metrics:
+        extra += f", train probe {metrics[LINEAR_ACC]:.3f}, SSIM {metrics[SSIM]:.3f}"
     then = "; evaluating (probes, reconstruction, codebook)" if state.epoch == config.epochs else ""
     print(f"epoch {state.epoch}/{config.epochs}: loss {metrics['train/loss']:.4f}, recon {metrics['train/recon_loss']:.4f}"
-          f"{perplexity}, {metrics['train/epoch_s']:.1f} s{then}", file=sys.stderr, flush=True)
+          f"{extra}, {metrics['train/epoch_s']:.1f} s{then}", file=sys.stderr, flush=True)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

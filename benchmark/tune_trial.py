@@ -23,6 +23,7 @@ import ray
 import torch
 from ray import tune
 
+from benchmark import train_probe
 from benchmark.config import TrialConfig
 from benchmark.saved_model import save_model
 from benchmark.tracking import TrackingTarget, TrialRun
@@ -33,8 +34,10 @@ CHECKPOINT_FILE = "state.pt"
 # Failures that may not happen again: out of memory (other trials share the device), a network
 # hiccup, and the fault injected to test retries. Anything else is reported once and not retried.
 RETRYABLE = (MemoryError, torch.OutOfMemoryError, ConnectionError, TimeoutError, InjectedFault)
-# inf keeps schedulers and searchers that rank on the loss working, and ranks a failed trial last.
-FAILED_RESULT = {"train/loss": float("inf"), "train/recon_loss": float("inf")}
+# inf (the losses) and the worst values (the per-epoch probe) keep schedulers and searchers that rank
+# on them working, and rank a failed trial last.
+FAILED_RESULT = {"train/loss": float("inf"), "train/recon_loss": float("inf"), **train_probe.WORST}
+PER_EPOCH = ("train/", train_probe.PREFIX)  # logged with each epoch, so not again with the final evaluation
 
 
 def load_checkpoint() -> dict | None:
@@ -56,8 +59,8 @@ def tune_trial(params: dict[str, Any]) -> None:
         # It finished while an interrupted sweep was stopping; Ray saw it unfinished and restored it.
         tune.report({**finished, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": resume["mlflow_run_id"]})
         return
-    node = {"vqbench.ray_node_id": ray.get_runtime_context().get_node_id()}
-    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=node)
+    tags = {"vqbench.ray_node_id": ray.get_runtime_context().get_node_id(), **params.get("study_tags", {})}
+    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=tags)
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
         run.log_epoch(metrics, state.epoch)
@@ -70,7 +73,7 @@ def tune_trial(params: dict[str, Any]) -> None:
     try:
         result = run_trial(config, params["data_dir"], resume=resume, on_epoch=on_epoch)
         with tempfile.TemporaryDirectory() as folder:
-            final = {k: v for k, v in result.metrics.items() if not k.startswith("train/")}  # those are logged per epoch
+            final = {k: v for k, v in result.metrics.items() if not k.startswith(PER_EPOCH)}
             start = time.perf_counter()
             files = save_figures(result, Path(folder))
             final["time/figures_s"] = time.perf_counter() - start  # the t-SNE: evaluation work, counted apart from the fixed cost

@@ -10,7 +10,8 @@ end - start minus `time/train_s` + `time/eval_s`: the t-SNE and grid figures, ML
 uploads, the model file. Its fixed cost is that minus the figures (`time/figures_s`, mostly the
 t-SNE, which `perf.eval_cost` counts as evaluation): what a trial pays whatever its size.
 `time/train_s` itself includes each epoch's checkpoint and report, counted apart as
-train_s - sum of `train/epoch_s`. The share outside training/evaluation is
+train_s - sum of `train/epoch_s` and `train_probe/seconds` (the per-epoch probe is work, not
+overhead). The share outside training/evaluation is
 1 - sum(train + eval) / (concurrent slots x sweep wall time).
 """
 from __future__ import annotations
@@ -58,7 +59,8 @@ def trial_runs(uri: str) -> tuple[object, list]:
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     parent = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")[0]
     kids = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10_000)
-    epochs = {k.info.run_id: sum(m.value for m in client.get_metric_history(k.info.run_id, "train/epoch_s")) for k in kids}
+    epochs = {k.info.run_id: sum(m.value for metric in ("train/epoch_s", "train_probe/seconds") for m in client.get_metric_history(k.info.run_id, metric))
+              for k in kids}
     return parent, [(k, epochs[k.info.run_id]) for k in kids]
 
 

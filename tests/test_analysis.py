@@ -84,7 +84,8 @@ class Store:
         return experiment, parent.info.run_id
 
     def trial(self, experiment: str, parent: str, metrics: dict[str, float], status: str = "FINISHED", error: str | None = None,
-              artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"), stopped_at: int | None = None, **overrides) -> str:
+              artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"), stopped_at: int | None = None,
+              extra_tags: dict[str, str] | None = None, **overrides) -> str:
         config = TrialConfig.from_dict({"epochs": 10, **overrides})
         tags = {"mlflow.parentRunId": parent, "vqbench.role": "trial", "vqbench.model": config.model, "vqbench.dataset": config.dataset,
                 "vqbench.label_embedding": config.label_embedding, "vqbench.leaks_label": str(config.leaks_label).lower(),
@@ -93,6 +94,7 @@ class Store:
             tags["vqbench.error"] = error
         if stopped_at is not None:
             tags["vqbench.stopped_at_epoch"] = str(stopped_at)
+        tags.update(extra_tags or {})
         run = self.client.create_run(experiment, run_name=f"{config.model}-{config.dataset}-s{config.seed}", tags=tags)
         run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in config.to_dict().items()]

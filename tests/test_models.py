@@ -75,7 +75,7 @@ def test_values_of_the_wrong_type_name_the_key(key, value):
 NON_DEFAULT = TrialConfig(
     model="vae", dataset="fashion_mnist", seed=7, epochs=3, batch_size=32, lr=3e-4, num_codes=128, code_dim=16,
     beta=0.5, kl_weight=0.1, batch_norm=True, label_embedding="add", ema=True, ema_decay=0.9,
-    restart_dead_codes=True, precision="bf16", fail_at_epoch=2,
+    restart_dead_codes=True, precision="bf16", train_probe_every=3, fail_at_epoch=2,
 )
 
 

@@ -15,7 +15,10 @@ import torch
 from benchmark.config import TrialConfig
 from benchmark.models import build_model
 from benchmark.saved_model import save_model
-from perf import cluster_scale, eval_cost, gpu_packing, precision_check, probe_convergence, sweep_overhead, train_throughput, trials_per_hour
+from perf import (
+    cluster_scale, eval_cost, gpu_packing, precision_check, probe_convergence, probe_ranking, sweep_overhead, train_probe_cost, train_throughput,
+    trials_per_hour,
+)
 from perf.record import Options
 
 REQUIRED = {"script", "date", "command", "tiny", "machine", "options", "figures", "conclusions"}
@@ -240,3 +243,14 @@ def test_gpu_packing_mechanism(tmp_path):
         positive(f, f"{n}_trials/aggregate_img_s", f"{n}_trials/per_trial_img_s")
         derived(f[f"{n}_trials/per_trial_img_s"], f[f"{n}_trials/aggregate_img_s"] / n)
         derived(f[f"{n}_trials/vs_1_trials"], f[f"{n}_trials/aggregate_img_s"] / f["1_trials/aggregate_img_s"])
+
+
+def test_train_probe_cost(tmp_path):
+    f = run(train_probe_cost, tmp_path)["figures"]
+    positive(f, "vqvae_epoch_s", "vqvae_probe_s")
+    derived(f["vqvae_share"], f["vqvae_probe_s"] / f["vqvae_epoch_s"])
+
+
+def test_probe_ranking(tmp_path):
+    f = run(probe_ranking, tmp_path)["figures"]
+    assert f["configs"] == 4 and -1 <= f["all_probe_spearman"] <= 1 and 0 <= f["all_probe_p"] <= 1

@@ -20,7 +20,7 @@ from benchmark.trial import main, run_trial, save_figures
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("vae", "vqvae")
 EPOCHS = 3
-TIMING_KEYS = ("train/images_per_s", "train/epoch_s")
+TIMING_KEYS = ("train/images_per_s", "train/epoch_s", "train_probe/seconds")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="bit-identical reruns are promised on the CPU only")
 
 
