@@ -38,7 +38,9 @@ TAG_COLUMNS = {
     "vqbench.study": "study",
     "vqbench.objectives": "objectives",  # what a search ranked trials on, "metric:mode,..."; absent for fixed trials
 }
-LATER_TAGS = ("stopped_at_epoch", "study", "objectives")  # a runs CSV exported before these existed lacks them
+LATER_TAGS = ("stopped_at_epoch", "study", "objectives")
+# Config fields added after runs were published, with the value that describes the runs logged before them.
+LATER_CONFIG = {"train_probe_every": 0}  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
 FRONT = ["experiment", "sweep", "run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
@@ -144,6 +146,8 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
     for column in LATER_TAGS:
         if column not in frame:
             frame[column] = None
+    for column, before in LATER_CONFIG.items():
+        frame[column] = frame[column].fillna(str(before)) if column in frame else str(before)
     for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id", "study", "objectives"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)

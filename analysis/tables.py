@@ -20,7 +20,7 @@ from analysis.verdicts import PairedTest, paired_test
 FINISHED = "FINISHED"
 STOPPED_EARLY = "stopped early"
 BASE_KEYS = ["model", "dataset", "label_embedding", "num_codes", "code_dim", "beta"]
-NOT_SETTINGS = {"seed", "fail_at_epoch"}
+NOT_SETTINGS = {"seed", "fail_at_epoch", "train_probe_every"}  # not what was trained: the seed, or test and evaluation switches
 MODEL_ORDER = {"vae": 0, "vqvae": 1, "pixels": 2}
 MODEL_NAMES = {"vae": "VAE", "vqvae": "VQ-VAE", "pixels": "raw pixels"}
 DATASET_NAMES = {"mnist": "MNIST", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}

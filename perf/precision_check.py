@@ -42,7 +42,7 @@ class Check:
 
 CHECKS = (Check("probe/latent/mlp_acc", 0.005, False), Check("recon/ssim", 0.03, False), Check("recon/mse", 0.10, True))
 # A trial's identity without its precision: the pairs compared.
-PAIR_KEYS = [key for key in CONFIG_TYPES if key not in ("precision", "fail_at_epoch")]
+PAIR_KEYS = [key for key in CONFIG_TYPES if key not in ("precision", "fail_at_epoch", "train_probe_every")]
 
 
 def compare(runs: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
@@ -525,8 +526,6 @@ def test_report_knobs_section(store, tmp_path):
 
 
 def test_report_header_names_precisions_and_warns_when_runs_were_probed_differently():
-    import pandas as pd
-
     from analysis.report import _settings_lines
 
     runs = pd.DataFrame({"precision": ["fp32", "fp32", "bf16"], "probe.max_epochs": [60, 60, 40], "probe.patience": [3, 3, 4]})
@@ -536,3 +535,16 @@ def test_report_header_names_precisions_and_warns_when_runs_were_probed_differen
     assert lines[2].startswith("- **Warning:** these runs were probed in 2 different ways")
     same = _settings_lines(runs.iloc[:2])
     assert len(same) == 2 and "Warning" not in "".join(same)
+
+
+def test_a_runs_csv_exported_before_a_config_field_existed_still_reads(paper_runs, tmp_path):
+    from analysis.runs import LATER_CONFIG, read_runs_csv, write_runs_csv
+
+    path = tmp_path / "old.csv"
+    write_runs_csv(paper_runs.drop(columns=list(LATER_CONFIG)), path)
+    old = read_runs_csv([path])
+    for column, before in LATER_CONFIG.items():
+        assert (old[column] == before).all()
+    # an evaluation switch is not a setting: old and new runs of one config share their Table 1 row
+    mixed = pd.concat([old, paper_runs.assign(run_id=paper_runs["run_id"] + "-new")], ignore_index=True)
+    assert len(tables.table1(mixed)) == len(tables.table1(paper_runs))
