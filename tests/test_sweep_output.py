@@ -118,7 +118,7 @@ def test_progress_tells_done_stopped_diverged_running_and_evaluating_apart(capsy
 
 # each space: its trial count and the datasets it needs that are not embedded
 SPACES = {"smoke": (2, []), "quick": (8, []), "paper": (24, ["cifar100", "mnist"]), "grid": (288, ["mnist"]),
-          "optuna": (40, ["mnist"]), "sensitivity": (39, ["mnist"])}
+          "optuna": (40, ["mnist"]), "pareto": (40, ["mnist"]), "sensitivity": (39, ["mnist"])}
 
 
 def test_every_space_is_dry_run_below():
