@@ -14,9 +14,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.paper import CLAIMS, PAPER_VQ
-from analysis.plots import legend_below, save
+from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.tables import (
-    DATASET_NAMES, MLP, PIXEL_COLUMNS, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
+    DATASET_NAMES, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
 )
 from analysis.verdicts import Margins, decide, with_holm
 
@@ -128,13 +128,7 @@ def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
             for row in points.itertuples():
                 ax.annotate(f"{prefix}{row.value:g}", (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4), fontsize=7,
                             color=COLOURS[model])
-        pixels = per_seed(here, PIXEL_COLUMNS[MLP.short]) if PIXEL_COLUMNS[MLP.short] in here else None
-        if pixels is not None and not np.isnan(pixels.mean):
-            ax.axhline(100 * pixels.mean, color="0.35", linestyle="--", linewidth=1, label="raw pixels")
-        ax.set_title(DATASET_NAMES.get(dataset, dataset), fontsize=10)
-        ax.set_xlabel("SSIM (reconstruction)")
-        ax.set_ylabel(MLP.title)
-        ax.grid(alpha=0.3)
+        probe_vs_ssim_axes(ax, here, DATASET_NAMES.get(dataset, dataset), "SSIM (reconstruction)", "raw pixels")
     legend_below(fig, axes, max_columns=2)
     fig.suptitle("Probe accuracy against reconstruction quality\nmean over seeds, bars: 95% t intervals", fontsize=11)
     return save(fig, path)

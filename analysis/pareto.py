@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.plots import COLOURS, legend_below, save
-from analysis.tables import DATASET_NAMES, MLP, MODEL_NAMES, PIXEL_COLUMNS, SSIM, dataset_rank, finished, markdown, outcome, per_seed
+from analysis.plots import COLOURS, legend_below, probe_vs_ssim_axes, save
+from analysis.tables import DATASET_NAMES, MLP, MODEL_NAMES, SSIM, dataset_rank, finished, markdown, outcome
 
 FAMILY = ["dataset", "model", "label_embedding"]
 OBJECTIVES = (MLP.column, SSIM.column)  # both maximised
@@ -80,13 +80,8 @@ def front_figure(table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | 
                 ax.scatter(dominated[SSIM.column], 100 * dominated[MLP.column], color=colour, alpha=0.25, s=18, edgecolors="none",
                            label=f"{name}, dominated")
             ax.plot(front[SSIM.column], 100 * front[MLP.column], color=colour, marker="o", markersize=6, linewidth=1.4, label=f"{name}, front")
-        pixels = per_seed(runs[runs["dataset"] == dataset], PIXEL_COLUMNS[MLP.short]) if PIXEL_COLUMNS[MLP.short] in runs else None
-        if pixels is not None and not np.isnan(pixels.mean):
-            ax.axhline(100 * pixels.mean, color="0.35", linestyle="--", linewidth=1, label="raw pixels, MLP probe")
-        ax.set_title(DATASET_NAMES.get(dataset, dataset), fontsize=10)
-        ax.set_xlabel("SSIM (test reconstructions)")
-        ax.set_ylabel(MLP.title)
-        ax.grid(alpha=0.3)
+        probe_vs_ssim_axes(ax, runs[runs["dataset"] == dataset], DATASET_NAMES.get(dataset, dataset), "SSIM (test reconstructions)",
+                           "raw pixels, MLP probe")
     legend_below(fig, axes, max_columns=3)
     fig.suptitle("Pareto fronts of the search: label information against reconstruction\none point per finished trial", fontsize=11)
     return save(fig, path)

@@ -146,6 +146,17 @@ def _by_model_and_label(frame: pd.DataFrame):
     return sorted(groups, key=lambda kv: (str(kv[0][0]), kv[0][1] != "none", str(kv[0][1])))
 
 
+def probe_vs_ssim_axes(ax, runs: pd.DataFrame, title: str, xlabel: str, pixels_label: str) -> None:
+    """The raw-pixel MLP probe as a dashed line (where the runs have it), title, labels and grid of a probe-against-SSIM panel."""
+    pixels = per_seed(runs, PIXEL_COLUMNS[MLP.short]) if PIXEL_COLUMNS[MLP.short] in runs else None
+    if pixels is not None and not np.isnan(pixels.mean):
+        ax.axhline(100 * pixels.mean, color="0.35", linestyle="--", linewidth=1, label=pixels_label)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(MLP.title)
+    ax.grid(alpha=0.3)
+
+
 def legend_below(fig: Figure, axes, max_columns: int = 4) -> None:
     """One legend under the panels, each label once, whichever panels drew it."""
     by_label = {}
