@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.paper import CLAIMS, PAPER_VQ
+from analysis import plots
 from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.tables import (
     DATASET_NAMES, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
@@ -133,3 +134,48 @@ def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     fig.suptitle("Probe accuracy against reconstruction quality\nmean over seeds, bars: 95% t intervals", fontsize=11)
     return save(fig, path)
 
+
+def section(runs: pd.DataFrame, figures: Path, out: Path, margins: Margins) -> tuple[list[str], list[Path]]:
+    """The report's "Does the answer depend on the knobs?" section and the figures it drew."""
+    section = ["## Does the answer depend on the knobs?", "", "### Claim 1 at each VAE KL weight", "",
+               "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
+               "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
+               "matched seeds, with the verdict rule above (Holm across the weights of one dataset and label setting)."]
+    kl = kl_verdicts(runs, margins)
+    if kl.empty:
+        section += ["", "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
+                        "beside them (the `sensitivity` space runs both)."]
+    else:
+        section += [""] + [f"- {s}" for s in flips(kl)] + ["", kl_markdown(kl)]
+    made = []
+    path = frontier_figure(runs, figures / "frontier.png")
+    section += ["", "### Label information for reconstruction quality", ""]
+    if path is None:
+        section.append("Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at D=64, beta=0.25) takes two values in the finished runs.")
+    else:
+        made.append(path)
+        section += ["Which family buys more label information (MLP probe, y) for the same reconstruction quality (SSIM, x): "
+                    "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K.", "",
+                    f"![frontier]({path.relative_to(out).as_posix()})"]
+    section += ["", "### Each knob", "",
+                "Lines: mean over seeds; bands: 95% t interval over seeds (none where a point has one seed). Where other knobs vary "
+                "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
+                "so do codebook usage and perplexity; the KL weight to the VAE only. Dashed: the VAE at the default KL weight and "
+                "the raw-pixel probe, with their bands. A search with many distinct values (e.g. Optuna) is one point per run."]
+    for knob, title in plots.KNOBS.items():
+        path = plots.sensitivity_figure(runs, knob, figures / f"sensitivity_{knob}.png")
+        if path is None:
+            values = plots.knob_values(runs, knob)
+            shown = ", ".join(f"{v:g}" for v in values) or "none"
+            section += ["", f"- {title}: skipped, the finished runs do not vary it (value: {shown})."]
+        else:
+            made.append(path)
+            section += ["", f"### Against {title}", "", f"![sensitivity to {title}]({path.relative_to(out).as_posix()})"]
+    path = plots.ssim_vs_probe_figure(runs, figures / "ssim_vs_probe.png")
+    section += ["", "### SSIM against probe accuracy", ""]
+    if path is None:
+        section.append("Skipped: no finished run has both an MLP-probe accuracy and an SSIM.")
+    else:
+        made.append(path)
+        section.append(f"![SSIM against probe accuracy]({path.relative_to(out).as_posix()})")
+    return section, made

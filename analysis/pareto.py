@@ -105,3 +105,23 @@ def _shown(value: object, spec: str) -> str:
     if value is None or pd.isna(value):
         return "-"
     return format(int(value) if spec == "d" else float(value), spec)
+
+
+def section(runs: pd.DataFrame, figures: Path, out: Path) -> tuple[list[str], list[Path]]:
+    """The report's Pareto-front section and the figure it drew."""
+    section = ["## Pareto fronts of the search", ""]
+    if search_runs(runs).empty:
+        section.append("Skipped: these runs are not a search (no trial run is tagged `vqbench.objectives`); "
+                       "`python -m benchmark.sweep --space pareto` runs one.")
+        return section, []
+    table = fronts(runs)
+    section += ["Per dataset and model family, the finished trials that no other trial of the family beats on both the MLP probe "
+                "on the test latents and the test SSIM; dominated trials are faded, the dashed line is the raw pixels' MLP probe. "
+                "The search itself ranked trials on held-out train images only (its objectives below); these test-split numbers "
+                "describe the trade-off it found. " + counts_sentence(runs, table)]
+    path = front_figure(table, runs, figures / "pareto_fronts.png")
+    if path is None:
+        section += ["", "No finished search trial has both objectives, so there is no front to draw."]
+        return section, []
+    section += ["", f"![Pareto fronts]({path.relative_to(out).as_posix()})", "", "### The fronts' configs", "", front_markdown(table)]
+    return section, [path]

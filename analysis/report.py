@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import claims, knobs, pareto, plots, tables
+from analysis import claims, knobs, leakage, pareto, tables
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
 from analysis.verdicts import DEFAULT_ACCURACY_MARGIN, DEFAULT_SSIM_MARGIN, Margins
@@ -77,10 +77,10 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     sections += _table1_section(inputs.runs)
     sections += _claims_section(inputs.runs, inputs.margins)
     sections += _label_section(inputs.runs)
-    sensitivity, made = _sensitivity_section(inputs.runs, figures, out, inputs.margins)
+    sensitivity, made = knobs.section(inputs.runs, figures, out, inputs.margins)
     sections += sensitivity
     written += made
-    fronts, made = _pareto_section(inputs.runs, figures, out)
+    fronts, made = pareto.section(inputs.runs, figures, out)
     sections += fronts
     written += made
     examples, downloaded = _examples_section(inputs, figures, out)
@@ -212,78 +212,14 @@ def _label_section(runs: pd.DataFrame) -> list[str]:
                "The paper added a label embedding to the latent before quantization, and then probed that latent for the label. "
                "`add` runs do the same; `none` runs do not. The difference, add minus none over matched seeds (paired t "
                f"{CONFIDENCE:.0%} interval), is the accuracy that the leaked label buys."]
-    effect = tables.label_embedding_effect(runs)
+    effect = leakage.label_embedding_effect(runs)
     if effect.empty:
         used = sorted(tables.finished(runs)["label_embedding"].dropna().unique())
         section += ["", f"Not measured: the finished runs use label_embedding={', '.join(used) or '?'} only. The `paper` space runs both."]
         return section
-    section += [""] + [f"- {s}" for s in tables.leakage_sentences(effect)]
-    section += ["", tables.label_effect_markdown(effect)]
+    section += [""] + [f"- {s}" for s in leakage.leakage_sentences(effect)]
+    section += ["", leakage.label_effect_markdown(effect)]
     return section
-
-
-def _sensitivity_section(runs: pd.DataFrame, figures: Path, out: Path, margins: Margins) -> tuple[list[str], list[Path]]:
-    section = ["## Does the answer depend on the knobs?", "", "### Claim 1 at each VAE KL weight", "",
-               "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
-               "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
-               "matched seeds, with the verdict rule above (Holm across the weights of one dataset and label setting)."]
-    kl = knobs.kl_verdicts(runs, margins)
-    if kl.empty:
-        section += ["", "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
-                        "beside them (the `sensitivity` space runs both)."]
-    else:
-        section += [""] + [f"- {s}" for s in knobs.flips(kl)] + ["", knobs.kl_markdown(kl)]
-    made = []
-    path = knobs.frontier_figure(runs, figures / "frontier.png")
-    section += ["", "### Label information for reconstruction quality", ""]
-    if path is None:
-        section.append("Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at D=64, beta=0.25) takes two values in the finished runs.")
-    else:
-        made.append(path)
-        section += ["Which family buys more label information (MLP probe, y) for the same reconstruction quality (SSIM, x): "
-                    "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K.", "",
-                    f"![frontier]({path.relative_to(out).as_posix()})"]
-    section += ["", "### Each knob", "",
-                "Lines: mean over seeds; bands: 95% t interval over seeds (none where a point has one seed). Where other knobs vary "
-                "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
-                "so do codebook usage and perplexity; the KL weight to the VAE only. Dashed: the VAE at the default KL weight and "
-                "the raw-pixel probe, with their bands. A search with many distinct values (e.g. Optuna) is one point per run."]
-    for knob, title in plots.KNOBS.items():
-        path = plots.sensitivity_figure(runs, knob, figures / f"sensitivity_{knob}.png")
-        if path is None:
-            values = plots.knob_values(runs, knob)
-            shown = ", ".join(f"{v:g}" for v in values) or "none"
-            section += ["", f"- {title}: skipped, the finished runs do not vary it (value: {shown})."]
-        else:
-            made.append(path)
-            section += ["", f"### Against {title}", "", f"![sensitivity to {title}]({path.relative_to(out).as_posix()})"]
-    path = plots.ssim_vs_probe_figure(runs, figures / "ssim_vs_probe.png")
-    section += ["", "### SSIM against probe accuracy", ""]
-    if path is None:
-        section.append("Skipped: no finished run has both an MLP-probe accuracy and an SSIM.")
-    else:
-        made.append(path)
-        section.append(f"![SSIM against probe accuracy]({path.relative_to(out).as_posix()})")
-    return section, made
-
-
-def _pareto_section(runs: pd.DataFrame, figures: Path, out: Path) -> tuple[list[str], list[Path]]:
-    section = ["## Pareto fronts of the search", ""]
-    if pareto.search_runs(runs).empty:
-        section.append("Skipped: these runs are not a search (no trial run is tagged `vqbench.objectives`); "
-                       "`python -m benchmark.sweep --space pareto` runs one.")
-        return section, []
-    table = pareto.fronts(runs)
-    section += ["Per dataset and model family, the finished trials that no other trial of the family beats on both the MLP probe "
-                "on the test latents and the test SSIM; dominated trials are faded, the dashed line is the raw pixels' MLP probe. "
-                "The search itself ranked trials on held-out train images only (its objectives below); these test-split numbers "
-                "describe the trade-off it found. " + pareto.counts_sentence(runs, table)]
-    path = pareto.front_figure(table, runs, figures / "pareto_fronts.png")
-    if path is None:
-        section += ["", "No finished search trial has both objectives, so there is no front to draw."]
-        return section, []
-    section += ["", f"![Pareto fronts]({path.relative_to(out).as_posix()})", "", "### The fronts' configs", "", pareto.front_markdown(table)]
-    return section, [path]
 
 
 def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[str], list[Path]]:

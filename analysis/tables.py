@@ -1,7 +1,7 @@
-"""Table 1 rebuilt, the paper's claims tested, the label-embedding leak measured: DataFrames and markdown.
+"""Table 1 rebuilt and the paired comparisons the claims rest on: DataFrames, and their markdown.
 
 Only FINISHED runs enter the numbers. Means come with Student t intervals over seeds,
-differences between models (or label settings) with a paired bootstrap over matched seeds.
+differences between models (or label settings) with a paired t interval over matched seeds.
 Accuracies stay fractions in the DataFrames; the markdown shows them in % like the paper.
 """
 from __future__ import annotations
@@ -116,12 +116,12 @@ def reference_description(runs: pd.DataFrame, model: str) -> str:
         settings = picked[["num_codes", "code_dim", "beta"]].drop_duplicates()
         if len(settings) == 1:
             k, d, beta = settings.iloc[0]
-            return f"K={_int(k)}, D={_int(d)}, beta={_num(beta)}"
+            return f"K={format_int(k)}, D={format_int(d)}, beta={format_value(beta)}"
         return f"{len(settings)} K/D/beta settings averaged per seed"
     settings = picked[["code_dim", "kl_weight"]].drop_duplicates()
     if len(settings) == 1:
         d, kl = settings.iloc[0]
-        return f"D={_int(d)}, KL weight={_num(kl)}"
+        return f"D={format_int(d)}, KL weight={format_value(kl)}"
     return f"{len(settings)} D/KL-weight settings averaged per seed"
 
 
@@ -228,68 +228,6 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, keys: list[str]) -> tu
     return paired_test(pairs["a"], pairs["b"]), pairs
 
 
-# --- label embedding -------------------------------------------------------------------
-
-def label_embedding_effect(runs: pd.DataFrame) -> pd.DataFrame:
-    """Probe accuracies with and without the label embedding, per model/dataset/setting and probe.
-
-    Columns: the group keys (without label_embedding), probe, none/add (mean), none_low,
-    none_high, none_n, add_low, add_high, add_n, difference (add - none over seeds matched
-    within the group, paired t interval), low, high, n, p (paired t, unadjusted).
-    """
-    done = finished(runs)
-    keys = [k for k in group_keys(done) if k != "label_embedding"]
-    rows = []
-    for key, group in done.groupby(keys, dropna=False, sort=False):
-        none, add = group[group["label_embedding"] == "none"], group[group["label_embedding"] == "add"]
-        if none.empty or add.empty:
-            continue
-        for measure in PROBES:
-            if measure.column not in group:
-                continue
-            a, b = per_seed(none, measure.column), per_seed(add, measure.column)
-            test, _ = paired(none, add, measure.column, ["seed"])
-            rows.append({**dict(zip(keys, key)), "probe": measure.column,
-                         "none": a.mean, "none_low": a.low, "none_high": a.high, "none_n": a.n,
-                         "add": b.mean, "add_low": b.low, "add_high": b.high, "add_n": b.n,
-                         "difference": test.mean, "low": test.low, "high": test.high, "n": test.n, "p": test.p})
-    out = pd.DataFrame(rows, columns=[*keys, "probe", "none", "none_low", "none_high", "none_n", "add", "add_low", "add_high", "add_n", "difference", "low", "high", "n", "p"])
-    for key in keys:
-        out[key] = out[key].astype(done[key].dtype)
-    return out
-
-
-def leakage_sentences(effect: pd.DataFrame) -> list[str]:
-    """What the add-minus-none difference of the MLP probe says about the leak, per row."""
-    sentences = []
-    for row in effect[effect["probe"] == MLP.column].to_dict("records"):
-        who = f"{MODEL_NAMES[row['model']]} on {DATASET_NAMES.get(row['dataset'], row['dataset'])}{_setting_suffix(row)}"
-        value = format_difference(row["difference"], row["low"], row["high"], MLP)
-        est = Estimate(row["difference"], row["low"], row["high"], int(row["n"]))
-        side = est.excludes_zero()
-        if est.n == 0:
-            text = "no seed has runs with and without the embedding, so the difference is not measured"
-        elif est.n == 1:
-            text = f"adding the label embedding changes the MLP-probe accuracy by {value} points on one seed, with no interval: too few runs to say how much comes from the leak"
-        elif side > 0:
-            text = (f"adding the label embedding raises the MLP-probe accuracy by {value} points over {est.n} seeds: that much of the "
-                    "accuracy comes from the label fed into the probed latent, not from the image, so accuracies measured with the "
-                    "embedding (the paper's) overstate what the latents learn about the class")
-        elif side < 0:
-            text = f"adding the label embedding lowers the MLP-probe accuracy by {value} points over {est.n} seeds: the leaked label does not reach the probe here"
-        else:
-            text = f"adding the label embedding changes the MLP-probe accuracy by {value} points over {est.n} seeds: no leak beyond seed-to-seed variation"
-        sentences.append(f"{who}: {text}.")
-    return sentences
-
-
-def _setting_suffix(row: dict[str, object]) -> str:
-    parts = [f"{name}={_num(row[key])}" for key, name in (("num_codes", "K"), ("code_dim", "D"), ("beta", "beta")) if key in row and not pd.isna(row[key])]
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-# --- representative runs ---------------------------------------------------------------
-
 def representative_runs(runs: pd.DataFrame, metric: str = MLP.column) -> pd.DataFrame:
     """Per model, dataset and label setting, the finished run with the median probe accuracy
     (the lower median for an even count, so it is a real run)."""
@@ -305,13 +243,13 @@ def representative_runs(runs: pd.DataFrame, metric: str = MLP.column) -> pd.Data
 
 # --- markdown --------------------------------------------------------------------------
 
-def _num(value: object) -> str:
+def format_value(value: object) -> str:
     if value is None or pd.isna(value):
         return "—"
     return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
-def _int(value: object) -> str:
+def format_int(value: object) -> str:
     return "—" if value is None or pd.isna(value) else str(int(value))
 
 
@@ -364,11 +302,11 @@ def table1_markdown(table: pd.DataFrame) -> str:
         shown = {
             "model": MODEL_NAMES.get(row["model"], row["model"]),
             "dataset": DATASET_NAMES.get(row["dataset"], row["dataset"]),
-            "label emb.": "" if pixels else _num(row.get("label_embedding")),
-            "K": "" if pixels else _int(row.get("num_codes")),
-            "D": "" if pixels else _int(row.get("code_dim")),
-            "beta": "" if pixels else _num(row.get("beta")),
-            **{EXTRA_TITLES.get(c, c): "" if pixels else _num(row.get(c)) for c in extra},
+            "label emb.": "" if pixels else format_value(row.get("label_embedding")),
+            "K": "" if pixels else format_int(row.get("num_codes")),
+            "D": "" if pixels else format_int(row.get("code_dim")),
+            "beta": "" if pixels else format_value(row.get("beta")),
+            **{EXTRA_TITLES.get(c, c): "" if pixels else format_value(row.get(c)) for c in extra},
             "n": str(int(row["n"])),
             **{m.title: _cell(row, m) if not (pixels and m.short not in PIXEL_COLUMNS) else "" for m in TABLE1_MEASURES},
             "paper acc. (%)": "" if pd.isna(row.get("paper_acc")) else f"{100 * row['paper_acc']:.2f}",
@@ -377,20 +315,4 @@ def table1_markdown(table: pd.DataFrame) -> str:
             "vs paper setting": "" if pixels or pd.isna(row.get("paper_acc")) else ("matches" if row["matches_paper"] else f"differs: {row['differs_from_paper']}"),
         }
         rows.append(shown)
-    return markdown(pd.DataFrame(rows))
-
-
-def label_effect_markdown(effect: pd.DataFrame) -> str:
-    rows = []
-    for row in effect.to_dict("records"):
-        measure = MEASURES[row["probe"]]
-        none = Estimate(row["none"], row["none_low"], row["none_high"], int(row["none_n"]))
-        add = Estimate(row["add"], row["add_low"], row["add_high"], int(row["add_n"]))
-        rows.append({
-            "model": MODEL_NAMES[row["model"]], "dataset": DATASET_NAMES.get(row["dataset"], row["dataset"]),
-            "K": _int(row.get("num_codes")), "D": _int(row.get("code_dim")), "beta": _num(row.get("beta")),
-            "probe": measure.title.replace(" (%)", ""),
-            "none (%)": f"{format_estimate(none, measure)} (n={none.n})", "add (%)": f"{format_estimate(add, measure)} (n={add.n})",
-            "add − none (pts)": format_difference(row["difference"], row["low"], row["high"], measure), "matched seeds": str(int(row["n"])),
-        })
     return markdown(pd.DataFrame(rows))

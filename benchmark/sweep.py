@@ -17,7 +17,6 @@ import shlex
 import signal
 import sys
 import time
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_read
 from benchmark.dry_run import describe
 from benchmark.preflight import check_options, connect_ray
 from benchmark.progress import SweepProgress, plural, ray_output, trial_dirname, trial_name
+from benchmark.selection import OVERRIDES, SCHEDULERS, check_ranking, only, scheduler_for, with_overrides
 from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
 from benchmark.storage import RemoteFolder, check_shared, storage_folder
 from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
@@ -42,10 +42,8 @@ from benchmark.tracking import (
     resolve_tracking_uri,
     start_sweep_run,
 )
-from benchmark.train_probe import PREFIX as TRAIN_PROBE_PREFIX
 
 SWEEP_FILE = "vqbench_sweep.json"
-SCHEDULERS = ("fifo", "asha")
 
 
 @dataclass(frozen=True)
@@ -90,49 +88,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def only(study: Study, selector: str | None) -> Study:
-    """Keep the fixed trials whose config matches every KEY=VALUE, where VALUE may list alternatives A|B
-    (compared as validated values)."""
-    if not selector:
-        return study
-    wanted: dict[str, set] = {}
-    for part in selector.split(","):
-        key, _, values = part.partition("=")
-        # validates keys and values, and compares 0.10 with 0.1
-        wanted[key] = {TrialConfig.from_dict({key: value}).to_dict()[key] for value in values.split("|")}
-    if study.is_search:
-        raise ConfigError(f"--only {selector}: searched spaces have no fixed trials to select; use it with grid-style spaces")
-    kept = tuple(c for c in study.configs if all(TrialConfig.from_dict(c).to_dict()[k] in v for k, v in wanted.items()))
-    return Study(study.label, kept)
-
-
-def with_overrides(study: Study, args: argparse.Namespace) -> Study:
-    """Every trial of a study with the command line's --precision and --train-probe-every: properties of the run, not of the space."""
-    overrides = {key: getattr(args, key) for key in ("precision", "train_probe_every") if getattr(args, key) is not None}
-    if not overrides:
-        return study
-    return dataclasses.replace(study, configs=tuple({**c, **overrides} for c in study.configs), base={**study.base, **overrides})
-
-
-def scheduler_for(study: Study, args: argparse.Namespace) -> str:
-    """ASHA for single-objective searches, FIFO otherwise: ASHA ranks trials on one number."""
-    return args.scheduler or ("asha" if study.is_search and not study.is_multi_objective else "fifo")
-
-
-def check_ranking(study: Study, scheduler: str, trials: list[TrialConfig]) -> None:
-    """What ranks trials must be able to: ASHA one objective, and a per-epoch probe metric must be there every epoch."""
-    if scheduler == "asha" and study.is_multi_objective:
-        raise ConfigError(f"--scheduler asha: study {study.label} has {len(study.objectives)} objectives and ASHA ranks trials on one; "
-                          "use --scheduler fifo")
-    ranked = [metric for metric, _ in study.objectives if metric.startswith(TRAIN_PROBE_PREFIX)]
-    if not ranked or not (study.is_search or scheduler == "asha"):
-        return
-    for trial in trials:
-        if trial.train_probe_every != 1:
-            raise ConfigError(f"study {study.label} ranks trials on {', '.join(ranked)} at every epoch: it needs train_probe_every=1, "
-                              f"not {trial.train_probe_every}; leave --train-probe-every out")
-
-
 def plan(args: argparse.Namespace) -> SweepPlan:
     check_options(args)
     chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets is not None else None
@@ -142,13 +97,13 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
-    studies = [with_overrides(only(s, args.only), args) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
+    studies = [with_overrides(only(s, args.only), {key: getattr(args, key) for key in OVERRIDES}) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
     if args.num_samples is not None and not any(s.is_search for s in studies):
         raise ConfigError(f"--num-samples applies to searched spaces such as optuna; space {args.space!r} has fixed trials: leave it out")
     trials = []
     for study in studies:
         checked = validate(study)
-        check_ranking(study, scheduler_for(study, args), checked)
+        check_ranking(study, scheduler_for(study, args.scheduler), checked)
         trials += checked
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
@@ -170,7 +125,7 @@ def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dic
     return {
         "space": args.space, "datasets": values("dataset"), "models": values("model"), "seeds": values("seed"), "epochs": values("epochs"),
         "precision": values("precision"), "num_trials": sum(s.trial_count() for s in sweep.studies),
-        "studies": ",".join(f"{s.label}:{scheduler_for(s, args)}" + (f":{s.num_samples} samples" if s.is_search else "") for s in sweep.studies),
+        "studies": ",".join(f"{s.label}:{scheduler_for(s, args.scheduler)}" + (f":{s.num_samples} samples" if s.is_search else "") for s in sweep.studies),
         "only": args.only or "all", "data_dir": str(resolve_data_dir(args.data_dir)), "download": args.download,
         "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent or "as resources allow",
@@ -199,7 +154,7 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     else:
         param_space = {**common, "trial": tune.grid_search(list(study.configs))}
         search_alg = None
-    use_asha = scheduler_for(study, args) == "asha"
+    use_asha = scheduler_for(study, args.scheduler) == "asha"
     scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=2, max_t=10_000) if use_asha else FIFOScheduler()
     ranks = (use_asha or study.is_search) and not study.is_multi_objective  # Tune's own metric is one name; OptunaSearch holds the lists
     return tune.Tuner(

@@ -26,7 +26,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis import RunsError, claims, load_runs, tables
+from analysis import RunsError, claims, leakage, load_runs, tables
 from analysis.paper import paper_table, setting_differences
 from analysis.report import main as report_main
 from analysis.stats import t_interval
@@ -323,12 +323,12 @@ def test_single_seed_has_no_intervals(store):
 # --- label embedding ------------------------------------------------------------------------
 
 def test_label_embedding_effect(paper_runs):
-    effect = tables.label_embedding_effect(paper_runs)
+    effect = leakage.label_embedding_effect(paper_runs)
     row = effect[(effect["model"] == "vqvae") & (effect["dataset"] == "mnist") & (effect["probe"] == "probe/latent/mlp_acc")].iloc[0]
     expected = np.subtract(PAPER_MLP[("mnist", "add", "vqvae")], PAPER_MLP[("mnist", "none", "vqvae")])
     assert math.isclose(row["difference"], expected.mean()) and row["n"] == 3 and row["low"] > 0
     assert math.isclose(row["none"], np.mean(PAPER_MLP[("mnist", "none", "vqvae")]))
-    sentences = tables.leakage_sentences(effect)
+    sentences = leakage.leakage_sentences(effect)
     assert any("VQ-VAE on MNIST" in s and "raises" in s and "leak" not in s.split(":")[0] for s in sentences)
 
 
