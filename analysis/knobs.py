@@ -17,7 +17,7 @@ from analysis.paper import CLAIMS, PAPER_VQ
 from analysis import plots
 from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.tables import (
-    DATASET_NAMES, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
+    DATASET_NAMES, DEFAULT_KL_WEIGHT, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
 )
 from analysis.verdicts import Margins, decide, with_holm
 
@@ -35,33 +35,67 @@ def _vq_centre(runs: pd.DataFrame) -> pd.DataFrame:
     return vq[pick]
 
 
+def _tested(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFrame, pd.DataFrame]], margins: Margins) -> list[dict]:
+    """Claim 1 (VQ-VAE minus VAE, MLP probe, matched seeds) for each (knob, value, VAE runs, VQ-VAE runs),
+    Holm across the comparisons of one dataset and label setting."""
+    found = [(knob, value, *paired(vae, vq, MLP.column, PAIR_KEYS)) for knob, value, vae, vq in comparisons]
+    rows = []
+    for (knob, value, _, pairs), test in zip(found, with_holm([test for _, _, test, _ in found])):
+        verdict, reason = decide(test, CLAIM1.expect, margins.for_metric(MLP.column))
+        rows.append({"dataset": dataset, "label_embedding": label, "knob": knob, "value": float(value),
+                     "vae": pairs["a"].mean() if len(pairs) else np.nan, "vqvae": pairs["b"].mean() if len(pairs) else np.nan,
+                     "n": test.n, "difference": test.mean, "low": test.low, "high": test.high, "p": test.p, "p_holm": test.p_holm,
+                     "verdict": verdict, "reason": reason})
+    return rows
+
+
+def _ordered(rows: list[dict], by: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.sort_values(by, key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c, ignore_index=True, kind="stable") if len(frame) else frame
+
+
+COLUMNS = ["dataset", "label_embedding", "knob", "value", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_holm", "verdict", "reason"]
+
+
 def kl_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
     """Claim 1 (VQ-VAE centre minus VAE, MLP probe) at each KL weight, per dataset and label setting.
 
     Columns: dataset, label_embedding, kl_weight, vae, vqvae (means over matched seeds), n,
     difference, low, high, p, p_holm, verdict, reason. Empty where the KL weight does not vary.
     """
-    done = finished(runs)
     rows = []
-    for (dataset, label), group in done.groupby(["dataset", "label_embedding"], sort=False):
+    for (dataset, label), group in finished(runs).groupby(["dataset", "label_embedding"], sort=False):
         vae, vq = group[group["model"] == "vae"], _vq_centre(group)
         weights = sorted(vae["kl_weight"].dropna().unique())
-        if len(weights) < 2 or vq.empty:
-            continue
-        found = []
-        for weight in weights:
-            test, pairs = paired(vae[np.isclose(vae["kl_weight"], weight)], vq, MLP.column, PAIR_KEYS)
-            found.append((weight, test, pairs))
-        for (weight, _, pairs), test in zip(found, with_holm([t for _, t, _ in found])):
-            verdict, reason = decide(test, CLAIM1.expect, margins.for_metric(MLP.column))
-            rows.append({"dataset": dataset, "label_embedding": label, "kl_weight": float(weight),
-                         "vae": pairs["a"].mean() if len(pairs) else np.nan, "vqvae": pairs["b"].mean() if len(pairs) else np.nan,
-                         "n": test.n, "difference": test.mean, "low": test.low, "high": test.high, "p": test.p, "p_holm": test.p_holm,
-                         "verdict": verdict, "reason": reason})
-    columns = ["dataset", "label_embedding", "kl_weight", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_holm", "verdict", "reason"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.sort_values(["dataset", "label_embedding", "kl_weight"], key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c,
-                             ignore_index=True) if len(frame) else frame
+        if len(weights) >= 2 and not vq.empty:
+            rows += _tested(dataset, label, [("kl_weight", w, vae[np.isclose(vae["kl_weight"], w)], vq) for w in weights], margins)
+    frame = _ordered(rows, ["dataset", "label_embedding", "value"]).rename(columns={"value": "kl_weight"})
+    return frame.drop(columns="knob")
+
+
+def vq_axis_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
+    """Claim 1 at each VQ-VAE setting one knob away from the paper's (K, D, beta), against the VAE at the
+    default KL weight, per dataset and label setting: does the verdict hold along the VQ-VAE's own knobs?
+
+    Columns: dataset, label_embedding, knob (`centre` once, then num_codes, code_dim or beta), value,
+    and the columns of `kl_verdicts`. Empty where no VQ-VAE knob takes two values around the centre.
+    """
+    rows = []
+    for (dataset, label), group in finished(runs).groupby(["dataset", "label_embedding"], sort=False):
+        vae = group[(group["model"] == "vae") & np.isclose(group["kl_weight"].astype(float), DEFAULT_KL_WEIGHT)]
+        vq = group[group["model"] == "vqvae"]
+        comparisons = [("centre", 0.0, vae, _vq_centre(group))] if not _vq_centre(group).empty else []
+        for knob, centre in PAPER_VQ.items():
+            others = np.ones(len(vq), dtype=bool)
+            for key, value in PAPER_VQ.items():
+                if key != knob:
+                    others &= np.isclose(vq[key].astype(float), value)
+            along = vq[others]
+            comparisons += [(knob, v, vae, along[np.isclose(along[knob].astype(float), v)])
+                            for v in sorted(along[knob].dropna().unique()) if not np.isclose(v, centre)]
+        if len(comparisons) >= 2 and not vae.empty:
+            rows += _tested(dataset, label, comparisons, margins)
+    return _ordered(rows, ["dataset", "label_embedding"])
 
 
 def kl_markdown(table: pd.DataFrame) -> str:
@@ -85,6 +119,38 @@ def flips(table: pd.DataFrame) -> list[str]:
             continue
         steps = "; ".join(f"KL weight {w:g}: {v}" for w, v in verdicts)
         sentences.append(f"{name}: the verdict depends on the VAE's KL weight, which the paper does not state ({steps}).")
+    return sentences
+
+
+VQ_NAMES = {"num_codes": "K", "code_dim": "D", "beta": "beta"}
+
+
+def vq_setting(row: dict) -> str:
+    """'K=32' for a point on an axis; the paper's setting for the centre."""
+    if row["knob"] == "centre":
+        return "K=512, D=64, beta=0.25 (paper)"
+    return f"{VQ_NAMES[row['knob']]}={row['value']:g}"
+
+
+def vq_markdown(table: pd.DataFrame) -> str:
+    rows = [{
+        "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "label emb.": r["label_embedding"], "VQ-VAE": vq_setting(r),
+        "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", f"VAE (KL {DEFAULT_KL_WEIGHT:g}) probe MLP (%)": f"{100 * r['vae']:.2f}",
+        "n": str(r["n"]), "VQ-VAE − VAE [95% t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
+        "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]), "claim 1": r["verdict"] + (f" ({r['reason']})" if r["reason"] else ""),
+    } for r in table.to_dict("records")]
+    return markdown(pd.DataFrame(rows))
+
+
+def vq_flips(table: pd.DataFrame) -> list[str]:
+    """Plain sentences: claim 1's verdicts along the VQ-VAE's K, D and beta, the settings grouped by verdict."""
+    sentences = []
+    for (dataset, label), group in table.groupby(["dataset", "label_embedding"], sort=False):
+        by_verdict: dict[str, list[str]] = {}
+        for row in group.to_dict("records"):
+            by_verdict.setdefault(row["verdict"], []).append(vq_setting(row))
+        parts = "; ".join(f"*{verdict}* at {', '.join(settings)}" for verdict, settings in by_verdict.items())
+        sentences.append(f"{DATASET_NAMES.get(dataset, dataset)} (label_embedding={label}), {len(group)} VQ-VAE settings: {parts}.")
     return sentences
 
 
@@ -147,6 +213,16 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, margins: Margins) -> t
                         "beside them (the `sensitivity` space runs both)."]
     else:
         section += [""] + [f"- {s}" for s in flips(kl)] + ["", kl_markdown(kl)]
+    section += ["", "### Claim 1 along the VQ-VAE's K, D and beta", "",
+                f"Each row: the VQ-VAE one knob away from the paper's K=512, D=64, beta=0.25 minus the VAE at the default KL weight "
+                f"({DEFAULT_KL_WEIGHT:g}), MLP probe, over matched seeds, with the same rule (Holm across the rows of one dataset and "
+                "label setting)."]
+    vq = vq_axis_verdicts(runs, margins)
+    if vq.empty:
+        section += ["", "Skipped: the finished runs do not vary the VQ-VAE's K, D or beta around the paper's setting, or have no VAE "
+                        f"at KL weight {DEFAULT_KL_WEIGHT:g} beside them."]
+    else:
+        section += [""] + [f"- {s}" for s in vq_flips(vq)] + ["", vq_markdown(vq)]
     made = []
     path = frontier_figure(runs, figures / "frontier.png")
     section += ["", "### Label information for reconstruction quality", ""]

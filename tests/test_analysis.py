@@ -509,11 +509,33 @@ def test_claim1_at_each_kl_weight(store):
     assert knobs.kl_verdicts(load_runs("paper", tracking_uri=store.uri)).empty  # one KL weight: nothing to vary
 
 
+def test_claim1_along_the_vq_vaes_knobs(store):
+    from analysis import knobs
+
+    runs = load_runs("sensitivity", tracking_uri=store.uri)
+    table = knobs.vq_axis_verdicts(runs)
+    # the paper's VQ-VAE once, then the K axis (D and beta do not vary in this store), each against the VAE at KL 0.01
+    assert list(zip(table["knob"], table["value"])) == [("centre", 0.0), ("num_codes", 32.0), ("num_codes", 128.0), ("num_codes", 2048.0)]
+    vae = SENSITIVITY_KL[0.01]
+    for row, k in zip(table.to_dict("records"), (512, 32, 128, 2048)):
+        ref = stats.ttest_rel(SENSITIVITY_K[k], vae)
+        assert row["n"] == 3 and math.isclose(row["difference"], np.mean(np.subtract(SENSITIVITY_K[k], vae)))
+        assert math.isclose(row["p"], ref.pvalue)
+    p = table["p"].to_numpy()
+    order = np.argsort(p)
+    assert np.allclose(table["p_holm"].to_numpy()[order], np.maximum.accumulate([min(1, (4 - i) * p[j]) for i, j in enumerate(order)]))
+    assert table.loc[1, "verdict"] == "supported"  # K=32: 6.5 points below the VAE, 3 seeds that agree
+    (sentence,) = knobs.vq_flips(table)
+    assert sentence.startswith("MNIST (label_embedding=none), 4 VQ-VAE settings: ") and "K=32" in sentence
+    assert knobs.vq_axis_verdicts(load_runs("paper", tracking_uri=store.uri)).empty  # one VQ-VAE setting: no axis
+
+
 def test_report_knobs_section(store, tmp_path):
     out = tmp_path / "knobs"
     assert report_main(["--experiment", "sensitivity", "--tracking-uri", store.uri, "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "## Does the answer depend on the knobs?" in text and "depends on the VAE's KL weight" in text
+    assert "### Claim 1 along the VQ-VAE's K, D and beta" in text and "4 VQ-VAE settings" in text and "| K=2048 " in text
     for name in ("frontier.png", "sensitivity_num_codes.png", "sensitivity_kl_weight.png"):
         assert (out / "figures" / name).is_file() and f"figures/{name}" in text
     assert "beta (commitment cost): skipped" in text and "D (code dimension): skipped" in text
@@ -522,6 +544,7 @@ def test_report_knobs_section(store, tmp_path):
     assert report_main(["--experiment", "single", "--tracking-uri", store.uri, "--out", str(tmp_path / "single")]) == 0
     single = (tmp_path / "single" / "report.md").read_text()
     assert "do not vary the VAE's KL weight" in single and "Skipped: neither the VAE's KL weight nor" in single
+    assert "do not vary the VQ-VAE's K, D or beta" in single
     assert not (tmp_path / "single" / "figures" / "frontier.png").exists()
 
 
