@@ -35,6 +35,9 @@ def _vq_centre(runs: pd.DataFrame) -> pd.DataFrame:
     return vq[pick]
 
 
+COLUMNS = ["dataset", "label_embedding", "knob", "value", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_holm", "verdict", "reason"]
+
+
 def _tested(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFrame, pd.DataFrame]], margins: Margins) -> list[dict]:
     """Claim 1 (VQ-VAE minus VAE, MLP probe, matched seeds) for each (knob, value, VAE runs, VQ-VAE runs),
     Holm across the comparisons of one dataset and label setting."""
@@ -52,9 +55,6 @@ def _tested(dataset: str, label: str, comparisons: list[tuple[str, float, pd.Dat
 def _ordered(rows: list[dict], by: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.sort_values(by, key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c, ignore_index=True, kind="stable") if len(frame) else frame
-
-
-COLUMNS = ["dataset", "label_embedding", "knob", "value", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_holm", "verdict", "reason"]
 
 
 def kl_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
@@ -84,26 +84,31 @@ def vq_axis_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.Dat
     for (dataset, label), group in finished(runs).groupby(["dataset", "label_embedding"], sort=False):
         vae = group[(group["model"] == "vae") & np.isclose(group["kl_weight"].astype(float), DEFAULT_KL_WEIGHT)]
         vq = group[group["model"] == "vqvae"]
-        comparisons = [("centre", 0.0, vae, _vq_centre(group))] if not _vq_centre(group).empty else []
-        for knob, centre in PAPER_VQ.items():
+        centre = _vq_centre(group)
+        comparisons = [("centre", 0.0, vae, centre)] if not centre.empty else []
+        for knob, paper_value in PAPER_VQ.items():
             others = np.ones(len(vq), dtype=bool)
             for key, value in PAPER_VQ.items():
                 if key != knob:
                     others &= np.isclose(vq[key].astype(float), value)
             along = vq[others]
             comparisons += [(knob, v, vae, along[np.isclose(along[knob].astype(float), v)])
-                            for v in sorted(along[knob].dropna().unique()) if not np.isclose(v, centre)]
+                            for v in sorted(along[knob].dropna().unique()) if not np.isclose(v, paper_value)]
         if len(comparisons) >= 2 and not vae.empty:
             rows += _tested(dataset, label, comparisons, margins)
     return _ordered(rows, ["dataset", "label_embedding"])
 
 
+def _test_cells(r: dict) -> dict[str, str]:
+    """The columns every claim-1 table ends with: seeds, difference, p-values, verdict."""
+    return {"n": str(r["n"]), "VQ-VAE − VAE [95% t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
+            "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]), "claim 1": r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")}
+
+
 def kl_markdown(table: pd.DataFrame) -> str:
     rows = [{
         "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "label emb.": r["label_embedding"], "VAE KL weight": f"{r['kl_weight']:g}",
-        "VAE probe MLP (%)": f"{100 * r['vae']:.2f}", "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", "n": str(r["n"]),
-        "VQ-VAE − VAE [95% t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
-        "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]), "claim 1": r["verdict"] + (f" ({r['reason']})" if r["reason"] else ""),
+        "VAE probe MLP (%)": f"{100 * r['vae']:.2f}", "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", **_test_cells(r),
     } for r in table.to_dict("records")]
     return markdown(pd.DataFrame(rows))
 
@@ -136,8 +141,7 @@ def vq_markdown(table: pd.DataFrame) -> str:
     rows = [{
         "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "label emb.": r["label_embedding"], "VQ-VAE": vq_setting(r),
         "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", f"VAE (KL {DEFAULT_KL_WEIGHT:g}) probe MLP (%)": f"{100 * r['vae']:.2f}",
-        "n": str(r["n"]), "VQ-VAE − VAE [95% t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
-        "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]), "claim 1": r["verdict"] + (f" ({r['reason']})" if r["reason"] else ""),
+        **_test_cells(r),
     } for r in table.to_dict("records")]
     return markdown(pd.DataFrame(rows))
 
