@@ -332,8 +332,7 @@ def test_crash_before_the_first_checkpoint_keeps_one_run_per_config(tmp_path, mo
 def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
-    # no per-epoch probe: it is not what this test is about, and on digits it costs about as much as an epoch
-    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--train-probe-every", "0", "--tracking-uri", uri, "--experiment", "t",
+    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--tracking-uri", uri, "--experiment", "t",
                            "--name", "k", "--storage-path", str(storage), log="interrupted.log")
     try:
         wait_for_sweep_start(storage, "k", driver)
