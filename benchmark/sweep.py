@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,14 @@ from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, rende
 from benchmark.tracking import (
     DEFAULT_EXPERIMENT,
     INTERRUPTED,
+    INTERRUPTED_TAG,
     TrackingError,
     TrackingTarget,
     check_reachable,
     close_interrupted,
     close_orphans,
     ensure_experiment,
+    mark_interrupted,
     resolve_tracking_uri,
     start_sweep_run,
 )
@@ -140,6 +141,7 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from benchmark.interrupt import MarkInterrupt
     from benchmark.tune_trial import tune_trial
 
     trainable = tune.with_resources(tune_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
@@ -177,25 +179,9 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1 if args.verbose else 0,
-            callbacks=[progress],
+            callbacks=[progress, MarkInterrupt(partial(mark_interrupted, common["tracking"]["uri"], common["tracking"]["parent_run_id"]))],
         ),
     )
-
-
-def _second_interrupt(signum: int, frame: object) -> None:
-    """SIGINT's handler during fit(): Ray Tune swaps in its own and, on the first Ctrl-C, puts this one back."""
-    raise KeyboardInterrupt
-
-
-def fit_was_interrupted(tuner: Any) -> bool:
-    """Run fit(); True if a SIGINT (or Ray's SIGUSR1) ended it. Ray Tune stops gracefully on it and returns
-    normally, so the only sign is that its handler gave SIGINT back to the one installed before."""
-    previous = signal.signal(signal.SIGINT, _second_interrupt)
-    try:
-        tuner.fit()
-        return signal.getsignal(signal.SIGINT) is _second_interrupt and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def unfinished_trials(study_folder: Path) -> list[str]:
@@ -214,6 +200,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
     """Run every study; returns where it logged and whether it was interrupted."""
     from mlflow.tracking import MlflowClient
     from ray import tune
+
+    from benchmark.interrupt import fit_was_interrupted
 
     storage = storage_folder(args.storage_path) / sweep.name
     state_file = storage / SWEEP_FILE
@@ -252,6 +240,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         closed = close_orphans(client, target.experiment_id, target.parent_run_id)
         print(f"resuming {sweep.name}: closed {closed} run(s) its driver left RUNNING as KILLED")
         client.update_run(target.parent_run_id, status="RUNNING")
+        if INTERRUPTED_TAG in client.get_run(target.parent_run_id).data.tags:  # its trials may now stop early again
+            client.delete_tag(target.parent_run_id, INTERRUPTED_TAG)
 
     common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "log_model": not args.no_log_model}
     name_width = max(len(t.name) for t in sweep.trials)

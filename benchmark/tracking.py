@@ -151,6 +151,12 @@ def start_sweep_run(client: MlflowClient, experiment_id: str, run_name: str, par
 ERROR_TAG = "vqbench.error"
 INTERRUPTED = "interrupted: the sweep was stopped (Ctrl-C) while this trial ran; --resume continues it"
 STOPPED_TAG = "vqbench.stopped_at_epoch"  # set on a run the scheduler stopped early; it ends FINISHED
+INTERRUPTED_TAG = "vqbench.interrupted"  # set on a sweep's parent run by Ctrl-C, before Ray Tune stops its trials
+
+
+def mark_interrupted(uri: str, parent_run_id: str) -> None:
+    """Called by the driver on Ctrl-C; --resume deletes the mark."""
+    MlflowClient(uri).set_tag(parent_run_id, INTERRUPTED_TAG, "true")
 EPOCH_METRIC = "train/loss"  # logged once per epoch: its history says which epochs a run already holds
 
 
@@ -162,6 +168,7 @@ class TrialRun:
 
     client: MlflowClient
     run_id: str
+    parent_run_id: str
     logged_through: int = 0  # the last epoch already in the run's history
 
     @classmethod
@@ -174,7 +181,7 @@ class TrialRun:
         extra = tags or {}
         run_id = run_id or with_retries(lambda: cls._unfinished_run(client, target, config))
         if run_id is not None:
-            return cls._reopen(client, run_id, extra)
+            return cls._reopen(client, run_id, target.parent_run_id, extra)
         run_tags = {
             "mlflow.parentRunId": target.parent_run_id,
             "vqbench.role": "trial",
@@ -192,7 +199,7 @@ class TrialRun:
         logged = {**config.to_dict(), **ProbeSettings().to_params()}
         params = [Param(k, str(v)) for k, v in logged.items()]
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))
-        return cls(client, run.info.run_id)
+        return cls(client, run.info.run_id, target.parent_run_id)
 
     @staticmethod
     def final_metrics(target: TrackingTarget, run_id: str) -> dict[str, float] | None:
@@ -212,7 +219,7 @@ class TrialRun:
         return runs[0].info.run_id if runs else None
 
     @classmethod
-    def _reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> "TrialRun":
+    def _reopen(cls, client: MlflowClient, run_id: str, parent_run_id: str, tags: dict[str, str]) -> "TrialRun":
         run = with_retries(lambda: client.get_run(run_id))
         for key in (ERROR_TAG, STOPPED_TAG):  # what the last attempt ended with no longer holds
             if key in run.data.tags:
@@ -221,7 +228,7 @@ class TrialRun:
         resumed = [RunTag(k, v) for k, v in {"vqbench.resumed": "true", **tags}.items()]
         with_retries(lambda: client.log_batch(run_id, tags=resumed))
         history = with_retries(lambda: client.get_metric_history(run_id, EPOCH_METRIC))
-        return cls(client, run_id, max((m.step for m in history), default=0))
+        return cls(client, run_id, parent_run_id, max((m.step for m in history), default=0))
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         """An epoch the run already holds (logged before a crash that beat its checkpoint) is not logged twice."""
@@ -246,8 +253,14 @@ class TrialRun:
             self.log_artifacts([*files, config_file])
         with_retries(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
 
-    def stopped_early(self, epoch: int) -> None:
-        """The scheduler stopped the trial: a normal ending, without the final evaluation."""
+    def stopped(self, epoch: int) -> None:
+        """Ray Tune stopped the trial. Its scheduler: a normal ending, without the final evaluation.
+        Ctrl-C on the sweep (the parent run holds the driver's mark): KILLED, for --resume to continue."""
+        parent = with_retries(lambda: self.client.get_run(self.parent_run_id))
+        if INTERRUPTED_TAG in parent.data.tags:
+            with_retries(lambda: self.client.set_tag(self.run_id, ERROR_TAG, INTERRUPTED))
+            with_retries(lambda: self.client.set_terminated(self.run_id, "KILLED"))
+            return
         with_retries(lambda: self.client.set_tag(self.run_id, STOPPED_TAG, str(epoch)))
         with_retries(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
 

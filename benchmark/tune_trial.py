@@ -5,7 +5,8 @@ id), so a retried or restored trial resumes where it stopped and continues its o
 How a trial ends decides what Ray and MLflow are told:
 - finished: the run ends FINISHED with the final evaluation;
 - stopped by the scheduler (Ray raises SystemExit in `tune.report`): FINISHED, tagged with
-  the epoch it stopped at; the driver turns it KILLED if the whole sweep was interrupted;
+  the epoch it stopped at; KILLED instead if the driver marked the sweep interrupted
+  (`benchmark.interrupt`);
 - diverged, or a deterministic error (bad data, a bug): FAILED at once, and the trial
   returns normally so that Ray does not retry what would fail the same way again;
 - a crash worth retrying (`RETRYABLE`, or the worker process dying): FAILED, and Ray retries
@@ -81,7 +82,7 @@ def tune_trial(params: dict[str, Any]) -> None:
                 files.append(save_model(result.model, config, Path(folder)))
             run.finish(final, config.epochs, files, config)
     except SystemExit:
-        run.stopped_early(run.logged_through)
+        run.stopped(run.logged_through)
         raise
     except RETRYABLE as err:
         run.fail(err)

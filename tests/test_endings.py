@@ -5,21 +5,23 @@ Real Ray, real sqlite MLflow stores, real files; the slow ones run real sweeps o
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark import sweep
+from benchmark import interrupt, sweep
 from benchmark.space import available_spaces
 from benchmark.summary import read_outcome, render
-from benchmark.tracking import STOPPED_TAG, TrackingTarget, ensure_experiment, start_sweep_run
+from benchmark.tracking import INTERRUPTED_TAG, STOPPED_TAG, TrackingTarget, ensure_experiment, mark_interrupted, start_sweep_run
 from tests.conftest import REPO
 from tests.test_data import IDX_NAMES, LABEL_MAGIC, write_cifar10, write_idx, write_idx_dataset
 from tests.test_reliability import finished_steps, runs_by_config, sweep_process, wait_for, wait_for_sweep_start, write_space
@@ -328,12 +330,43 @@ def test_crash_before_the_first_checkpoint_keeps_one_run_per_config(tmp_path, mo
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1]
 
 
+def test_the_first_sigint_reaches_ray_tune_only_after_the_sweep_is_marked(tmp_path):
+    """Tune's handler stops the trials, and each reads the mark as it ends: the mark must be in MLflow first."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "t", uri)
+    parent = start_sweep_run(client, experiment, "sweep", {}, {})
+    seen: list[bool] = []
+
+    def tune_handler(signum, frame):  # what Ray Tune's does: set its stop event, give SIGINT back
+        seen.append(INTERRUPTED_TAG in client.get_run(parent).data.tags)
+        signal.signal(signal.SIGINT, interrupt._second_interrupt)
+
+    marker = pickle.loads(pickle.dumps(interrupt.MarkInterrupt(partial(mark_interrupted, uri, parent))))  # as Tune restores it
+    previous = signal.signal(signal.SIGINT, tune_handler)
+    try:
+        interrupt._held.clear()
+        marker.on_step_begin(1, [])
+        marker.on_step_end(1, [])
+        os.kill(os.getpid(), signal.SIGINT)
+        assert seen == [] and interrupt._held, "the signal is held, not handled inside the signal handler"
+        assert INTERRUPTED_TAG not in client.get_run(parent).data.tags
+        marker.on_step_begin(2, [])  # does not wrap its own holder
+        marker.on_step_end(2, [])
+        assert seen == [True] and not interrupt._held
+        assert signal.getsignal(signal.SIGINT) is interrupt._second_interrupt  # a second Ctrl-C raises at once
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
 def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_path):
+    """Epochs of a few seconds (no per-epoch probe): trials are often between epochs when the signal comes,
+    where Ray Tune stops them as its scheduler would; they must still end KILLED, not stopped early."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
-    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--tracking-uri", uri, "--experiment", "t",
-                           "--name", "k", "--storage-path", str(storage), log="interrupted.log")
+    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--train-probe-every", "0", "--tracking-uri", uri,
+                           "--experiment", "t", "--name", "k", "--storage-path", str(storage), log="interrupted.log")
     try:
         wait_for_sweep_start(storage, "k", driver)
         client = MlflowClient(uri)

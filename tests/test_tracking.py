@@ -8,7 +8,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
-from benchmark.tracking import EPOCH_METRIC, TrackingTarget, TrialRun, ensure_experiment, start_sweep_run
+from benchmark.tracking import (
+    EPOCH_METRIC,
+    ERROR_TAG,
+    INTERRUPTED,
+    STOPPED_TAG,
+    TrackingTarget,
+    TrialRun,
+    ensure_experiment,
+    mark_interrupted,
+    start_sweep_run,
+)
 
 CONFIG = TrialConfig(model="vqvae", dataset="digits", epochs=2, num_codes=16)
 
@@ -76,3 +86,19 @@ def test_a_reopened_run_takes_the_new_node_and_skips_the_epochs_it_holds(target,
 def test_a_retry_without_checkpoint_finds_its_unfinished_run_by_config(target, tmp_path):
     lost = TrialRun.open(target, CONFIG, "cpu", tags={"vqbench.ray_node_id": "node-a"})
     assert TrialRun.open(target, CONFIG, "cpu", tags={"vqbench.ray_node_id": "node-b"}).run_id == lost.run_id
+
+
+def test_a_stopped_trial_ends_stopped_early_unless_the_driver_marked_the_sweep_interrupted(target):
+    """Ray Tune stops a trial the same way for its scheduler and for Ctrl-C; the parent run's mark tells them apart."""
+    client = MlflowClient(target.uri)
+    by_scheduler = TrialRun.open(target, CONFIG, "cpu")
+    by_scheduler.log_epoch({EPOCH_METRIC: 1.0}, 1)
+    by_scheduler.stopped(1)
+    run = client.get_run(by_scheduler.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[STOPPED_TAG] == "1" and ERROR_TAG not in run.data.tags
+
+    mark_interrupted(target.uri, target.parent_run_id)
+    by_interrupt = TrialRun.open(target, TrialConfig(model="vae", dataset="digits", epochs=2), "cpu")
+    by_interrupt.stopped(1)
+    run = client.get_run(by_interrupt.run_id)
+    assert run.info.status == "KILLED" and run.data.tags[ERROR_TAG] == INTERRUPTED and STOPPED_TAG not in run.data.tags
