@@ -14,7 +14,7 @@ pairs is exactly a linear layer on the one-hot vector.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,13 +46,6 @@ class ProbeSettings:
 
     def to_params(self) -> dict[str, str]:
         return {f"{PARAM_PREFIX}{key}": str(value) for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_params(cls, params: dict[str, str]) -> "ProbeSettings":
-        """The settings a run recorded; defaults for keys it lacks (runs logged before they were recorded)."""
-        kinds = {f.name: f.type for f in fields(cls)}
-        found = {key[len(PARAM_PREFIX):]: value for key, value in params.items() if key.startswith(PARAM_PREFIX)}
-        return cls(**{key: (int if kinds[key] == "int" else float)(value) for key, value in found.items() if key in kinds})
 
 
 @dataclass

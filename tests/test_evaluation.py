@@ -190,13 +190,6 @@ def test_holdout_split_is_seeded_disjoint_and_complete():
     assert not torch.equal(held, holdout_split(1000, 0.1, seed=4, device=torch.device("cpu"))[1])
 
 
-def test_probe_settings_round_trip_through_mlflow_params():
-    settings = ProbeSettings(max_epochs=12, patience=2, lr=5e-4)
-    params = {**settings.to_params(), "model": "vae"}  # other params are ignored
-    assert ProbeSettings.from_params(params) == settings
-    assert ProbeSettings.from_params({}) == ProbeSettings()
-
-
 def test_knn_ignores_near_prior_dimensions_that_standardising_would_turn_into_noise():
     # Two informative dimensions, and 200 near-prior ones (mean ~0, tiny spread) as a VAE's
     # inactive posterior means are. Standardised, the 200 become unit noise and swamp the distance.
