@@ -16,6 +16,7 @@ from pathlib import Path
 
 from analysis import tables
 from analysis.runs import RunsError, open_experiment, scope_runs, write_runs_csv
+from benchmark.outputs import file_problem
 from benchmark.tracking import DEFAULT_EXPERIMENT
 
 
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".csv" or args.out.is_dir():
         print(f"error: --out {args.out} is not a .csv file path: pass e.g. --out results/runs.csv", file=sys.stderr)
+        return 2
+    if problem := file_problem(args.out):
+        print(f"error: --out {args.out}: {problem}; pass a .csv path that can be written", file=sys.stderr)
         return 2
     try:
         scope = scope_runs(open_experiment(args.experiment, args.tracking_uri), args.parent_run_id, args.all_sweeps)

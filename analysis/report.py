@@ -27,6 +27,7 @@ from analysis import claims, knobs, leakage, pareto, tables
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
 from analysis.verdicts import DEFAULT_ACCURACY_MARGIN, DEFAULT_SSIM_MARGIN, Margins
+from benchmark.outputs import folder_problem
 from benchmark.probe import PARAM_PREFIX as PROBE_PARAMS
 from benchmark.tracking import DEFAULT_EXPERIMENT
 
@@ -273,13 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri):
         print("error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id and --all-sweeps", file=sys.stderr)
         return 2
+    out = args.out.resolve()
     try:
+        if problem := folder_problem(out):
+            raise RunsError(f"--out {args.out}: {problem}; pass a folder that can be written")
         inputs = gather_csv(args.runs) if args.runs else gather(args.experiment, args.tracking_uri, args.parent_run_id, args.all_sweeps)
+        out.mkdir(parents=True, exist_ok=True)
     except RunsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: --out {args.out}: cannot create it ({err.strerror}); pass a folder that can be written", file=sys.stderr)
+        return 2
     inputs.margins = Margins(args.accuracy_margin / 100, args.ssim_margin)
-    out = args.out.resolve()
     files = write_report(inputs, out)
     print(f"wrote {out / 'report.md'} and {len(files) - 1} figure(s)")
     if inputs.source is None:

@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.config import TrialConfig
+from benchmark.config import DATASETS, MODELS, TrialConfig
 from benchmark.tracking import TrackingError, check_reachable, resolve_tracking_uri
 
 ROLE_TAG = "vqbench.role"
@@ -44,6 +44,8 @@ LATER_CONFIG = {"train_probe_every": 0}  # a runs CSV exported before these exis
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
 FRONT = ["experiment", "sweep", "run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
+# What a runs CSV must hold: what `python -m analysis.export` writes, less what older exports lack.
+CSV_COLUMNS = [*FRONT, *(c for c in CONFIG_TYPES if c not in LATER_CONFIG), "config_id", "device", "git_commit", "leaks_label"]
 
 
 class RunsError(RuntimeError):
@@ -120,9 +122,7 @@ def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise RunsError(f"cannot read runs CSV {path} ({type(err).__name__}: {_first_line(err)}): pass a file written by `python -m analysis.export`") from None
-        missing = [c for c in ("run_id", "status", "model", "dataset", "seed") if c not in frame]
-        if missing:
-            raise RunsError(f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`")
+        check_runs_csv(frame, path)
         frames.append(frame)
     if not frames:
         raise RunsError("no runs CSV given: pass --runs FILE.csv [FILE.csv ...]")
@@ -131,6 +131,24 @@ def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
     if duplicated.any():
         raise RunsError(f"run {frame.loc[duplicated, 'run_id'].iloc[0]} appears in more than one row of the runs CSVs: pass each export once")
     return typed_runs(frame)
+
+
+def check_runs_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Every column the analysis reads, and values it can use: a hand-edited or foreign CSV fails here, not as a traceback."""
+    missing = [c for c in CSV_COLUMNS if c not in frame]
+    if missing:
+        raise RunsError(f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`")
+    for column, allowed in (("model", MODELS), ("dataset", DATASETS), ("status", STATUSES)):
+        bad = frame[column].notna() & ~frame[column].isin(allowed)
+        if bad.any():
+            raise RunsError(f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}; "
+                            f"allowed: {', '.join(allowed)}. Fix the row or export the runs again")
+    numeric = [c for c, kind in CONFIG_TYPES.items() if kind in ("int", "float") and c in frame] + [c for c in frame.columns if "/" in c]
+    for column in numeric:
+        bad = frame[column].notna() & pd.to_numeric(frame[column], errors="coerce").isna()
+        if bad.any():
+            raise RunsError(f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}, not a number; "
+                            "fix the row or export the runs again")
 
 
 def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:

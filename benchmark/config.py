@@ -64,8 +64,9 @@ class TrialConfig:
             raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay!r} is not allowed: it must lie in (0, 1)")
-        if self.seed < 0 or self.fail_at_epoch < 0 or self.train_probe_every < 0:
-            raise ConfigError("seed, fail_at_epoch and train_probe_every must be >= 0")
+        for key in ("seed", "fail_at_epoch", "train_probe_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be >= 0")
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "TrialConfig":

@@ -14,6 +14,8 @@ from benchmark.config import ConfigError
 from benchmark.progress import ray_log_level
 from benchmark.tracking import resolve_tracking_uri
 
+RAY_RESOURCE_UNIT = 1e-4  # Ray refuses fractions of a CPU or GPU below this
+
 
 def check_gpus_per_trial(gpus: float) -> None:
     """Ray packs fractions that divide one GPU evenly; 0.3 would strand a tenth of every GPU."""
@@ -30,6 +32,10 @@ def check_options(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be a finite number")
     if args.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
+    for key in ("cpus_per_trial", "gpus_per_trial"):
+        if 0 < getattr(args, key) < RAY_RESOURCE_UNIT:
+            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is below the smallest share of a resource Ray can reserve "
+                              f"({RAY_RESOURCE_UNIT}): use at least that")
     check_gpus_per_trial(args.gpus_per_trial)
     for key in ("seeds", "epochs", "num_samples"):
         value = getattr(args, key)

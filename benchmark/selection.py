@@ -24,9 +24,13 @@ def only(study: Study, selector: str | None) -> Study:
         return study
     wanted: dict[str, set] = {}
     for part in selector.split(","):
-        key, _, values = part.partition("=")
-        # validates keys and values, and compares 0.10 with 0.1
-        wanted[key] = {TrialConfig.from_dict({key: value}).to_dict()[key] for value in values.split("|")}
+        key, equals, values = part.partition("=")
+        if not key.strip() or not equals or "" in values.split("|"):
+            raise ConfigError(f"--only {selector}: {part!r} is not KEY=VALUE; write e.g. --only model=vae or --only model=vae,kl_weight=0.001|0.1")
+        try:  # validates keys and values, and compares 0.10 with 0.1
+            wanted[key] = {TrialConfig.from_dict({key: value}).to_dict()[key] for value in values.split("|")}
+        except ConfigError as err:
+            raise ConfigError(f"--only {selector}: {err}") from None
     if study.is_search:
         raise ConfigError(f"--only {selector}: searched spaces have no fixed trials to select; use it with grid-style spaces")
     kept = tuple(c for c in study.configs if all(TrialConfig.from_dict(c).to_dict()[k] in v for k, v in wanted.items()))

@@ -100,6 +100,28 @@ def load_space(name: str) -> ModuleType:
     return module
 
 
+def space_studies(module: ModuleType, name: str, options: SpaceOptions) -> list[Study]:
+    """A space's studies, checked as far as a user's space file can get them wrong before Ray would."""
+    try:
+        found = module.studies(options)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(f"space {name!r}: studies(options) raised {type(err).__name__}: {err}; fix the space") from None
+    if not isinstance(found, (list, tuple)) or not all(isinstance(s, Study) for s in found):
+        raise ConfigError(f"space {name!r}: studies(options) must return a list of benchmark.space.Study, not {found!r:.100}")
+    labels = [s.label for s in found]
+    for study in found:
+        if not isinstance(study.label, str) or not study.label.strip() or "/" in study.label or labels.count(study.label) > 1:
+            raise ConfigError(f"space {name!r}: study label {study.label!r} must be a unique, non-empty name without '/' "
+                              "(it names the study's folder under --storage-path)")
+        for key, domain in study.search.items():
+            if not callable(getattr(domain, "sample", None)):
+                raise ConfigError(f"space {name!r}: study {study.label} searches {key}={domain!r}, which is not a Ray Tune domain; "
+                                  "use e.g. tune.choice([...]) or tune.loguniform(a, b)")
+    return list(found)
+
+
 def seeds(options: SpaceOptions, default: int) -> range:
     return range(options.seeds if options.seeds is not None else default)
 

@@ -10,12 +10,11 @@ Everything is validated before Ray starts or a run is created: bad input exits w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,10 @@ from benchmark.dry_run import describe
 from benchmark.preflight import check_options, connect_ray
 from benchmark.progress import SweepProgress, plural, ray_output, trial_dirname, trial_name
 from benchmark.selection import OVERRIDES, SCHEDULERS, check_ranking, only, scheduler_for, with_overrides
-from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, validate
+from benchmark.space import SpaceOptions, Study, available_spaces, describe_spaces, load_space, space_studies, validate
 from benchmark.storage import RemoteFolder, check_shared, storage_folder
 from benchmark.summary import EXIT_INTERRUPTED, log_outcome, read_outcome, render
+from benchmark.sweep_state import SWEEP_FILE, read_state, resumed_args, write_state
 from benchmark.tracking import (
     DEFAULT_EXPERIMENT,
     INTERRUPTED,
@@ -43,9 +43,6 @@ from benchmark.tracking import (
     resolve_tracking_uri,
     start_sweep_run,
 )
-
-SWEEP_FILE = "vqbench_sweep.json"
-
 
 @dataclass(frozen=True)
 class SweepPlan:
@@ -91,14 +88,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> SweepPlan:
     check_options(args)
-    chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip()) if args.datasets is not None else None
+    chosen = tuple(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip())) if args.datasets is not None else None
     if chosen == ():
         raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}")
     for dataset in chosen or ():
         if dataset not in DATASETS:
             raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
     module = load_space(args.space)
-    studies = [with_overrides(only(s, args.only), {key: getattr(args, key) for key in OVERRIDES}) for s in module.studies(SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples))]
+    options = SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples)
+    found = space_studies(module, args.space, options)
+    for key in ("seeds", "epochs"):  # the space must change when the option does, or the option would be ignored
+        other = space_studies(module, args.space, replace(options, **{key: getattr(options, key) + 1})) if getattr(options, key) is not None else None
+        if other is not None and [replace(s, search=sorted(s.search)) for s in other] == [replace(s, search=sorted(s.search)) for s in found]:
+            raise ConfigError(f"--{key}: space {args.space!r} does not use it (its trials stay the same whatever the value); leave it out")
+    studies = [with_overrides(only(s, args.only), {key: getattr(args, key) for key in OVERRIDES}) for s in found]
     if args.num_samples is not None and not any(s.is_search for s in studies):
         raise ConfigError(f"--num-samples applies to searched spaces such as optuna; space {args.space!r} has fixed trials: leave it out")
     trials = []
@@ -204,15 +207,17 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
     from benchmark.interrupt import fit_was_interrupted
 
     storage = storage_folder(args.storage_path) / sweep.name
-    state_file = storage / SWEEP_FILE
     if args.resume:
-        target = TrackingTarget(**json.loads(state_file.read_text())["tracking"])
-        check_reachable(target.uri)
+        target, _ = read_state(storage)
+        try:
+            check_reachable(target.uri)
+        except TrackingError as err:
+            raise TrackingError(f"{err} (--resume {sweep.name} logs where the sweep began: make that store reachable again)") from None
         connect_ray(args)
         if args.address:  # a storage path some node of the cluster cannot see is refused
             check_shared(args.storage_path)
     else:
-        if state_file.exists():
+        if (storage / SWEEP_FILE).exists():
             raise ConfigError(f"--name {sweep.name}: a sweep of that name already exists in {storage}; pick another name or --resume it")
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
@@ -231,7 +236,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         experiment_id = ensure_experiment(client, args.experiment, uri)
         parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri), {"vqbench.space": sweep.space})
         target = TrackingTarget(uri, experiment_id, parent)
-        state_file.write_text(json.dumps({"tracking": asdict(target), "args": vars(args)}, indent=2))
+        write_state(storage, target, args)
     client = MlflowClient(target.uri)
     print(f"sweep {sweep.name}: {plural(sum(s.trial_count() for s in sweep.studies), 'trial')}, MLflow {target.uri} "
           f"(experiment {target.experiment_id}, parent run {target.parent_run_id}); "
@@ -272,12 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.resume:
-            saved_file = storage_folder(args.storage_path) / args.resume / SWEEP_FILE
-            if not saved_file.is_file():
-                raise ConfigError(f"--resume {args.resume}: no sweep at {saved_file.parent}; check the name and --storage-path")
-            saved = json.loads(saved_file.read_text())["args"]
-            args = argparse.Namespace(**{**vars(parse_args([])), **saved, "resume": args.resume, "dry_run": args.dry_run, "verbose": args.verbose,
-                                         "list_spaces": False, "address": args.address or saved["address"]})
+            args = resumed_args(args, parse_args([]))
         sweep = plan(args)
         if args.dry_run:
             print(describe(sweep.studies, sweep.space, sorted({t.dataset for t in sweep.trials}), args.data_dir, args.download))

@@ -28,7 +28,8 @@ from benchmark.probe import ProbeSettings
 DEFAULT_STORE = "mlflow.db"  # in the working directory, when neither --tracking-uri nor $MLFLOW_TRACKING_URI is set
 DEFAULT_EXPERIMENT = "vqbench"  # the sweep's, and so the report's and the export's
 # Stores mlflow 3.17 can use: sqlite and server URLs, and the databases a server sits on.
-SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+SCHEMES = ("sqlite", "http", "https", *DATABASE_SCHEMES, "databricks")
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "optuna", "scikit-learn", "scikit-image", "numpy")
 T = TypeVar("T")
 
@@ -92,6 +93,31 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             raise TrackingError(f"tracking store {path} is not a file: pass --tracking-uri sqlite:////abs/path/mlflow.db")
         if not os.access(path if path.exists() else path.parent, os.W_OK):
             raise TrackingError(f"tracking store {path} is not writable: pass another --tracking-uri")
+        if path.is_file() and path.stat().st_size:
+            with path.open("rb") as db:
+                if db.read(16) != b"SQLite format 3\x00":
+                    raise TrackingError(f"tracking store {path} is not an SQLite database: pass another --tracking-uri (a new file name creates one)")
+        return
+    if uri.split("://", 1)[0] in DATABASE_SCHEMES:
+        _check_database(uri)
+
+
+def _check_database(uri: str) -> None:
+    """A database store answers, with its driver installed, before Ray starts or any folder is made."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as err:
+        raise TrackingError(f"tracking store {uri}: its database driver is not installed ({err}); "
+                            "install the package that provides it, or pass another --tracking-uri") from None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise TrackingError(f"tracking store {uri} cannot be reached ({type(err).__name__}: {first}); "
+                            "start the database or pass a reachable --tracking-uri") from None
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:

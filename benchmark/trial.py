@@ -23,6 +23,7 @@ from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
 from benchmark.evaluate import Evaluation, evaluate
 from benchmark.figures import save_reconstruction_grid, save_tsne
+from benchmark.outputs import folder_problem
 from benchmark.train import InjectedFault, TrainState, TrialDiverged, init_state, pick_device, to_device, train_epoch
 from benchmark.train_probe import LINEAR_ACC, SSIM, is_due, train_probe
 
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig) if getattr(args, f.name) is not None}
     try:
+        if args.figures and (problem := folder_problem(args.figures)):
+            raise ConfigError(f"--figures {args.figures}: {problem}; pass a folder that can be written")
         config = TrialConfig.from_dict(raw)
         result = run_trial(config, args.data_dir, args.download, on_epoch=functools.partial(print_epoch, config))
     except (ConfigError, DataError) as err:

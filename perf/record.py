@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from benchmark.outputs import file_problem
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.jsonl"
 REPO = Path(__file__).resolve().parents[1]
 _LOAD_AT_START = os.getloadavg()[0]  # perf scripts import this module first thing
@@ -60,6 +62,8 @@ class Options(argparse.ArgumentParser):
             if getattr(args, dest) is None:
                 setattr(args, dest, tiny if args.tiny else full)
         args.script, args.command = self.script, shlex.join(["python", "-m", f"perf.{self.script}", *argv])
+        if problem := file_problem(args.out):
+            self.error(f"--out {args.out}: {problem}; pass a file path that can be written")  # exit 2, before anything is measured
         return args
 
 

@@ -445,7 +445,7 @@ def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, 
 
 
 @pytest.mark.parametrize("content, message", [
-    ("run_id,status\nx,FINISHED\n", "lacks the column(s) model, dataset, seed"),
+    ("run_id,status\nx,FINISHED\n", "lacks the column(s) experiment, sweep, parent_run_id"),
     ("", "cannot read runs CSV"),
 ])
 def test_report_from_bad_csv(tmp_path, capsys, content, message):
@@ -456,6 +456,54 @@ def test_report_from_bad_csv(tmp_path, capsys, content, message):
     assert message in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
     assert report_main(["--runs", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "out")]) == 2
     assert "cannot read runs CSV" in capsys.readouterr().err
+
+
+PUBLISHED_CSV = REPO / "results" / "paper-repro" / "runs-mnist-none.csv"
+
+
+def _dropped(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    return frame.drop(columns=[column])
+
+
+def _first_row(column: str, value: str):
+    def edit(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame.loc[0, column] = value
+        return frame
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: _dropped(f, "precision"), "lacks the column(s) precision;"),
+    (lambda f: _dropped(f, "config_id"), "lacks the column(s) config_id;"),
+    (_first_row("model", "foo"), "has model='foo'; allowed: vae, vqvae"),
+    (_first_row("dataset", "imagenet"), "has dataset='imagenet'; allowed:"),
+    (_first_row("seed", "abc"), "has seed='abc', not a number"),
+    (_first_row("probe/latent/mlp_acc", "abc"), "has probe/latent/mlp_acc='abc', not a number"),
+])
+def test_report_refuses_an_edited_runs_csv_before_writing(tmp_path, capsys, edit, message):
+    """A published export, damaged as a hand edit would: one message naming the row or column, exit 2, no report folder."""
+    csv = tmp_path / "edited.csv"
+    edit(pd.read_csv(PUBLISHED_CSV, dtype=str, keep_default_na=False)).to_csv(csv, index=False)
+    assert report_main(["--runs", str(csv), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_and_export_refuse_an_out_they_cannot_write_before_reading(tmp_path, capsys):
+    from analysis.export import main as export_main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for out in (a_file, a_file / "sub"):
+        assert report_main(["--runs", str(PUBLISHED_CSV), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: {a_file} is a file, not a folder" in err and err.count("\n") == 1, err
+    # export checks its --out before it opens the store (there is none here)
+    assert export_main(["--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(a_file / "runs.csv")]) == 2
+    assert f"{a_file} is a file, not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_report_refuses_bad_margins_and_mixed_sources(store, tmp_path, capsys):

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from benchmark import interrupt, sweep
 from benchmark.space import available_spaces
 from benchmark.summary import read_outcome, render
+from benchmark.sweep_state import SWEEP_FILE
 from benchmark.tracking import INTERRUPTED_TAG, STOPPED_TAG, TrackingTarget, ensure_experiment, mark_interrupted, start_sweep_run
 from tests.conftest import REPO
 from tests.test_data import IDX_NAMES, LABEL_MAGIC, write_cifar10, write_idx, write_idx_dataset
@@ -139,6 +140,27 @@ def a_file(folder: Path) -> str:
     return str(path)
 
 
+def bad_space_files(folder: Path) -> dict[str, str]:
+    """Space files whose studies() goes wrong in the ways a user's can."""
+    header = "from ray import tune\nfrom benchmark.space import Study\nVAE = {'model': 'vae', 'dataset': 'digits', 'epochs': 1}\n"
+    bodies = {
+        "RAISES": "def studies(options):\n    raise ValueError('no such grid')\n",
+        "RETURNS_NONE": "def studies(options):\n    return None\n",
+        "RETURNS_DICTS": "def studies(options):\n    return [VAE]\n",
+        "SAME_LABELS": "def studies(options):\n    return [Study('a', (VAE,)), Study('a', ({**VAE, 'seed': 1},))]\n",
+        "SLASH_LABEL": "def studies(options):\n    return [Study('a/b', (VAE,))]\n",
+        "NOT_A_DOMAIN": "def studies(options):\n    return [Study('s', base=VAE, search={'lr': 0.5}, metric='train/loss')]\n",
+    }
+    for name, body in bodies.items():
+        (folder / f"{name.lower()}.py").write_text(header + body)
+    return {name: str(folder / f"{name.lower()}.py") for name in bodies}
+
+
+def damaged_sweep_state(folder: Path) -> None:
+    (folder / "ray_results" / "damaged").mkdir(parents=True)
+    (folder / "ray_results" / "damaged" / SWEEP_FILE).write_text("{")
+
+
 # Every option of --help with its bad values; the ones argparse types itself are below.
 OPTION_BATTERY = [
     (["--max-concurrent", "-1"], "--max-concurrent=-1"),
@@ -165,18 +187,36 @@ OPTION_BATTERY = [
     (["--space", "nope"], "space='nope' is not known"),
     (["--space", "BROKEN"], "cannot be loaded (SyntaxError"),
     (["--space", "missing.py"], "does not exist"),
-    (["--only", "seed"], "seed=''"),
     (["--only", "model=gan"], "model='gan'"),
     (["--only", "model=vae|gan"], "model='gan'"),
     (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray head answers"),
     (["--address", "nonsense"], "not HOST:PORT"),
-    (["--resume", "never-ran"], "--resume never-ran"),
+    (["--resume", "never-ran"], "no sweep at"),
+    (["--resume", "damaged"], "is damaged (JSONDecodeError"),
+    (["--resume", "never-ran", "--epochs", "3", "--seeds", "2"], "leave out --seeds, --epochs"),
+    (["--cpus-per-trial", "1e-9"], "--cpus-per-trial=1e-09 is below the smallest share"),
+    (["--gpus-per-trial", "1e-320"], "--gpus-per-trial=1e-320 is below the smallest share"),
+    (["--tracking-uri", "sqlite:///FILE_NOT_DB"], "is not an SQLite database"),
+    (["--tracking-uri", "postgresql://u@127.0.0.1:9/db"], "tracking store postgresql://u@127.0.0.1:9/db"),
+    (["--space", "optuna", "--seeds", "3"], "--seeds: space 'optuna' does not use it"),
+    (["--only", "seed"], "'seed' is not KEY=VALUE"),
+    (["--only", "model=vae,"], "'' is not KEY=VALUE"),
+    (["--only", "seed=-1"], "--only seed=-1: seed=-1 is not allowed"),
+    (["--space", "RAISES"], "studies(options) raised ValueError: no such grid"),
+    (["--space", "RETURNS_NONE"], "must return a list of benchmark.space.Study, not None"),
+    (["--space", "RETURNS_DICTS"], "must return a list of benchmark.space.Study"),
+    (["--space", "SAME_LABELS"], "study label 'a' must be a unique"),
+    (["--space", "SLASH_LABEL"], "study label 'a/b'"),
+    (["--space", "NOT_A_DOMAIN"], "searches lr=0.5, which is not a Ray Tune domain"),
 ]
 
 
 @pytest.mark.parametrize("argv, expected", OPTION_BATTERY, ids=[" ".join(a) for a, _ in OPTION_BATTERY])
 def test_every_bad_option_value_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys, argv, expected):
-    files = {"FILE": a_file(tmp_path), "BROKEN": syntax_error_space(tmp_path)}
+    files = {"FILE": a_file(tmp_path), "BROKEN": syntax_error_space(tmp_path), **bad_space_files(tmp_path)}
+    (tmp_path / "not_a_db.txt").write_text("hello")
+    files["sqlite:///FILE_NOT_DB"] = f"sqlite:///{tmp_path / 'not_a_db.txt'}"
+    damaged_sweep_state(tmp_path)
     argv = [files.get(a, a) for a in argv]
     refused_fast(tmp_path, monkeypatch, capsys, argv, expected)
 
@@ -384,7 +424,7 @@ def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_pat
     assert "Tuner.restore" not in log
     experiment = client.get_experiment_by_name("t").experiment_id
     (parent,) = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")
-    assert parent.info.status == "KILLED"
+    assert parent.info.status == "KILLED" and parent.data.tags[INTERRUPTED_TAG] == "true"
     statuses = [r.info.status for rs in runs_by_config(client, "t").values() for r in rs]
     assert "FINISHED" in statuses and "KILLED" in statuses and "RUNNING" not in statuses and "FAILED" not in statuses
     for rs in runs_by_config(client, "t").values():
@@ -400,4 +440,4 @@ def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_pat
         assert "vqbench.error" not in rs[0].data.tags
         assert [m.step for m in client.get_metric_history(rs[0].info.run_id, "train/loss")] == list(range(1, 9))
     (parent,) = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and INTERRUPTED_TAG not in parent.data.tags  # its trials may stop early again

@@ -246,6 +246,15 @@ def test_gpu_packing_mechanism(tmp_path):
         derived(f[f"{n}_trials/vs_1_trials"], f[f"{n}_trials/aggregate_img_s"] / f["1_trials/aggregate_img_s"])
 
 
+def test_an_out_that_cannot_be_written_is_refused_before_measuring(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit:
+        train_probe_cost.main(["--tiny", "--out", str(tmp_path / "a_file" / "r.jsonl")])
+    assert exit.value.code == 2
+    assert f"{tmp_path / 'a_file'} is a file, not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_train_probe_cost(tmp_path):
     f = run(train_probe_cost, tmp_path)["figures"]
     positive(f, "vqvae_epoch_s", "vqvae_probe_s")

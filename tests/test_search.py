@@ -22,7 +22,7 @@ def history(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
 @pytest.mark.parametrize("argv, expected", [
     (["--space", "pareto", "--scheduler", "asha"], "ASHA ranks trials on one; use --scheduler fifo"),
     (["--space", "optuna", "--train-probe-every", "2"], "it needs train_probe_every=1, not 2"),
-    (["--space", "optuna", "--train-probe-every", "-1"], "train_probe_every must be >= 0"),
+    (["--space", "optuna", "--train-probe-every", "-1"], "train_probe_every=-1 is not allowed: it must be >= 0"),
 ])
 def test_searches_refuse_what_cannot_rank_their_trials(argv, expected, capsys):
     assert sweep.main([*argv, "--datasets", "digits", "--dry-run"]) == 2
