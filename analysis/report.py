@@ -266,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ssim-margin", type=float, default=DEFAULT_SSIM_MARGIN, help=f"equivalence margin for SSIM (default: {DEFAULT_SSIM_MARGIN:g})")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded figure is noise
-    for name in ("accuracy_margin", "ssim_margin"):
+    for name, widest in (("accuracy_margin", 100.0), ("ssim_margin", 2.0)):  # the width of each metric's whole range
         value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            print(f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a finite number > 0", file=sys.stderr)
+        if not (math.isfinite(value) and 0 < value < widest):
+            print(f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a number above 0 and below {widest:g}, "
+                  "the metric's whole range (a margin that wide calls everything equivalent)", file=sys.stderr)
             return 2
     if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri):
         print("error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id and --all-sweeps", file=sys.stderr)

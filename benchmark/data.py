@@ -85,10 +85,20 @@ def fetch_command(name: str, root: Path) -> str:
     return f"python -m benchmark.data {name} --data-dir {root} --download"
 
 
+def check_data_dir(data_dir: str | os.PathLike | None) -> None:
+    """A data root that is a file cannot hold a dataset, nor receive a download."""
+    if data_dir is not None and not str(data_dir).strip():
+        raise DataError("--data-dir is empty: pass the data root folder (torchvision's layout), or leave it out for the default")
+    root = resolve_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data-dir {root} is a file: pass the data root folder (torchvision's layout)")
+
+
 def check_available(name: str, data_dir: str | os.PathLike | None, download: bool = False) -> None:
     """Fail before any work starts when a dataset's files are absent and cannot be fetched."""
     if name not in NUM_CLASSES:
         raise DataError(f"dataset={name!r} is not known: choose one of {', '.join(NUM_CLASSES)}")
+    check_data_dir(data_dir)
     root = resolve_data_dir(data_dir)
     missing = missing_files(name, root)
     if missing and not download:

@@ -11,10 +11,13 @@ import socket
 from pathlib import Path
 
 from benchmark.config import ConfigError
+from benchmark.data import check_data_dir
+from benchmark.outputs import folder_problem
 from benchmark.progress import ray_log_level
 from benchmark.tracking import resolve_tracking_uri
 
 RAY_RESOURCE_UNIT = 1e-4  # Ray refuses fractions of a CPU or GPU below this
+MAX_SEEDS = 1000  # far beyond any honest interval's needs; a typo of 10**8 would build its configs for minutes
 
 
 def check_gpus_per_trial(gpus: float) -> None:
@@ -41,6 +44,8 @@ def check_options(args: argparse.Namespace) -> None:
         value = getattr(args, key)
         if value is not None and value < 1:
             raise ConfigError(f"--{key.replace('_', '-')}={value} is not allowed: it must be >= 1")
+    if args.seeds is not None and args.seeds > MAX_SEEDS:
+        raise ConfigError(f"--seeds={args.seeds} is not allowed: at most {MAX_SEEDS} (each seed adds a trial per config)")
     for key in ("max_concurrent", "max_failures"):
         if getattr(args, key) < 0:
             raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be >= 0")
@@ -49,13 +54,12 @@ def check_options(args: argparse.Namespace) -> None:
     name = args.resume or args.name
     if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
         raise ConfigError(f"--name {name!r} is not allowed: it names a folder under --storage-path, so use letters, digits, - and _")
-    if "://" not in args.storage_path:  # a URI (s3://...) is Ray Tune's to read
-        storage = Path(args.storage_path).expanduser().resolve()
-        existing = next(p for p in (storage, *storage.parents) if p.exists())
-        if not existing.is_dir():
-            raise ConfigError(f"--storage-path {args.storage_path}: {existing} is a file; pass a folder")
-    if args.data_dir is not None and Path(args.data_dir).expanduser().exists() and not Path(args.data_dir).expanduser().is_dir():
-        raise ConfigError(f"--data-dir {args.data_dir} is a file: pass the data root folder (torchvision's layout)")
+    for key in ("tracking_uri", "storage_path"):
+        if getattr(args, key) is not None and not getattr(args, key).strip():
+            raise ConfigError(f"--{key.replace('_', '-')} is empty: pass a value, or leave the option out for its default")
+    if "://" not in args.storage_path and (problem := folder_problem(Path(args.storage_path))):  # a URI (s3://...) is Ray Tune's to read
+        raise ConfigError(f"--storage-path {args.storage_path}: {problem}; pass a folder that can be written")
+    check_data_dir(args.data_dir)
     resolve_tracking_uri(args.tracking_uri)
 
 

@@ -509,6 +509,8 @@ def test_report_and_export_refuse_an_out_they_cannot_write_before_reading(tmp_pa
 def test_report_refuses_bad_margins_and_mixed_sources(store, tmp_path, capsys):
     assert report_main(["--experiment", "paper", "--tracking-uri", store.uri, "--accuracy-margin", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--accuracy-margin" in capsys.readouterr().err
+    assert report_main(["--experiment", "paper", "--tracking-uri", store.uri, "--ssim-margin", "1e308", "--out", str(tmp_path / "o")]) == 2
+    assert "--ssim-margin 1e+308 is not allowed: pass a number above 0 and below 2" in capsys.readouterr().err
     assert report_main(["--runs", "x.csv", "--tracking-uri", store.uri, "--out", str(tmp_path / "o")]) == 2
     assert "--runs reads CSVs only" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -83,7 +83,8 @@ def test_bad_values_in_a_space_are_refused_before_anything_starts(tmp_path, monk
 
 def test_trial_cli_refuses_bad_values_with_exit_2():
     for args, expected in ((["--num-codes", "0"], "num_codes=0"), (["--model", "gan"], "model='gan'"), (["--lr", "-1"], "lr=-1"),
-                           (["--figures", str(REPO / "README.md")], "README.md is a file, not a folder")):  # before training, not after
+                           (["--figures", str(REPO / "README.md")], "README.md is a file, not a folder"),  # before training, not after
+                           (["--data-dir", str(REPO / "README.md")], "README.md is a file: pass the data root folder")):
         out = subprocess.run([sys.executable, "-m", "benchmark.trial", *args], capture_output=True, text=True, cwd=REPO)
         assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
 
