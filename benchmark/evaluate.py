@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchmark.clustering import cluster_agreement
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.pixel_probes import pixel_probes
@@ -61,6 +62,12 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
 
     start = time.perf_counter()
     originals = scale(data.test_x)
+    for name, features in (("latent", test["latent"]), ("pixels", originals)):
+        found = cluster_agreement(features, data.test_y, data.num_classes, config.seed)
+        metrics.update({f"cluster/{name}/{key}": value for key, value in found.items()})
+    timings["clustering"] = time.perf_counter() - start
+
+    start = time.perf_counter()
     for key, value in reconstruction_metrics(originals, test["recon"]).items():
         metrics[f"recon/{key}"] = value
     timings["reconstruction"] = time.perf_counter() - start

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import DATASETS, PRECISIONS, ConfigError, TrialConfig
+from benchmark.config import DATASETS, PRECISIONS, ConfigError, TrialConfig, check_dataset, normalise_dataset
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_readable, fetch, resolve_data_dir
 from benchmark.dry_run import describe
 from benchmark.preflight import check_options, connect_ray
@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())} (see --list-spaces), or a .py file defining studies(options) (default: quick)")
     p.add_argument("--list-spaces", action="store_true", help="list the named spaces with what each runs; start nothing")
-    p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}) (default: the space's)")
+    p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}, or image folders: a folder's name inside --data-dir "
+                   "such as CIFAR-10-images, or its path) (default: the space's)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per Optuna study (default: the space's, 20 for optuna)")
@@ -88,12 +89,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> SweepPlan:
     check_options(args)
-    chosen = tuple(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip())) if args.datasets is not None else None
+    chosen = tuple(dict.fromkeys(normalise_dataset(d.strip()) for d in args.datasets.split(",") if d.strip())) if args.datasets is not None else None
     if chosen == ():
-        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}")
+        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}, or name an image folder")
     for dataset in chosen or ():
-        if dataset not in DATASETS:
-            raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
+        try:
+            check_dataset(dataset)
+        except ConfigError as err:
+            raise ConfigError(f"--datasets: {err}") from None
     module = load_space(args.space)
     options = SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples)
     found = space_studies(module, args.space, options)

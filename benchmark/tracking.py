@@ -271,8 +271,11 @@ class TrialRun:
         for path in files:
             with_retries(lambda: self.client.log_artifact(self.run_id, str(path)))
 
-    def finish(self, metrics: dict[str, float], step: int, files: list[Path], config: TrialConfig) -> None:
+    def finish(self, metrics: dict[str, float], step: int, files: list[Path], config: TrialConfig, tags: dict[str, str] | None = None) -> None:
+        """`tags`: what only the trial knows once it has read its data (the dataset's card)."""
         self.log_metrics(metrics, step)
+        if tags:
+            with_retries(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
         with tempfile.TemporaryDirectory() as tmp:
             config_file = Path(tmp) / "config.json"
             config_file.write_text(json.dumps(config.to_dict(), indent=2))

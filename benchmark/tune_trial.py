@@ -79,8 +79,8 @@ def tune_trial(params: dict[str, Any]) -> None:
             files = save_figures(result, Path(folder))
             final["time/figures_s"] = time.perf_counter() - start  # the t-SNE: evaluation work, counted apart from the fixed cost
             if params["log_model"]:
-                files.append(save_model(result.model, config, Path(folder)))
-            run.finish(final, config.epochs, files, config)
+                files.append(save_model(result.model, config, Path(folder), result.card.channels, len(result.card.class_names)))
+            run.finish(final, config.epochs, files, config, result.card.tags())
     except SystemExit:
         run.stopped(run.logged_through)
         raise

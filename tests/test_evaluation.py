@@ -326,7 +326,7 @@ def test_evaluate_reports_every_metric(model_name):
 
     probes = {f"probe/{rep}/{p}_acc" for rep in ("latent", "pixels") for p in ("mlp", "linear", "knn")}
     probes |= {f"probe/{rep}/{p}_epochs" for rep in ("latent", "pixels") for p in ("mlp", "linear")}
-    expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"}
+    expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
     if model_name == "vqvae":
         expected |= {"probe/codes/mlp_acc", "probe/codes/linear_acc", "probe/codes/mlp_epochs", "probe/codes/linear_epochs", "codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
     assert expected <= set(ev.metrics)
