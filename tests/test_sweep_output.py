@@ -29,6 +29,7 @@ from benchmark.space import available_spaces
 from benchmark.tracking import DEFAULT_EXPERIMENT, TrackingTarget, ensure_experiment, start_sweep_run
 from benchmark.train import scale
 from tests.conftest import REPO
+from tests.test_endings import offline
 
 SMOKE_LINE_BUDGET = 150  # issue 19: the smoke space in under 150 lines, stdout and stderr together
 
@@ -185,15 +186,40 @@ def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space)
     assert ("  digits: embedded in scikit-learn" in out) == (space in ("smoke", "quick"))
 
 
-def test_dry_run_reports_data_present_or_fetched_by_the_trials(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("address", [[], ["--address", "local"]])
+def test_dry_run_reports_data_present_or_fetched_before_ray_starts(tmp_path, monkeypatch, capsys, address):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).touch()
     monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
-    assert sweep.main(["--space", "paper", "--dry-run", "--download"]) == 0
+    assert sweep.main(["--space", "paper", "--dry-run", "--download", *address]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "  mnist: present" in out and "  cifar100: missing; each trial fetches it (--download)" in out
+    assert "  mnist: present" in out and "  cifar100: missing; fetched once, on this machine, before Ray starts (--download)" in out
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+@pytest.mark.parametrize("address", ["auto", "10.0.0.1:6379", "ray://10.0.0.1:10001"])
+def test_download_with_a_cluster_is_refused_saying_how_to_stage_the_data(tmp_path, monkeypatch, capsys, address, dry_run):
+    """--download fetches on the driver's machine only: on a cluster, trials on the other nodes would fail without the data."""
+    offline(monkeypatch)  # were it not refused, its fetch would fail here, not reach the internet
+    monkeypatch.chdir(tmp_path)
+    argv = ["--space", "paper", "--datasets", "mnist,cifar100", "--data-dir", str(tmp_path / "data"), "--download", "--address", address]
+    assert sweep.main(argv + dry_run) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --download fetches data on this machine only, and with --address the trials run on the cluster's other nodes")
+    for how in ("`python -m benchmark.data cifar100 mnist --data-dir data --download`", "file_mounts", "setup_commands", "EFS"):
+        assert how in err
+    assert list(tmp_path.iterdir()) == [], "something was written or fetched before the refusal"
+
+
+def test_download_with_a_cluster_and_only_embedded_data_says_there_is_nothing_to_fetch(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["--space", "smoke", "--download", "--address", "auto"]) == 2
+    assert capsys.readouterr().err == ("error: --download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
+                                       "and every node has it: leave out --download\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dry_run_says_one_trial_not_one_trials(capsys):
