@@ -57,7 +57,7 @@ def data_lines(datasets: list[str], data_dir: str | None, download: bool) -> lis
         elif not missing_files(name, root):
             status = "present"
         elif download:
-            status = "missing; each trial fetches it (--download)"
+            status = "missing; fetched once, on this machine, before Ray starts (--download)"
         else:
             status = f"missing; fetch it with `{fetch_command(name, root)}`"
         lines.append(f"  {name}: {status}")

@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none or model=vae,kl_weight=0.001|0.1 (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
-    p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, before Ray starts (needs internet)")
+    p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, on this machine, before Ray starts (needs internet); "
+                        "refused with --address: a cluster's data is staged on every node (see the README's cluster section)")
     p.add_argument("--address", default=None, help="Ray cluster to join, e.g. auto on a cluster node (default: start a local Ray)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
@@ -114,6 +115,7 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         trials += checked
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
+    check_download_here(args, sorted({t.dataset for t in trials}))
     if not args.dry_run:  # a dry run reports the data instead of requiring it
         for dataset in sorted({t.dataset for t in trials}):
             if args.download:
@@ -122,6 +124,25 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     # a space file's stem, not its path: the name is a folder under --storage-path
     name = args.resume or args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     return SweepPlan(name, args.space, studies, trials)
+
+
+def check_download_here(args: argparse.Namespace, datasets: list[str]) -> None:
+    """--download fetches once, on this machine, before Ray starts: with a cluster the trials also run
+    on nodes that would lack the data, so it is refused there with the ways to stage the data instead."""
+    if not args.download or args.address in (None, "local"):
+        return
+    names = " ".join(d for d in datasets if d != "digits")
+    if not names:
+        raise ConfigError("--download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
+                          "and every node has it: leave out --download")
+    raise ConfigError(
+        "--download fetches data on this machine only, and with --address the trials run on the cluster's other nodes too, "
+        "where they would fail without it: stage the data on every node, then leave out --download. Copy it at launch "
+        f"(cluster.yaml's file_mounts copy ./data to ~/data on each node; fill it first with `python -m benchmark.data {names} "
+        f"--data-dir data --download`), fetch it on each node as it starts (`python -m benchmark.data {names} --data-dir ~/data "
+        "--download` in cluster.yaml's setup_commands), or mount shared storage (EFS, NFS) at the same path on every node "
+        "and pass that path as --data-dir"
+    )
 
 
 def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dict[str, Any]:
