@@ -10,7 +10,7 @@ import json
 from ray.tune.search.sample import Categorical, Domain, Integer, LogUniform, Normal, Quantized
 
 from benchmark.config import dataset_label
-from benchmark.data import DATA_DIR_ENV, fetch_command, image_folder_root, is_image_folder, missing_files, resolve_data_dir
+from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, fetch_command, image_folder_root, is_image_folder, missing_files, resolve_data_dir
 from benchmark.image_folder import SPLITS
 from benchmark.progress import plural
 from benchmark.space import Study
@@ -59,7 +59,8 @@ def data_lines(datasets: list[str], data_dir: str | None, download: bool) -> lis
         elif download:
             status = "missing; fetched once, on this machine, before Ray starts (--download)"
         else:
-            status = f"missing; fetch it with `{fetch_command(name, root)}`"
+            status = (f"missing in {root} (--data-dir, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}); point --data-dir or "
+                      f"${DATA_DIR_ENV} at a data root that holds it, or fetch it with `{fetch_command(name, root)}`")
         lines.append(f"  {name}: {status}")
     return lines
 

@@ -27,6 +27,7 @@ class Evaluation:
     reconstructions: torch.Tensor
     latents: torch.Tensor  # seeded subsample of test latents for t-SNE, (n, features)
     latent_labels: torch.Tensor  # their labels (CIFAR-100: the 20 superclasses)
+    label_names: tuple[str, ...] | None = None  # what each label is called, where the data says (an image folder's classes)
 
 
 @torch.no_grad()
@@ -88,4 +89,5 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
         reconstructions=test["recon"][:GRID_IMAGES].clamp(0, 1).cpu(),
         latents=test["latent"][pick].cpu(),
         latent_labels=data.plot_labels()[pick].cpu(),
+        label_names=data.card.class_names if data.card is not None and data.test_coarse is None else None,
     )

@@ -103,7 +103,7 @@ def save_figures(result: TrialResult, folder: Path) -> list[Path]:
     title = f"{c.model} on {dataset_label(c.dataset)}, test latents" + (f" (K={c.num_codes})" if c.model == "vqvae" else "")
     return [
         save_reconstruction_grid(ev.originals, ev.reconstructions, c.name, folder / "reconstructions.png"),
-        save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png"),
+        save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png", ev.label_names),
     ]
 
 

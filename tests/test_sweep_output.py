@@ -182,7 +182,10 @@ def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space)
     assert out[-1] == f"{count} trials in space {space!r}"
     for dataset in missing:
         fetch = f"python -m benchmark.data {dataset} --data-dir {tmp_path} --download"
-        assert f"  {dataset}: missing; fetch it with `{fetch}`" in out
+        line = next(line for line in out if line.startswith(f"  {dataset}: "))
+        # where it looked, and both ways to point elsewhere, before the download
+        assert line.startswith(f"  {dataset}: missing in {tmp_path} (") and "--data-dir" in line and "$VQBENCH_DATA_DIR" in line
+        assert line.endswith(f"fetch it with `{fetch}`")
     assert ("  digits: embedded in scikit-learn" in out) == (space in ("smoke", "quick"))
 
 
