@@ -51,7 +51,7 @@ def a_trial(target: TrackingTarget, files: list[Path], run_id: str | None = None
     run = TrialRun.open(target, CONFIG, "cpu", run_id, tags={"vqbench.ray_node_id": node})
     for epoch in (1, 2):
         run.log_epoch({EPOCH_METRIC: 1.0 / epoch, "train/recon_loss": 0.5}, epoch)
-    run.finish({"probe/latent/mlp_acc": 0.9}, 2, files, CONFIG)
+    run.finish({"probe/latent/mlp_acc": 0.9}, 2, files, CONFIG, {"dataset.hash": "f00d", "dataset.note": "a test card"})
     return run.run_id
 
 
@@ -66,6 +66,10 @@ def test_a_trial_costs_one_round_trip_per_step(target, tmp_path, calls):
     assert run.info.status == "FINISHED" and run.data.tags["vqbench.ray_node_id"] == "node-a"
     assert run.data.params["model"] == "vqvae" and "probe.patience" in run.data.params
     assert run.data.metrics["probe/latent/mlp_acc"] == 0.9
+    assert run.data.tags["dataset.hash"] == "f00d" and run.data.tags["dataset.note"] == "a test card"  # with the final metrics
+    from benchmark.tracking import GIT_COMMIT
+    if GIT_COMMIT != "unknown":  # MLflow's own source-version tag, which its UI shows
+        assert run.data.tags["mlflow.source.git.commit"] == GIT_COMMIT.removesuffix("-dirty")
 
 
 def test_a_reopened_run_takes_the_new_node_and_skips_the_epochs_it_holds(target, tmp_path, calls):
