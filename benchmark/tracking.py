@@ -158,13 +158,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# MLflow's answers that say the request itself is wrong: asking again gets the same answer.
+DETERMINISTIC_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "BAD_REQUEST",
+    "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED",
+})
+
+
+def is_transient(error: Exception) -> bool:
+    """A server restarting, a dropped connection, a locked database: yes. A bad request or a bug: no."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, MlflowException):
+        return error.error_code not in DETERMINISTIC_CODES
+    return not isinstance(error, (TypeError, ValueError, KeyError, AttributeError, NotImplementedError))
+
+
 def with_retries(call: Callable[[], T], attempts: int = 6, first_wait_s: float = 1.0) -> T:
-    """A tracking server restarting mid-sweep must not cost a trial its results."""
+    """A tracking server restarting mid-sweep must not cost a trial its results; a request MLflow refuses
+    fails at once, not after half a minute of asking again."""
     for attempt in range(attempts):
         try:
             return call()
-        except Exception:
-            if attempt == attempts - 1:
+        except Exception as error:
+            if attempt == attempts - 1 or not is_transient(error):
                 raise
             time.sleep(first_wait_s * 2**attempt)
     raise AssertionError("unreachable")

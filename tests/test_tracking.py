@@ -106,3 +106,31 @@ def test_a_stopped_trial_ends_stopped_early_unless_the_driver_marked_the_sweep_i
     by_interrupt.stopped(1)
     run = client.get_run(by_interrupt.run_id)
     assert run.info.status == "KILLED" and run.data.tags[ERROR_TAG] == INTERRUPTED and STOPPED_TAG not in run.data.tags
+
+
+def test_only_what_can_succeed_on_a_retry_is_retried():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from benchmark.tracking import with_retries
+
+    def failing(error: Exception):
+        calls = []
+
+        def call():
+            calls.append(1)
+            if len(calls) < 3:
+                raise error
+            return "ok"
+        return call, calls
+
+    for transient in (ConnectionError("reset"), MlflowException("database is locked", error_code=INTERNAL_ERROR),
+                      MlflowException("server restarting", error_code=TEMPORARILY_UNAVAILABLE)):
+        call, calls = failing(transient)
+        assert with_retries(call, first_wait_s=0.001) == "ok" and len(calls) == 3
+    for deterministic in (MlflowException("bad key", error_code=INVALID_PARAMETER_VALUE),
+                          MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST), TypeError("a bug")):
+        call, calls = failing(deterministic)
+        with pytest.raises(type(deterministic)):
+            with_retries(call, first_wait_s=0.001)
+        assert len(calls) == 1, f"{deterministic!r} was asked again"
