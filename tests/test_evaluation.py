@@ -426,3 +426,12 @@ def test_pixel_probes_follow_the_data_not_its_name():
     direct = probe_all(train_x.flatten(1).float(), first.train_y, test_x.flatten(1).float(), first.test_y, 10, config.seed, QUICK)
     assert direct["knn_acc"] == 1.0
     assert ev.metrics["probe/pixels/knn_acc"] == direct["knn_acc"]
+
+
+def test_the_reconstruction_grid_shows_one_image_per_class_in_turn_even_on_a_class_sorted_test_set():
+    from benchmark.evaluate import grid_indices
+
+    sorted_labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)  # an image folder's test split, class by class
+    picks = grid_indices(sorted_labels, 8)
+    assert picks.tolist() == [0, 5, 10, 1, 6, 11, 2, 7] and sorted_labels[picks].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert grid_indices(torch.tensor([3, 1, 3]), 8).tolist() == [1, 0, 2]  # fewer images than the grid: all of them
