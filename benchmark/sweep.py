@@ -44,12 +44,35 @@ from benchmark.tracking import (
     start_sweep_run,
 )
 
+DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "analysis" / "plans" / "paper.toml"
+
+
+def read_plan(path: str) -> tuple[dict[str, str], str]:
+    """The analysis plan's registration tags (name, SHA-256 of the file's bytes) and its text; ConfigError if unusable.
+    Read with the standard library only: the sweep never imports `analysis` (which validates the plan in full)."""
+    import hashlib
+    import tomllib
+
+    try:
+        raw = Path(path).expanduser().read_bytes()
+        name = tomllib.loads(raw.decode("utf-8")).get("name")
+    except OSError as err:
+        raise ConfigError(f"--plan {path}: cannot read it ({err.strerror or err}); pass a plan file such as analysis/plans/paper.toml") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--plan {path}: not a TOML plan ({err}); fix it or pass another") from None
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"--plan {path}: the plan has no `name`; give it one")
+    return {"vqbench.plan": name.strip(), "vqbench.plan_hash": hashlib.sha256(raw).hexdigest()}, raw.decode("utf-8")
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     name: str
     space: str
     studies: list[Study]
     trials: list[TrialConfig]  # validated; for searches, the bounds that were checked
+    plan_tags: dict[str, str] | None = None  # the analysis plan registered on the runs
+    plan_text: str = ""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage-path", default="ray_results", help="Ray Tune results and checkpoints; shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--resume", metavar="NAME", default=None, help="finish the sweep NAME under --storage-path after its driver died")
     p.add_argument("--dry-run", action="store_true", help="list the trials, their count and whether their data is here; start nothing")
+    p.add_argument("--plan", default=str(DEFAULT_PLAN), metavar="FILE",
+                   help="the analysis plan (TOML) the runs are registered under: its name and SHA-256 go on the parent and trial runs (default: analysis/plans/paper.toml)")
     p.add_argument("--no-log-model", action="store_true", help="do not log each trial's trained model (model.pt) to its MLflow run")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress tables as well")
     return p.parse_args(argv)
@@ -123,7 +148,9 @@ def plan(args: argparse.Namespace) -> SweepPlan:
             check_readable(dataset, args.data_dir)
     # a space file's stem, not its path: the name is a folder under --storage-path
     name = args.resume or args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return SweepPlan(name, args.space, studies, trials)
+    plan_file = getattr(args, "plan", None)
+    plan_tags, plan_text = read_plan(plan_file) if plan_file else (None, "")
+    return SweepPlan(name, args.space, studies, trials, plan_tags, plan_text)
 
 
 def check_download_here(args: argparse.Namespace, datasets: list[str]) -> None:
@@ -158,7 +185,7 @@ def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dic
         "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent or "as resources allow",
         "max_failures": args.max_failures, "storage_path": str(storage_folder(args.storage_path)),
-        "log_model": not args.no_log_model,
+        "log_model": not args.no_log_model, "plan": getattr(args, "plan", None) or "none",
     }
 
 
@@ -174,7 +201,7 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     trainable = tune.with_resources(tune_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if restore:
         return tune.Tuner.restore(str(storage / study.label), trainable=trainable, resume_errored=True)
-    common = {**common, "study_tags": study.tags()}
+    common = {**common, "study_tags": {**common.get("plan_tags", {}), **study.tags()}}
     if study.is_search:
         param_space = {**common, "trial": {**study.base, **study.search}}
         # lists make it a multi-objective Optuna study (its default TPE sampler handles several objectives)
@@ -258,7 +285,10 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
             raise ConfigError(f"--storage-path {args.storage_path}: cannot create {storage} ({err.strerror}); pass a writable folder") from None
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, args.experiment, uri)
-        parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri), {"vqbench.space": sweep.space})
+        parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri),
+                                 {"vqbench.space": sweep.space, **(sweep.plan_tags or {})})
+        if sweep.plan_text:
+            client.log_text(parent, sweep.plan_text, f"plan/{Path(args.plan).name}")
         target = TrackingTarget(uri, experiment_id, parent)
         write_state(storage, target, args)
     client = MlflowClient(target.uri)
@@ -272,7 +302,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         if INTERRUPTED_TAG in client.get_run(target.parent_run_id).data.tags:  # its trials may now stop early again
             client.delete_tag(target.parent_run_id, INTERRUPTED_TAG)
 
-    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "log_model": not args.no_log_model}
+    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "log_model": not args.no_log_model,
+              "plan_tags": sweep.plan_tags or {}}
     name_width = max(len(t.name) for t in sweep.trials)
     logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore" not in record.getMessage())  # ours is --resume
     status, interrupted = "FAILED", False
