@@ -197,7 +197,7 @@ def claim_sentences(tested: pd.DataFrame) -> list[str]:
     primary = tested[tested["family"] == PRIMARY]
     for claim, parts in primary.groupby("claim", sort=True):
         measured = [p for p in parts.to_dict("records") if not p["reason"].startswith("no ")]
-        missing = [f"{p['part']}: {p['reason']}" for p in parts.to_dict("records") if p["reason"].startswith("no ")]
+        missing = list(dict.fromkeys(f"{p['part']}: {p['reason']}" for p in parts.to_dict("records") if p["reason"].startswith("no ")))
         details = "; ".join(_part_phrase(p) for p in measured)
         text = f"**Claim {claim}**: " + (details or "nothing measured")
         if missing:
