@@ -312,3 +312,53 @@ def test_a_real_sweep_registers_the_plan_on_its_parent_and_trials_and_its_report
     plan_path.write_text(plan_path.read_text() + "\n# edited\n")
     assert report_main(["--experiment", "t", "--tracking-uri", uri, "--plan", str(plan_path), "--out", str(tmp_path / "r2")]) == 0
     assert "was edited after 2 run(s) were registered" in (tmp_path / "r2" / "report.md").read_text()
+
+
+def test_the_sweep_registers_the_plan_on_its_parent_and_trials_without_training(tmp_path, monkeypatch, capsys):
+    """benchmark.sweep.main end to end with Ray Tune's fit replaced: the real parent run, the real param space
+    (`tuner_for`), and trial runs opened with the tags the trainable gets from it, as `tune_trial` opens them."""
+    import sys
+    import types
+
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.config import TrialConfig
+    from benchmark.tracking import TrackingTarget, TrialRun
+
+    fake = types.ModuleType("benchmark.tune_trial")
+    fake.tune_trial = lambda params: None
+    monkeypatch.setitem(sys.modules, "benchmark.tune_trial", fake)
+    monkeypatch.setattr(sweep, "connect_ray", lambda args: False)
+
+    def fit(tuner):  # what each trial of the grid does with its params (benchmark.tune_trial), minus the training
+        space = tuner._local_tuner._param_space
+        for trial in space["trial"]["grid_search"]:
+            config = TrialConfig.from_dict(trial)
+            run = TrialRun.open(TrackingTarget(**space["tracking"]), config, "cpu", tags=dict(space["study_tags"]))
+            run.finish({"probe/latent/mlp_acc": 0.9}, config.epochs, [], config)
+        return False
+
+    import benchmark.interrupt
+
+    monkeypatch.setattr(benchmark.interrupt, "fit_was_interrupted", fit)
+    plan_path = tmp_path / "paper.toml"
+    shutil.copyfile(DEFAULT_PLAN, plan_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = sweep.main(["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t",
+                     "--name", "s", "--plan", str(plan_path)])
+    assert rc == 0, capsys.readouterr()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("t").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")
+    assert parent.data.tags["vqbench.plan"] == "paper" and parent.data.tags["vqbench.plan_hash"] == PLAN.sha256
+    assert parent.data.params["plan"] == str(plan_path)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "plan")} == {"plan/paper.toml"}
+    trials = client.search_runs([experiment], "tags.`vqbench.role` = 'trial'")
+    assert len(trials) == 2 and all(t.data.tags["vqbench.plan_hash"] == PLAN.sha256 for t in trials)
+    assert all(t.data.tags["vqbench.study"] == "smoke" for t in trials)  # the study's own tags survive beside the plan's
+    assert report_main(["--experiment", "t", "--tracking-uri", uri, "--plan", str(plan_path), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert f"SHA-256 `{PLAN.short_hash}`" in text and "Deviation from the plan" not in text
+    plan_path.write_text(plan_path.read_text() + "\n# edited\n")
+    assert report_main(["--experiment", "t", "--tracking-uri", uri, "--plan", str(plan_path), "--out", str(tmp_path / "r2")]) == 0
+    assert "was edited after 2 run(s) were registered" in (tmp_path / "r2" / "report.md").read_text()
