@@ -126,3 +126,36 @@ def test_predictions_beside_a_runs_csv_give_the_two_level_interval_and_rows_with
     assert report_main(["--runs", str(csv), "--out", str(tmp_path / "out2")]) == 0
     line = next(l for l in (tmp_path / "out2" / "report.md").read_text().splitlines() if l.startswith("| 1 ") and "latent/mlp_acc" in l)
     assert "seed-only: no per-image predictions" in line
+
+
+def test_predictions_logged_as_mlflow_artifacts_are_read_by_the_report_and_exported_beside_the_csv(tmp_path, capsys):
+    from analysis.export import main as export_main
+
+    s = Store(tmp_path / "store")
+    experiment, parent = s.sweep("artifacts", "paper")
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 10, 800)
+    ids = []
+    for seed in range(5):
+        a, b = simulate(rng, seeds=1, images=800)
+        for model, correct in (("vae", a[0]), ("vqvae", b[0])):
+            run_id = s.trial(experiment, parent, metrics_for(0.97 + 0.001 * seed + 0.004 * (model == "vqvae"), 0.9, model, seed),
+                             model=model, dataset="mnist", seed=seed, artifacts=())
+            folder = tmp_path / "staging" / run_id
+            folder.mkdir(parents=True)
+            np.savez(folder / predictions.ARTIFACT, labels=labels, **{"latent/mlp": np.where(correct > 0, labels, (labels + 3) % 10)})
+            s.client.log_artifact(run_id, str(folder / predictions.ARTIFACT))
+            ids.append(run_id)
+    assert report_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(tmp_path / "r")]) == 0
+    line = next(l for l in (tmp_path / "r" / "report.md").read_text().splitlines() if l.startswith("| 1 ") and "latent/mlp_acc" in l)
+    assert "(two-level bootstrap)" in line
+    csv = tmp_path / "runs.csv"
+    assert export_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(csv)]) == 0
+    assert "per-image test predictions of 10 run(s)" in capsys.readouterr().out
+    with np.load(predictions.companion(csv)) as data:
+        assert set(data.files) == {f"{r}/{k}" for r in ids for k in ("labels", "latent/mlp")}
+        assert np.array_equal(data[f"{ids[0]}/labels"], labels)
+    assert report_main(["--runs", str(csv), "--out", str(tmp_path / "from-csv")]) == 0
+    store_text = (tmp_path / "r" / "report.md").read_text().split("## Runs")[1]
+    csv_text = (tmp_path / "from-csv" / "report.md").read_text().split("## Runs")[1]
+    assert store_text == csv_text  # the same intervals from the store and from the export
