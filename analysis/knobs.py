@@ -281,7 +281,7 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[l
                "", "### Claim 1 at each VAE KL weight", "",
                "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
                "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
-               "matched seeds (seed-only t interval: these runs saved no per-image predictions)."]
+               "matched seeds (seed-only t interval: the knob tables do not read per-image predictions)."]
     if kl.empty:
         section += ["", "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
                         "beside them (the `sensitivity` space runs both)."]

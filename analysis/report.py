@@ -1,15 +1,19 @@
 """The report of a sweep: report.md and PNG figures, written locally and logged to the sweep's parent run.
 
     python -m analysis.report --experiment paper --tracking-uri sqlite:////abs/path/mlflow.db
-    python -m analysis.report --runs results/paper-repro/runs.csv --out results/paper-repro
+    python -m analysis.report --runs results/paper-repro/runs.csv --out results/paper-repro --plan analysis/plans/paper.toml
 
 Reads the trials of the latest sweep run of the experiment (or --parent-run-id; every
 sweep with --all-sweeps), or the runs CSVs written by `python -m analysis.export`, writes
 <out>/report.md and <out>/figures/*.png, and (from a store) logs them under `report/` of
 the sweep run, so the MLflow UI shows them beside the sweep. From CSVs nothing is logged,
 and the per-run figures (reconstructions, t-SNE) are those already in <out>/figures, since
-a CSV carries no artifacts. Bad input (unknown experiment, unreachable store, unreadable
-CSV, no finished runs) prints one message and exits 2 before anything is written.
+a CSV carries no artifacts. The verdicts follow the analysis plan (--plan, default
+analysis/plans/paper.toml): its endpoints, families, margins, minimum n and pooling rule; the
+header names the plan and its hash and flags every deviation (runs registered under another plan
+or none, a plan edited since, margins overridden here, cells pooled with --allow-pooling). Bad
+input (a bad plan, unknown experiment, unreachable store, unreadable CSV, no finished runs, runs
+the plan refuses to pool) prints one message and exits 2 before anything is written.
 """
 from __future__ import annotations
 
@@ -249,8 +253,9 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
              f"*contradicted*: Holm p < {plan.alpha:g} with the interval on the claimed / the other side of 0; *within the margin*: "
              "Holm-adjusted TOST p below it; both are said where both hold; *not resolved* otherwise; *no verdict* below "
              f"n = {plan.min_n}. The primary interval holds seeds and test images (two-level bootstrap over per-image predictions) "
-             f"where every run saved them; {seed_only} measured endpoint(s) here rest on runs without per-image predictions and so "
-             "carry the seed-only t interval, which ignores that every seed shares one test set.")
+             f"where every run saved them; {seed_only} measured endpoint(s) here rest on runs without per-image predictions (or on a "
+             "metric without a per-image record: SSIM, NMI) and so carry the seed-only t interval, which ignores that every seed "
+             "shares one test set: each such row says so.")
     section = ["## The paper's claims, tested under the plan", "", intro, ""]
     section += [f"- {s}" for s in claims.claim_sentences(tested)]
     section += ["", claims.claims_markdown(tested, PRIMARY), "", "### Secondary: other representations and probes", "",

@@ -1,11 +1,15 @@
-"""The verdict rule: paired Student t over matched seeds, Holm across a report, a declared equivalence margin.
+"""The verdict rule: paired Student t over matched seeds, TOST for equivalence, Holm within a declared family.
 
 With 3-10 seeds a Student t interval on the paired differences stays close to its nominal
 coverage and a percentile bootstrap does not (at n = 3 its 95% interval is the range of the
 three differences). An exact sign-flip permutation test is reported beside it as a
 distribution-free check; it cannot go below p = 2/2^n (0.25 at n = 3), so at these sizes it
-can confirm a t test, not decide. "No difference found" is not "no difference": *equivalent*
-needs the whole interval inside a margin declared before looking.
+can confirm a t test, not decide. "No difference found" is not "no difference": *within the
+margin* needs the TOST (the 90% interval inside a margin declared before looking), and its p is
+Holm-adjusted with the difference p in the same family (`holm_family`, of the size the plan
+declares). A comparison can be both different and within the margin; below the plan's minimum n
+there is no verdict. Where per-image test predictions exist, `two_level_test` puts the test-set
+variance into the interval too (seeds, then test images, paired on the same images).
 """
 from __future__ import annotations
 
