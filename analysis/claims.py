@@ -172,6 +172,14 @@ def claims(runs: pd.DataFrame, plan: Plan, predictions: Predictions | None = Non
     return pd.DataFrame(rows, columns=columns)
 
 
+def secondary_size(plan: Plan) -> int:
+    """How many tests the secondary family declares: each probe endpoint read with every secondary metric, and each
+    clustering comparator (VQ-VAE minus VAE, and minus raw pixels) on every claim-4 dataset."""
+    probes = sum(1 for e in plan.endpoints if e.compare == "models" and e.metric.startswith("probe/")) * len(plan.secondary_metrics)
+    datasets = len(dict.fromkeys(e.dataset for e in plan.endpoints if e.metric.startswith("cluster/")))
+    return probes + 2 * datasets * len(plan.cluster_comparators)
+
+
 def _absent(done: pd.DataFrame, dataset: str, label: str, models: tuple[str, ...]) -> str:
     """Why a dataset part cannot be tested, or "" if it can."""
     if not (done["dataset"] == dataset).any():
