@@ -133,7 +133,9 @@ def two_level_test(d: np.ndarray, confidence: float = CONFIDENCE, reps: int = 20
     """Mean of per-image paired differences d[seed, image] (b - a, on the same test images for every seed) with
     a two-level bootstrap: resample seeds, then test images (the same images for both models and every seed),
     so the interval holds the seed-to-seed and the test-set variance. The bootstrap standard error (seed level
-    inflated by n/(n-1), the bootstrap's known shrinkage) sets a t interval with n - 1 degrees of freedom."""
+    inflated by n/(n-1), the bootstrap's known shrinkage) sets a t interval with n - 1 degrees of freedom. It errs wide:
+    resampling both crossed levels counts the seed-by-image noise more than once, and the image part gets the seed
+    level's degrees of freedom, so in `tests/test_two_level.py`'s simulation it covers 98-100% at nominal 95%."""
     d = np.asarray(d, dtype=float)
     n, images = d.shape
     base = seed_only or paired_test(np.zeros(n), d.mean(axis=1), confidence)
