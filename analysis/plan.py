@@ -78,6 +78,7 @@ class Plan:
     secondary_metrics: tuple[str, ...]
     cluster_comparators: tuple[str, ...]
     overridden: dict[str, float] = field(default_factory=dict)  # margins replaced on the command line
+    declared_margins: dict[str, float] = field(default_factory=dict)  # what the file declared, where overridden
 
     @property
     def short_hash(self) -> str:
@@ -88,14 +89,15 @@ class Plan:
 
     def with_margins(self, accuracy: float | None, ssim: float | None) -> "Plan":
         """The plan with margins overridden on the command line, recorded as a deviation."""
-        margins, overridden = dict(self.margins), dict(self.overridden)
+        margins, overridden, declared = dict(self.margins), dict(self.overridden), dict(self.declared_margins)
         for kind, value in (("accuracy", accuracy), ("ssim", ssim)):
             if value is not None and not math.isclose(value, margins[kind].value):
+                declared.setdefault(kind, margins[kind].value)
                 margins[kind] = Margin(value, f"overridden on the command line (the plan declares {margins[kind].value:g})")
                 overridden[kind] = value
         from dataclasses import replace
 
-        return replace(self, margins=margins, overridden=overridden)
+        return replace(self, margins=margins, overridden=overridden, declared_margins=declared)
 
     def primary_metric(self) -> str:
         return f"probe/{self.representation}/{self.probe}_acc"
@@ -270,5 +272,6 @@ def deviations(plan: Plan, runs: pd.DataFrame) -> list[str]:
             found.append(f"the plan `{plan.name}` was edited after {len(group)} run(s) were registered under it "
                          f"(registered `{str(digest)[:12]}`, now `{plan.short_hash}`)")
     for kind, value in plan.overridden.items():
-        found.append(f"the {kind} margin was overridden on the command line: {value:g} instead of the plan's declared value")
+        found.append(f"the {kind} margin was overridden on the command line: ±{value:g} instead of the plan's declared "
+                     f"±{plan.declared_margins.get(kind, math.nan):g} (metric units; accuracies as fractions)")
     return found

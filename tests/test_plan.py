@@ -287,7 +287,7 @@ def test_the_registered_plan_is_read_back_and_an_edit_after_registration_is_flag
     out = tmp_path / "other"
     assert report_main(["--runs", str(csv), "--plan", str(other), "--accuracy-margin", "1", "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "registered under another plan, `paper`" in text and "accuracy margin was overridden on the command line" in text
+    assert "registered under another plan, `paper`" in text and "accuracy margin was overridden on the command line: ±0.01 instead of the plan's declared ±0.005" in text
 
 
 @pytest.mark.slow
