@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (pyproject declares it)
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 

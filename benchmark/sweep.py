@@ -51,7 +51,11 @@ def read_plan(path: str) -> tuple[dict[str, str], str]:
     """The analysis plan's registration tags (name, SHA-256 of the file's bytes) and its text; ConfigError if unusable.
     Read with the standard library only: the sweep never imports `analysis` (which validates the plan in full)."""
     import hashlib
-    import tomllib
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     try:
         raw = Path(path).expanduser().read_bytes()
@@ -149,6 +153,10 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     # a space file's stem, not its path: the name is a folder under --storage-path
     name = args.resume or args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     plan_file = getattr(args, "plan", None)
+    if plan_file == str(DEFAULT_PLAN) and not DEFAULT_PLAN.is_file():  # an install without the analysis plans
+        print(f"warning: the default analysis plan {DEFAULT_PLAN} is not here: the runs are registered under no plan "
+              "(pass --plan FILE)", file=sys.stderr)
+        plan_file = None
     plan_tags, plan_text = read_plan(plan_file) if plan_file else (None, "")
     return SweepPlan(name, args.space, studies, trials, plan_tags, plan_text)
 
