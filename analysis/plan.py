@@ -25,7 +25,7 @@ DEFAULT_PLAN = Path(__file__).parent / "plans" / "paper.toml"
 PLAN_TAG, PLAN_HASH_TAG = "vqbench.plan", "vqbench.plan_hash"
 PRIMARY, SENSITIVITY, SECONDARY = "primary", "sensitivity", "secondary"
 POOLING_KEYS = ("precision", "probe_protocol", "code_version")
-METRIC_KINDS = ("accuracy", "ssim", "nmi")
+METRIC_KINDS = ("accuracy", "ssim", "clustering")
 TOP_KEYS = {"name", "description", "test", "primary", "margins", "thresholds", "pooling", "families", "endpoints", "sensitivity", "secondary"}
 ENDPOINT_KEYS = {"id", "claim", "text", "paper", "dataset", "metric", "compare", "expect", "threshold"}
 
@@ -110,7 +110,7 @@ def metric_kind(metric: str) -> str:
     if metric.endswith("ssim"):
         return "ssim"
     if metric.startswith("cluster/"):
-        return "nmi"
+        return "clustering"
     return "accuracy"
 
 
@@ -178,7 +178,7 @@ def load_plan(path: str | Path) -> Plan:
     margins_table = _need(data, "margins", dict, "the plan", path)
     _unknown(margins_table, set(METRIC_KINDS), "[margins]", path)
     margins = {}
-    widest = {"accuracy": 1.0, "ssim": 2.0, "nmi": 1.0}
+    widest = {"accuracy": 1.0, "ssim": 2.0, "clustering": 2.0}  # ARI lies in [-1, 1]
     for kind in METRIC_KINDS:
         entry = _need(margins_table, kind, dict, "[margins]", path)
         _unknown(entry, {"value", "why"}, f"[margins.{kind}]", path)

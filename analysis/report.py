@@ -242,7 +242,7 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
     primary = tested[tested["family"] == PRIMARY]
     seed_only = int(((primary["interval"] == "seed-only t") & (primary["n"] > 0)).sum())
     intro = (f"Each endpoint is declared in the plan `{plan.name}`: VQ-VAE minus VAE over matched seeds (same dataset, seed, "
-             "precision and shared training settings), or, for claim 4, the VQ-VAE's clustering NMI minus the plan's threshold "
+             "precision and shared training settings), or, for claim 4, the VQ-VAE's clustering ARI minus the plan's threshold "
              f"('well' {plan.thresholds.get('well', float('nan')):g}, 'moderately' {plan.thresholds.get('moderately', float('nan')):g}). "
              f"Runs with label_embedding={plan.label_embedding} only. Test: the paired t over seeds (p, Holm p), the exact sign-flip p "
              f"beside it ('†' where the two disagree at {plan.alpha:g}; its floor is 2/2^n), and TOST for |difference| < margin "
@@ -253,7 +253,7 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
              "Holm-adjusted TOST p below it; both are said where both hold; *not resolved* otherwise; *no verdict* below "
              f"n = {plan.min_n}. The primary interval holds seeds and test images (two-level bootstrap over per-image predictions) "
              f"where every run saved them; {seed_only} measured endpoint(s) here rest on runs without per-image predictions (or on a "
-             "metric without a per-image record: SSIM, NMI) and so carry the seed-only t interval, which ignores that every seed "
+             "metric without a per-image record: SSIM, ARI) and so carry the seed-only t interval, which ignores that every seed "
              "shares one test set: each such row says so.")
     section = ["## The paper's claims, tested under the plan", "", intro, ""]
     section += [f"- {s}" for s in claims.claim_sentences(tested)]

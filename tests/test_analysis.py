@@ -305,7 +305,7 @@ def test_claims_each_way(paper_runs, store, tmp_path):
     # three seeds: the numbers are shown, the verdict is not given
     assert primary.loc["1-mnist", "verdict"] == "no verdict" and primary.loc["1-mnist", "reason"] == "n = 3 < 5"
     assert primary.loc["2-cifar100", "reason"] == "no runs on cifar100"
-    assert primary.loc["4-mnist-well", "reason"].startswith("no cluster/latent/nmi recorded on mnist")
+    assert primary.loc["4-mnist-well", "reason"].startswith("no cluster/latent/ari recorded on mnist")
     sentences = claims.claim_sentences(tested)
     assert sentences[0].startswith("**Claim 1**: MNIST: VQ-VAE minus VAE probe MLP = -10.00") and "no verdict: n = 3 < 5" in sentences[0]
     assert "not resolved: cifar100: no runs on cifar100" in sentences[1]

@@ -36,7 +36,7 @@ def test_the_paper_plan_declares_its_endpoints_families_and_rules():
     assert {e.claim for e in PLAN.endpoints} == {1, 2, 3, 4}
     # the colour half of claims 2 and 3 on the JPEG copy of CIFAR-10, CIFAR-100 kept; claim 4 on NMI with thresholds
     assert {e.dataset for e in PLAN.endpoints if e.claim in (2, 3)} >= {"cifar100", "CIFAR-10-images"}
-    assert all(e.metric == "cluster/latent/nmi" and e.threshold in PLAN.thresholds for e in PLAN.endpoints if e.claim == 4)
+    assert all(e.metric == "cluster/latent/ari" and e.threshold in PLAN.thresholds for e in PLAN.endpoints if e.claim == 4)
     assert all(m.why for m in PLAN.margins.values()) and PLAN.margin(MLP) == 0.005
     assert set(PLAN.pooling) == {"precision", "probe_protocol", "code_version"}
     assert knobs.declared_size(PLAN) == 16  # KL 4 + 4, VQ axes 3 + 3 + 2 (the centre is MNIST's KL 0.01)
