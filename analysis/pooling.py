@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis.runs import CONFIG_TYPES
 from analysis.tables import NOT_SETTINGS, finished
-from benchmark.probe import PARAM_PREFIX as PROBE_PARAMS
+from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
 
 PROTOCOL_PARAM = "probe.protocol"
 CHECKED = {"precision": "precision", "probe_protocol": "probe protocol", "code_version": "code version (git commit)"}

@@ -32,7 +32,7 @@ from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, SENSITIVITY, Plan, P
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
 from benchmark.outputs import folder_problem
-from benchmark.probe import PARAM_PREFIX as PROBE_PARAMS
+from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
 from benchmark.tracking import DEFAULT_EXPERIMENT
 
 ARTIFACT_DIR = "report"

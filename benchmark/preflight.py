@@ -6,6 +6,7 @@ exits 2 with no MLflow store, run or Ray results created.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import socket
 from pathlib import Path
@@ -13,11 +14,15 @@ from pathlib import Path
 from benchmark.config import ConfigError
 from benchmark.data import check_data_dir
 from benchmark.outputs import folder_problem
-from benchmark.progress import ray_log_level
 from benchmark.tracking import resolve_tracking_uri
 
 RAY_RESOURCE_UNIT = 1e-4  # Ray refuses fractions of a CPU or GPU below this
 MAX_SEEDS = 1000  # far beyond any honest interval's needs; a typo of 10**8 would build its configs for minutes
+
+
+def ray_log_level(verbose: bool) -> int:
+    """Ray's start-up lines (a local instance started, token authentication) only with --verbose."""
+    return logging.INFO if verbose else logging.ERROR
 
 
 def check_gpus_per_trial(gpus: float) -> None:

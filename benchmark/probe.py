@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MLP_HIDDEN = 256
-PARAM_PREFIX = "probe."  # probe settings live in a run's params under this prefix
+from benchmark.result_keys import PROBE_PARAM_PREFIX as PARAM_PREFIX  # noqa: E402
 
 
 @dataclass(frozen=True)

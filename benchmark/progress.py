@@ -20,6 +20,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from benchmark.config import TrialConfig
+from benchmark.preflight import ray_log_level
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 
 HEADER_EVERY_ROWS = 40
@@ -31,11 +32,6 @@ LEFT_ALIGNED = {"trial", "model", "dataset", "status", "mlflow_run_id"}
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def ray_log_level(verbose: bool) -> int:
-    """Ray's start-up lines (a local instance started, token authentication) only with --verbose."""
-    return logging.INFO if verbose else logging.ERROR
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
-from benchmark.probe import ProbeSettings
 
 DEFAULT_STORE = "mlflow.db"  # in the working directory, when neither --tracking-uri nor $MLFLOW_TRACKING_URI is set
 DEFAULT_EXPERIMENT = "vqbench"  # the sweep's, and so the report's and the export's
@@ -218,10 +217,13 @@ class TrialRun:
 
     @classmethod
     def open(
-        cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None, tags: dict[str, str] | None = None
+        cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None, tags: dict[str, str] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> "TrialRun":
         """`tags` (where the trial runs; its study and objectives in a search) are set on a new run at its
-        creation and on a reopened one in the same call as its resumed tag: one round trip each, not one per tag."""
+        creation and on a reopened one in the same call as its resumed tag: one round trip each, not one per tag.
+        `settings`: params beside the config's, such as the probe's (`probe.*`), which the caller knows and
+        tracking need not (so that tracking, and the analysis reading it, never import torch)."""
         client = MlflowClient(target.uri)
         extra = tags or {}
         run_id = run_id or with_retries(lambda: cls._unfinished_run(client, target, config))
@@ -242,7 +244,7 @@ class TrialRun:
             **extra,
         }
         run = with_retries(lambda: client.create_run(target.experiment_id, run_name=config.name, tags=run_tags))
-        logged = {**config.to_dict(), **ProbeSettings().to_params()}
+        logged = {**config.to_dict(), **(settings or {})}
         params = [Param(k, str(v)) for k, v in logged.items()]
         with_retries(lambda: client.log_batch(run.info.run_id, params=params))
         return cls(client, run.info.run_id, target.parent_run_id)

@@ -26,6 +26,7 @@ from ray import tune
 
 from benchmark import train_probe
 from benchmark.config import TrialConfig
+from benchmark.probe import ProbeSettings
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.saved_model import save_model
 from benchmark.tracking import TrackingTarget, TrialRun
@@ -62,7 +63,8 @@ def tune_trial(params: dict[str, Any]) -> None:
         tune.report({**finished, EPOCH: config.epochs, FAILED: 0.0, DIVERGED: 0.0, MLFLOW_RUN_ID: resume["mlflow_run_id"]})
         return
     tags = {"vqbench.ray_node_id": ray.get_runtime_context().get_node_id(), **params.get("study_tags", {})}
-    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=tags)
+    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=tags,
+                        settings=ProbeSettings().to_params())
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
         run.log_epoch(metrics, state.epoch)

@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
+from benchmark.probe import ProbeSettings
 from benchmark.tracking import (
     EPOCH_METRIC,
     ERROR_TAG,
@@ -48,7 +49,7 @@ def calls(monkeypatch) -> collections.Counter:
 
 
 def a_trial(target: TrackingTarget, files: list[Path], run_id: str | None = None, node: str = "node-a") -> str:
-    run = TrialRun.open(target, CONFIG, "cpu", run_id, tags={"vqbench.ray_node_id": node})
+    run = TrialRun.open(target, CONFIG, "cpu", run_id, tags={"vqbench.ray_node_id": node}, settings=ProbeSettings().to_params())
     for epoch in (1, 2):
         run.log_epoch({EPOCH_METRIC: 1.0 / epoch, "train/recon_loss": 0.5}, epoch)
     run.finish({"probe/latent/mlp_acc": 0.9}, 2, files, CONFIG, {"dataset.hash": "f00d", "dataset.note": "a test card"})
