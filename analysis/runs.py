@@ -42,11 +42,16 @@ TAG_COLUMNS = {
     "dataset.hash": "dataset.hash",  # what the trial's data was: content hash, a note, class and image counts
     "dataset.note": "dataset.note",
     "dataset.classes": "dataset.classes",
+    "dataset.class_names": "dataset.class_names",
+    "dataset.channels": "dataset.channels",
+    "dataset.root": "dataset.root",
     "dataset.train_images": "dataset.train_images",
     "dataset.test_images": "dataset.test_images",
 }
-LATER_TAGS = ("stopped_at_epoch", "study", "objectives", "plan", "plan_hash")
-TEXT_COLUMNS = ("plan", "plan_hash", "dataset.hash", "dataset.note")  # never typed as numbers (a hash may be all digits)
+DATASET_TAGS = ("dataset.hash", "dataset.note", "dataset.classes", "dataset.class_names", "dataset.channels", "dataset.root",
+                "dataset.train_images", "dataset.test_images")  # the dataset's card (benchmark.data.DatasetCard)
+LATER_TAGS = ("stopped_at_epoch", "study", "objectives", "plan", "plan_hash", *DATASET_TAGS)
+TEXT_COLUMNS = ("plan", "plan_hash", "dataset.hash", "dataset.note", "dataset.class_names", "dataset.root")  # never typed as numbers (a hash may be all digits)
 # Config fields added after runs were published, with the value that describes the runs logged before them.
 LATER_CONFIG = {"train_probe_every": 0}  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.

@@ -328,6 +328,18 @@ def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, mon
         assert (tags["dataset.train_images"], tags["dataset.test_images"]) == ("48", "16")
         assert run.data.params["batch_norm"] == "True"
         assert -1 <= run.data.metrics["cluster/latent/ari"] <= 1 and -1 <= run.data.metrics["cluster/pixels/ari"] <= 1
+    from analysis import export, report
+
+    csv = tmp_path / "runs.csv"
+    assert export.main(["--experiment", "pets", "--tracking-uri", uri, "--out", str(csv)]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(csv)
+    assert set(rows["dataset.hash"]) == {expected.content_hash} and set(rows["dataset.class_names"]) == {"cat,dog"}
+    assert report.main(["--runs", str(csv), "--out", str(tmp_path / "report")]) == 0
+    header = (tmp_path / "report" / "report.md").read_text()
+    assert f"`pets` (pets), hash `{expected.content_hash[:12]}`, 2 classes: pets: noise images for a test" in header
+
     from benchmark.saved_model import load_model
 
     model, config = load_model(trials[0].info.run_id, uri)  # an image folder's shape comes from model.pt, not a table
