@@ -148,7 +148,12 @@ def _dataset_lines(finished: pd.DataFrame) -> list[str]:
             text += f", {int(pd.to_numeric(group['dataset.classes'], errors='coerce').max())} classes"
         text += f": {'; '.join(notes)}" if notes else ""
         parts.append(text)
-    return [f"- Datasets: {'; '.join(parts) or 'none'}"]
+    lines = [f"- Datasets: {'; '.join(parts) or 'none'}"]
+    channels = pd.to_numeric(finished["dataset.channels"], errors="coerce") if "dataset.channels" in finished else pd.Series(dtype=float)
+    if (channels == 3).any() or finished["dataset"].isin(["cifar10", "cifar100"]).any():
+        lines.append("- SSIM on colour images: scikit-image's `structural_similarity` with `channel_axis` (7x7 window, data range 1), "
+                     "the mean of the three channels' SSIM per image, then the mean over images")
+    return lines
 
 
 def _plan_lines(inputs: Inputs, plan: Plan) -> list[str]:

@@ -339,6 +339,7 @@ def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, mon
     assert report.main(["--runs", str(csv), "--out", str(tmp_path / "report")]) == 0
     header = (tmp_path / "report" / "report.md").read_text()
     assert f"`pets` (pets), hash `{expected.content_hash[:12]}`, 2 classes: pets: noise images for a test" in header
+    assert "SSIM on colour images: scikit-image's `structural_similarity` with `channel_axis`" in header
 
     from benchmark.saved_model import load_model
 
