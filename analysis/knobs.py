@@ -272,9 +272,9 @@ def frontier_plot(runs: pd.DataFrame) -> Figure | None:
             yerr = [100 * (points["mlp"] - points["mlp_low"].fillna(points["mlp"])), 100 * (points["mlp_high"].fillna(points["mlp"]) - points["mlp"])]
             ax.errorbar(points["ssim"], 100 * points["mlp"], xerr=xerr, yerr=yerr, color=COLOURS[model], marker="o", markersize=5,
                         capsize=2, linewidth=1.2, label=f"{name} ({plots.seeds_label(points['n'])} per point)")
-            prefix = "KL " if knob == "kl_weight" else "K="
+            shown = (lambda v: f"KL {v:.3g}") if knob == "kl_weight" else (lambda v: f"K={v:g}")
             for row in points.itertuples():
-                text = ax.annotate(f"{prefix}{row.value:g}", (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4),
+                text = ax.annotate(shown(row.value), (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4),
                                    fontsize=7, color=COLOURS[model], arrowprops={"arrowstyle": "-", "color": COLOURS[model], "lw": 0.5,
                                                                                   "shrinkA": 0, "shrinkB": 2})
                 text.set_in_layout(False)
@@ -283,7 +283,7 @@ def frontier_plot(runs: pd.DataFrame) -> Figure | None:
                            "raw pixels, MLP probe")
     legend_below(fig, axes, max_columns=2)
     plots.suptitle(fig, "Probe accuracy against reconstruction quality, label embedding none\n"
-                   f"mean over seeds ({plots.seeds_label(counts)} per point); bars: {CONFIDENCE:.0%} t intervals on the metric's bounded scale")
+                   f"mean over seeds ({plots.seeds_label(counts)} per point); " + plots.band_clause(counts, "bar"))
     place_labels(fig, labels)
     return fig
 

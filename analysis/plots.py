@@ -5,6 +5,7 @@ global figure state: safe from a notebook, a test or a headless server.
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def seeds_label(counts) -> str:
     return f"n = {counts[0]} seed{'s' if counts[0] != 1 else ''}" if len(counts) == 1 else f"n = {counts[0]}-{counts[-1]} seeds"
 
 
+def band_clause(counts, what: str) -> str:
+    """What a figure's bands (or bars) are; that there are none where every point rests on one seed."""
+    if max(counts, default=0) <= 1:
+        return f"no {what}s: one seed per point"
+    return f"{what}: {CONFIDENCE:.0%} t interval on the metric's bounded scale"
+
+
 def sensitivity_figure(runs: pd.DataFrame, knob: str, path: Path) -> Path | None:
     """Probe accuracies, SSIM and codebook usage and perplexity against one knob, a panel per dataset;
     the VAE at the default KL weight and the raw-pixel probe as horizontal reference bands. None
@@ -110,8 +118,7 @@ def sensitivity_figure(runs: pd.DataFrame, knob: str, path: Path) -> Path | None
             ax.grid(alpha=0.3)
             _scale_axis(ax, knob_values(done, knob), knob)
     legend_below(fig, axes.flat)
-    suptitle(fig, f"Sensitivity to {KNOBS[knob]}\nline: mean over seeds ({seeds_label(counts)} per point); band: {CONFIDENCE:.0%} t "
-                  "interval on the metric's bounded scale")
+    suptitle(fig, f"Sensitivity to {KNOBS[knob]}\nline: mean over seeds ({seeds_label(counts)} per point); " + band_clause(counts, "band"))
     return save(fig, path)
 
 
@@ -138,7 +145,10 @@ def _draw_lines(ax, frame: pd.DataFrame, knob: str, measure: Measure) -> list[in
             lows.append((est.low if est.has_interval else est.mean) * scale)
             highs.append((est.high if est.has_interval else est.mean) * scale)
         ax.plot(xs, means, markersize=5, **style)
-        ax.fill_between(xs, lows, highs, color=style["color"], alpha=0.18, linewidth=0)
+        if len(xs) == 1:  # a band over one value has no width: a bar instead
+            ax.errorbar(xs, means, yerr=[[means[0] - lows[0]], [highs[0] - means[0]]], color=style["color"], capsize=3, linewidth=1)
+        else:
+            ax.fill_between(xs, lows, highs, color=style["color"], alpha=0.18, linewidth=0)
     return counts
 
 
@@ -174,7 +184,7 @@ def _reference_bands(ax, runs: pd.DataFrame, knob: str, measure: Measure) -> Non
         if np.isnan(est.mean):
             continue
         ax.axhline(est.mean * scale, color=colour, linestyle="--", linewidth=1,
-                   label=f"{name} (mean, band {CONFIDENCE:.0%} t, {seeds_label([est.n])})")
+                   label=f"{name} (mean{f', band {CONFIDENCE:.0%} t' if est.has_interval else ''}, {seeds_label([est.n])})")
         if est.has_interval:
             ax.axhspan(est.low * scale, est.high * scale, color=colour, alpha=0.12, linewidth=0)
 
@@ -233,16 +243,23 @@ def probe_vs_ssim_axes(ax, runs: pd.DataFrame, title: str, xlabel: str, pixels_l
     ax.grid(alpha=0.3)
 
 
+N_SEEDS = re.compile(r"n = (\d+)(?:-(\d+))? seeds?")
+
+
 def legend_below(fig: Figure, axes, max_columns: int = 4) -> None:
-    """One legend under the panels, each label once, whichever panels drew it, in as many columns as fit the figure's width."""
-    by_label = {}
+    """One legend under the panels, each label once, whichever panels drew it, in as many columns as fit the figure's width.
+    Labels that differ only in their seed count ("n = 3 seeds", "n = 5 seeds") are one entry with the range ("n = 3-5 seeds")."""
+    by_label, counts = {}, {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            by_label.setdefault(label, handle)
+            key = N_SEEDS.sub("{n}", label)
+            by_label.setdefault(key, handle)
+            counts.setdefault(key, set()).update(int(v) for m in N_SEEDS.finditer(label) for v in m.groups() if v)
+    labels = [key.replace("{n}", seeds_label(counts[key])) if counts[key] else key for key in by_label]
     if by_label:
-        column_inches = (max(len(label) for label in by_label) + 6) / LEGEND_CHARS_PER_INCH
+        column_inches = (max(len(label) for label in labels) + 6) / LEGEND_CHARS_PER_INCH
         fitting = max(1, int(fig.get_figwidth() // column_inches))
-        fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=min(len(by_label), max_columns, fitting), fontsize=9)
+        fig.legend(list(by_label.values()), labels, loc="outside lower center", ncols=min(len(labels), max_columns, fitting), fontsize=9)
 
 
 def suptitle(fig: Figure, text: str, fontsize: int = 11) -> None:
