@@ -39,6 +39,7 @@ INTERVAL_RULE = (f"Bands and error bars in the figures: the mean over seeds with
 DPI = 110  # every figure is saved at this resolution
 PROBE_AXIS = "MLP-probe accuracy on the test latents (%)"
 MAX_LINE_POINTS = 12
+MIN_TICK_GAP = 0.12  # of the axis' span, between two labelled ticks
 LEGEND_CHARS_PER_INCH = 15.5  # DejaVu Sans at 9 pt, average text
 TITLE_CHARS_PER_INCH = 12.5  # at 11 pt  # beyond this many distinct values (a random search), plot the runs as points
 
@@ -196,7 +197,15 @@ def _scale_axis(ax, values: list[float], knob: str) -> None:
     if knob == "kl_weight" and values and min(values) > 0 and max(values) / min(values) >= 10:
         ax.set_xscale("log")
     if len(values) <= MAX_LINE_POINTS:
-        ax.set_xticks(values, [f"{v:g}" for v in values])
+        logarithmic = ax.get_xscale() == "log"
+        place = [np.log(v) if logarithmic else v for v in values]
+        gap = MIN_TICK_GAP * (max(place) - min(place))
+        shown, last = [], None  # a searched knob's values can sit close together: skip a tick that would touch the one before
+        for value, at in zip(values, place):
+            if last is None or at - last >= gap:
+                shown.append(value)
+                last = at
+        ax.set_xticks(shown, [f"{v:.3g}" for v in shown])
         ax.minorticks_off()
 
 
