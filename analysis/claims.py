@@ -250,7 +250,7 @@ def differences_markdown(differences: pd.DataFrame) -> str:
                "VQ-VAE runs": first["vq_runs"], "VAE runs": first["vae_runs"], "matched seeds": str(int(first["n"]))}
         for measure in DIFFERENCE_MEASURES:
             r = by_metric.get(measure.column)
-            name = f"Δ {measure.title.replace(' (%)', ' (pts)')}"
+            name = f"Δ {measure.title.replace(' (%)', ' (pts)')} [95% paired t]"
             row[name] = (format_difference(r["difference"], r["low"], r["high"], measure) + f" (p {format_p(r['p'])})") if r else "—"
         rows.append(row)
     return markdown(pd.DataFrame(rows))

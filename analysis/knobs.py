@@ -11,16 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from analysis.paper import PAPER_VQ
 from analysis import plots
 from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.tables import (
-    DATASET_NAMES, DEFAULT_KL_WEIGHT, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
+    DATASET_NAMES, DEFAULT_KL_WEIGHT, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired,
 )
 from analysis.claims import verdict_text
 from analysis.plan import SENSITIVITY, Plan
+from analysis.stats import CONFIDENCE
 from analysis.verdicts import PairedTest, decide, holm_family, with_tost
 
 PAIR_KEYS = ["seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
@@ -232,15 +236,21 @@ def _points(runs: pd.DataFrame, model: str, along: str) -> pd.DataFrame:
                 here = here[np.isclose(here[key].astype(float), value)]
     rows = []
     for value, at in here.groupby(along, sort=True):
-        ssim, mlp = per_seed(at, SSIM.column), per_seed(at, MLP.column)
+        ssim, mlp = plots.per_seed_interval(at, SSIM.column), plots.per_seed_interval(at, MLP.column)
         rows.append({"value": float(value), "ssim": ssim.mean, "ssim_low": ssim.low, "ssim_high": ssim.high,
-                     "mlp": mlp.mean, "mlp_low": mlp.low, "mlp_high": mlp.high})
+                     "mlp": mlp.mean, "mlp_low": mlp.low, "mlp_high": mlp.high, "n": min(ssim.n, mlp.n)})
     return pd.DataFrame(rows)
 
 
 def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     """Probe accuracy against SSIM, a point per config with its intervals: the VAE joined along the KL weight,
     the VQ-VAE along K, raw pixels as a line. None (nothing written) where neither family varies."""
+    fig = frontier_plot(runs)
+    return None if fig is None else save(fig, path)
+
+
+def frontier_plot(runs: pd.DataFrame) -> Figure | None:
+    """The frontier figure, laid out and its point labels placed so that no two overlap (see `place_labels`)."""
     done = finished(runs)
     done = done[done["label_embedding"] == "none"]
     curves = {("vae", "kl_weight"): "VAE along the KL weight", ("vqvae", "num_codes"): "VQ-VAE along K (D=64, beta=0.25)"}
@@ -248,26 +258,81 @@ def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
                 if any(len(_points(done[done["dataset"] == d], m, k)) >= 2 for m, k in curves)]
     if not datasets:
         return None
-    fig = Figure(figsize=(max(4.8 * len(datasets), 5.5), 4.2), layout="constrained")
+    fig = Figure(figsize=(max(4.8 * len(datasets), 5.5), 4.4), layout="constrained", dpi=plots.DPI)
     axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+    labels, counts = [], []
     for ax, dataset in zip(axes, datasets):
         here = done[done["dataset"] == dataset]
         for (model, knob), name in curves.items():
             points = _points(here, model, knob)
             if points.empty:
                 continue
+            counts += list(points["n"])
             xerr = [points["ssim"] - points["ssim_low"].fillna(points["ssim"]), points["ssim_high"].fillna(points["ssim"]) - points["ssim"]]
             yerr = [100 * (points["mlp"] - points["mlp_low"].fillna(points["mlp"])), 100 * (points["mlp_high"].fillna(points["mlp"]) - points["mlp"])]
             ax.errorbar(points["ssim"], 100 * points["mlp"], xerr=xerr, yerr=yerr, color=COLOURS[model], marker="o", markersize=5,
-                        capsize=2, linewidth=1.2, label=name)
-            prefix = "KL " if knob == "kl_weight" else "K="
+                        capsize=2, linewidth=1.2, label=f"{name} ({plots.seeds_label(points['n'])} per point)")
+            shown = (lambda v: f"KL {v:.3g}") if knob == "kl_weight" else (lambda v: f"K={v:g}")
             for row in points.itertuples():
-                ax.annotate(f"{prefix}{row.value:g}", (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=COLOURS[model])
-        probe_vs_ssim_axes(ax, here, DATASET_NAMES.get(dataset, dataset), "SSIM (reconstruction)", "raw pixels")
+                text = ax.annotate(shown(row.value), (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4),
+                                   fontsize=7, color=COLOURS[model], arrowprops={"arrowstyle": "-", "color": COLOURS[model], "lw": 0.5,
+                                                                                  "shrinkA": 0, "shrinkB": 2})
+                text.set_in_layout(False)
+                labels.append(text)
+        probe_vs_ssim_axes(ax, here, f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM", "SSIM (test reconstructions)",
+                           "raw pixels, MLP probe")
     legend_below(fig, axes, max_columns=2)
-    fig.suptitle("Probe accuracy against reconstruction quality\nmean over seeds, bars: 95% t intervals", fontsize=11)
-    return save(fig, path)
+    plots.suptitle(fig, "Probe accuracy against reconstruction quality, label embedding none\n"
+                   f"mean over seeds ({plots.seeds_label(counts)} per point); " + plots.band_clause(counts, "bar"))
+    place_labels(fig, labels)
+    return fig
+
+
+# Offsets (points) tried in turn for a point's label: beside it first, then further out; a thin line joins a moved label to its point.
+LABEL_OFFSETS = [(4, 4), (4, -11), (-8, 6), (-8, -12), (10, 14), (10, -20), (-16, 16), (-16, -22), (18, 26), (18, -32),
+                 (-26, 28), (-26, -34), (28, 40), (28, -46), (-36, 42), (-36, -48), (4, 56), (4, -62)]
+
+
+def place_labels(fig: Figure, labels: list) -> None:
+    """Move each annotation to the first offset where its box meets no label already placed (nor leaves its axes), by
+    matplotlib's text extents after layout; where none is free, the offset whose box overlaps least. The labels stay
+    out of the layout, so placing them cannot move the axes they were measured in."""
+    canvas = FigureCanvasAgg(fig)  # the canvas savefig uses; measured at the figure's dpi, which `save` keeps
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    placed = []  # the labels placed so far, and a small box around every labelled point (a label should not hide a point)
+    points = [text.axes.transData.transform(text.xy) for text in labels]
+    marks = [Bbox.from_bounds(x - 4, y - 4, 8, 8) for x, y in points]
+    for text in labels:
+        frame = text.axes.get_window_extent(renderer)
+        best, best_cost = None, None
+        for offset in LABEL_OFFSETS:
+            text.xyann = offset
+            box = _text_box(text, renderer)
+            cost = sum(_overlap(box, other) for other in placed) + 0.5 * sum(_overlap(box, mark) for mark in marks)
+            outside = max(0.0, frame.x0 - box.x0) + max(0.0, box.x1 - frame.x1) + max(0.0, frame.y0 - box.y0) + max(0.0, box.y1 - frame.y1)
+            cost += outside * box.height
+            if best_cost is None or cost < best_cost:
+                best, best_cost = offset, cost
+            if cost == 0:
+                break
+        text.xyann = best
+        placed.append(_text_box(text, renderer).expanded(1.05, 1.1))
+        if best == LABEL_OFFSETS[0]:
+            text.arrow_patch.set_visible(False)
+
+
+def _text_box(text, renderer):
+    """An annotation's text box in display space, without its leader line."""
+    text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
+
+
+def _overlap(a, b) -> float:
+    """The area two display-space boxes share (0 where they do not meet)."""
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0.0) * max(height, 0.0)
 
 
 def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[list[str], list[Path]]:
@@ -303,10 +368,12 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[l
     else:
         made.append(path)
         section += ["Which family buys more label information (MLP probe, y) for the same reconstruction quality (SSIM, x): "
-                    "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K.", "",
+                    "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K; point: the mean over seeds, bars: "
+                    f"{CONFIDENCE:.0%} t interval over seeds on the metric's bounded scale (see Intervals), the seed count n in the legend.", "",
                     f"![frontier]({path.relative_to(out).as_posix()})"]
     section += ["", "### Each knob", "",
-                "Lines: mean over seeds; bands: 95% t interval over seeds (none where a point has one seed). Where other knobs vary "
+                f"Lines: mean over seeds; bands: {CONFIDENCE:.0%} t interval over seeds on the metric's bounded scale (see Intervals; "
+                "none where a point has one seed), n seeds per point in each figure's title. Where other knobs vary "
                 "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
                 "so do codebook usage and perplexity; the KL weight to the VAE only. Dashed: the VAE at the default KL weight and "
                 "the raw-pixel probe, with their bands. A search with many distinct values (e.g. Optuna) is one point per run."]

@@ -85,7 +85,8 @@ def label_effect_markdown(effect: pd.DataFrame) -> str:
             "model": MODEL_NAMES[row["model"]], "dataset": DATASET_NAMES.get(row["dataset"], row["dataset"]),
             "K": format_int(row.get("num_codes")), "D": format_int(row.get("code_dim")), "beta": format_value(row.get("beta")),
             "probe": measure.title.replace(" (%)", ""),
-            "none (%)": f"{format_estimate(none, measure)} (n={none.n})", "add (%)": f"{format_estimate(add, measure)} (n={add.n})",
-            "add − none (pts)": format_difference(row["difference"], row["low"], row["high"], measure), "matched seeds": str(int(row["n"])),
+            "none (%) mean ± 95% t": f"{format_estimate(none, measure)} (n={none.n})",
+            "add (%) mean ± 95% t": f"{format_estimate(add, measure)} (n={add.n})",
+            "add − none [95% paired t] (pts)": format_difference(row["difference"], row["low"], row["high"], measure), "matched seeds": str(int(row["n"])),
         })
     return markdown(pd.DataFrame(rows))

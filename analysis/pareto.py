@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis import plots
 from analysis.plots import COLOURS, legend_below, probe_vs_ssim_axes, save
 from analysis.tables import DATASET_NAMES, MLP, MODEL_NAMES, SSIM, dataset_rank, finished, markdown, outcome
 
@@ -80,10 +81,11 @@ def front_figure(table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | 
                 ax.scatter(dominated[SSIM.column], 100 * dominated[MLP.column], color=colour, alpha=0.25, s=18, edgecolors="none",
                            label=f"{name}, dominated")
             ax.plot(front[SSIM.column], 100 * front[MLP.column], color=colour, marker="o", markersize=6, linewidth=1.4, label=f"{name}, front")
-        probe_vs_ssim_axes(ax, runs[runs["dataset"] == dataset], DATASET_NAMES.get(dataset, dataset), "SSIM (test reconstructions)",
+        probe_vs_ssim_axes(ax, runs[runs["dataset"] == dataset], f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM",
+                           "SSIM (test reconstructions)",
                            "raw pixels, MLP probe")
     legend_below(fig, axes, max_columns=3)
-    fig.suptitle("Pareto fronts of the search: label information against reconstruction\none point per finished trial", fontsize=11)
+    plots.suptitle(fig, "Pareto fronts of the search: label information against reconstruction\none point per finished trial (no interval)")
     return save(fig, path)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import claims, knobs, leakage, pareto, pooling, predictions, tables
+from analysis import claims, knobs, leakage, pareto, plots, pooling, predictions, tables
 from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, SENSITIVITY, Plan, PlanError, deviations, load_plan
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
@@ -52,6 +53,7 @@ class Inputs:
     plan: Plan | None = None  # set by main (or a caller) before write_report
     predictions: predictions.Predictions | None = None
     pooled: tuple[str, ...] = ()  # pooling violations let through by --allow-pooling
+    figure_folders: tuple[Path, ...] = ()  # from CSVs: the figures/ folders beside them, where the per-run figures are carried
 
 
 def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None, all_sweeps: bool) -> Inputs:
@@ -67,7 +69,9 @@ def gather_csv(paths: list[Path]) -> Inputs:
     """Read and check runs CSVs; raises RunsError for anything unusable."""
     runs = read_runs_csv(paths)
     _check_finished(runs, ", ".join(str(p) for p in paths))
-    return Inputs(None, None, runs, 0, "runs CSV " + ", ".join(f"`{p.name}`" for p in paths), predictions=predictions.from_csvs(paths))
+    folders = tuple(dict.fromkeys(p.resolve().parent / "figures" for p in paths))
+    return Inputs(None, None, runs, 0, "runs CSV " + ", ".join(f"`{p.name}`" for p in paths), predictions=predictions.from_csvs(paths),
+                  figure_folders=folders)
 
 
 def check_pooling(inputs: Inputs, plan: Plan, allow: bool) -> None:
@@ -92,7 +96,7 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     figures = out / "figures"
     written: list[Path] = []
     plan = inputs.plan or load_plan(DEFAULT_PLAN)
-    sections = [_header(inputs, plan), _runs_section(inputs.runs)]
+    sections = [_header(inputs, plan), _runs_section(inputs.runs), _intervals_section()]
     sections += _table1_section(inputs.runs)
     sections += _claims_section(inputs, plan)
     sections += _label_section(inputs.runs)
@@ -161,7 +165,8 @@ def _plan_lines(inputs: Inputs, plan: Plan) -> list[str]:
     lines = [f"- Analysis plan: `{plan.name}` (`{plan.path.name}`, SHA-256 `{plan.short_hash}`): {plan.description}",
              f"- Families (Holm within each, difference and TOST p together): " + "; ".join(
                  f"**{name}** ({sizes[name]} declared tests)" for name in (PRIMARY, SENSITIVITY, SECONDARY)),
-             f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; margins: " + "; ".join(
+             f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; equivalence margins (declared bounds, not "
+             "statistics): " + "; ".join(
                  f"{kind} ±{m.value:g}" for kind, m in plan.margins.items())]
     for text in deviations(plan, inputs.runs):
         lines.append(f"- **Deviation from the plan:** {text}")
@@ -211,6 +216,11 @@ def _runs_section(runs: pd.DataFrame) -> str:
     return "\n".join(text)
 
 
+def _intervals_section() -> str:
+    """The project's one rule for what an interval in this report is, said once."""
+    return "\n".join(["## Intervals", "", plots.INTERVAL_RULE])
+
+
 def _seed_note(table: pd.DataFrame) -> str:
     models = table[table["model"] != "pixels"]
     if (models["n"] <= 1).all():
@@ -226,7 +236,9 @@ def _seed_note(table: pd.DataFrame) -> str:
 
 def _table1_section(runs: pd.DataFrame) -> list[str]:
     table = tables.table1(runs)
-    intro = (f"Mean ± half-width of the {CONFIDENCE:.0%} Student t interval over seeds; n = seeds per row (runs repeating a config within a seed are averaged first). "
+    intro = (f"Each cell: mean ± half-width of the symmetric {CONFIDENCE:.0%} Student t interval over the row's n seeds (the n "
+             "column; a cell with fewer seeds says its own n), on the metric's own scale, so it can pass 100% or SSIM 1 at small n "
+             "(see Intervals); runs repeating a config within a seed are averaged first. "
              "Accuracies in % (probe on the latents: MLP = the paper's feed-forward probe, linear, kNN). "
              "The paper's numbers (one run each, K=512, D=64, beta=0.25, label embedding `add`, 10 epochs) stand beside every "
              "row of their model and dataset; *vs paper setting* says which rows match that setting. VAE rows have no K or beta "
@@ -300,6 +312,7 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
                "originals on top, reconstructions below (the paper's Fig. 1-2). t-SNE of the test latents, coloured by class "
                "(CIFAR-100: the 20 superclasses; the paper's Fig. 3)."]
     written = []
+    absent = []
     picked = tables.representative_runs(inputs.runs)
     for row in picked.to_dict("records"):
         accuracy = row.get(tables.MLP.column)
@@ -311,14 +324,36 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
             target = figures / f"{row['model']}_{row['dataset']}_{row['label_embedding']}_{name}"
             if inputs.source is not None and download_artifact(inputs.source, row["run_id"], name, target):
                 written.append(target)
+            if inputs.source is None and _carry(target, inputs.figure_folders):
+                written.append(target)
             if target.is_file():
                 section += ["", f"![{name} of {row['run_id']}]({target.relative_to(out).as_posix()})"]
-            else:  # worded for both sources, so a report and its rebuild from the CSV agree
-                section += ["", f"_{name} is missing: not among the run's MLflow artifacts, or, from a runs CSV (which carries no artifacts), "
-                                f"not at {target.relative_to(out).as_posix()}._"]
+            else:
+                section += ["", f"_{name}: absent (see below)._"]
+                absent.append(f"{name} of run `{row['run_id']}`")
+    if absent:
+        if inputs.source is not None:
+            why = "not among the run's MLflow artifacts (the trial logged no such figure)"
+        else:
+            why = ("a runs CSV carries no artifacts, and neither this report's `figures/` nor the `figures/` folder beside the runs "
+                   "CSV (where a results folder carries its runs' figures) has the file")
+        section += ["", f"**Absent figures ({len(absent)}):** {'; '.join(absent)}: {why}."]
     if picked.empty:
         section += ["", "No finished runs."]
     return section, written
+
+
+def _carry(target: Path, folders: tuple[Path, ...]) -> bool:
+    """Copy a per-run figure missing from the report's figures/ from the figures/ folder beside a runs CSV; True if copied."""
+    if target.is_file():
+        return False
+    for folder in folders:
+        found = folder / target.name
+        if found.is_file() and found.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(found, target)
+            return True
+    return False
 
 
 # --- command line --------------------------------------------------------------------------

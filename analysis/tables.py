@@ -294,9 +294,13 @@ def _cell(row: dict[str, object], measure: Measure) -> str:
     return text if est.n in (0, row["n"]) else f"{text} (n={est.n})"
 
 
+TABLE_INTERVAL = "95% t, n seeds"  # what a Table 1 cell's ± is: the half-width of the t interval over the row's n seeds
+
+
 def table1_markdown(table: pd.DataFrame) -> str:
     """Table 1 as the report shows it: our measures, then the paper's beside every row of its model and dataset."""
     extra = [c for c in table.columns if c in CONFIG_TYPES and c not in BASE_KEYS and c not in NOT_SETTINGS]
+    suffix = f" mean ± {TABLE_INTERVAL}" if (table["n"] >= 2).any() else ""  # single seeds: means only, no ± to name
     rows = []
     for row in table.to_dict("records"):
         pixels = row["model"] == "pixels"
@@ -309,7 +313,7 @@ def table1_markdown(table: pd.DataFrame) -> str:
             "beta": "" if pixels else format_value(row.get("beta")),
             **{EXTRA_TITLES.get(c, c): "" if pixels else format_value(row.get(c)) for c in extra},
             "n": str(int(row["n"])),
-            **{m.title: _cell(row, m) if not (pixels and m.short not in PIXEL_COLUMNS) else "" for m in TABLE1_MEASURES},
+            **{f"{m.title}{suffix}": _cell(row, m) if not (pixels and m.short not in PIXEL_COLUMNS) else "" for m in TABLE1_MEASURES},
             "paper acc. (%)": "" if pd.isna(row.get("paper_acc")) else f"{100 * row['paper_acc']:.2f}",
             "paper MSE": "" if pd.isna(row.get("paper_mse")) else f"{row['paper_mse']:.3f}",
             "paper SSIM": "" if pd.isna(row.get("paper_ssim")) else f"{row['paper_ssim']:.3f}",

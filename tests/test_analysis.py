@@ -359,7 +359,7 @@ def test_report_end_to_end(store, tmp_path, capsys):
     assert "| FAILED | 1 |" in text and "| RUNNING | 1 |" in text and "| KILLED | 1 |" in text
     assert "RuntimeError: loss is nan" in text
     assert "K (codebook size): skipped" in text and "beta (commitment cost): skipped" in text
-    assert "tsne.png is missing: not among the run's MLflow artifacts" in text
+    assert "**Absent figures (1):** tsne.png of run `" in text and "not among the run's MLflow artifacts" in text  # named once
     assert "not resolved: no runs on cifar100" in text and "stand-in" in text
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "ssim_vs_probe.png" in pngs and "vqvae_mnist_none_tsne.png" in pngs and "vae_mnist_none_reconstructions.png" in pngs
@@ -456,10 +456,12 @@ def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, 
     rebuilt = (out / "report.md").read_text()
     differs = [(a, b) for a, b in zip(stored.splitlines(), rebuilt.splitlines()) if a != b]
     assert len(stored.splitlines()) == len(rebuilt.splitlines())
-    assert [a.split(":")[0] for a, _ in differs] == ["- Read from"], differs  # only where the runs were read from
-    # without the figures beside it, a CSV report says where they are instead
+    # only where the runs were read from, and why the one figure the store never had is absent (each source says what it checked)
+    assert [a.split(":")[0] for a, _ in differs] == ["- Read from", "**Absent figures (1)"], differs
+    # without the figures beside it, a CSV report says which run's figure is absent and why, once
     assert report_main(["--runs", str(csv), "--out", str(tmp_path / "bare")]) == 0
-    assert "which carries no artifacts" in (tmp_path / "bare" / "report.md").read_text()
+    bare = (tmp_path / "bare" / "report.md").read_text()
+    assert bare.count("**Absent figures (") == 1 and "a runs CSV carries no artifacts" in bare
 
 
 @pytest.mark.parametrize("content, message", [
