@@ -189,7 +189,7 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
     for column, before in LATER_CONFIG.items():
         frame[column] = frame[column].fillna(str(before)) if column in frame else str(before)
     for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id", "study", "objectives",
-                   "plan", "plan_hash"):
+                   *TEXT_COLUMNS):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)
 
