@@ -66,6 +66,8 @@ class ProbeSettings:
     # Stop when max |gradient| of that objective is below lbfgs_tol * max(1, l2): at l2 >= 1 that bounds the distance
     # to the optimum (|W - W*| <= |g| / l2) by lbfgs_tol, where float32 cannot resolve a smaller gradient.
     lbfgs_tol: float = 1e-4
+    # One tolerance for the path and the refit: a looser one on the path stops a warm-started weaker strength at
+    # once (its start already meets it: measured, MNIST pixels at 1e-3), so weak strengths would never be tried.
     lbfgs_max_iter: int = 1000
     label_budgets: tuple[int, ...] = (100, 1000, 10_000)  # label-efficiency train subsets (linear probe)
     # The MLP probe: a grid of Adam learning rates and weight decays, the best held-out accuracy wins.
