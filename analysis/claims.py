@@ -1,4 +1,4 @@
-"""The paper's claims tested with the verdict rule of `analysis.verdicts`, and VQ-VAE minus VAE per dataset.
+"""The plan's endpoints tested with the verdict rule of `analysis.verdicts`, and VQ-VAE minus VAE per dataset.
 
 Only FINISHED runs count. Each side contributes one value per seed (configs repeated within a
 seed, or several K/D/beta where the paper's are absent, averaged first); the two sides are
@@ -10,12 +10,16 @@ import math
 
 import pandas as pd
 
-from analysis.paper import CLAIMS, PAPER_DATASETS, Claim
+from analysis.paper import PAPER_DATASETS
+from analysis.plan import PRIMARY, SECONDARY, Plan
+from analysis.predictions import Predictions, image_differences
 from analysis.tables import (
-    DATASET_NAMES, DIFFERENCE_MEASURES, MEASURES, MODEL_NAMES, dataset_rank, finished, format_difference, format_estimate, format_p,
-    markdown, paired, per_seed, reference_description, reference_runs,
+    DATASET_NAMES, DIFFERENCE_MEASURES, MEASURES, MODEL_NAMES, Measure, dataset_rank, finished, format_difference, format_p, markdown,
+    paired, reference_description, reference_runs,
 )
-from analysis.verdicts import NOT_RESOLVED, Margins, PairedTest, decide, with_holm
+from analysis.verdicts import (
+    CONTRADICTED, NO_VERDICT, NOT_RESOLVED, SEED_ONLY, PairedTest, decide, holm_family, paired_test, two_level_test, with_tost,
+)
 
 # Knobs both models share: a VAE and a VQ-VAE run are compared only where these agree.
 PAIR_KEYS = ["dataset", "label_embedding", "seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
@@ -60,56 +64,120 @@ def _label_order(labels) -> list[str]:
     return sorted({str(v) for v in labels if not pd.isna(v)}, key=lambda v: (v != "add", v))
 
 
-def claims(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
-    """Each claim tested per label setting and part, Holm-adjusted across every test made here.
+def _runs_for(done: pd.DataFrame, dataset: str, label: str) -> pd.DataFrame:
+    return reference_runs(done[(done["dataset"] == dataset) & (done["label_embedding"] == label)])
 
-    Columns: claim, label_embedding, part (the dataset, or "mnist - cifar100" for a
-    contrast between datasets), metric, n, difference, low, high, p, p_sign_flip, p_holm,
-    methods_disagree, margin, verdict (supported / contradicted / equivalent / not
-    resolved), reason (why, or "").
+
+def compare_models(done: pd.DataFrame, dataset: str, label: str, metric: str, plan: Plan,
+                   predictions: Predictions | None = None) -> tuple[str, PairedTest]:
+    """(why it cannot be tested or "", VQ-VAE minus VAE on `metric`): two-level interval where every run has predictions."""
+    absent = _absent(done, dataset, label, ("vae", "vqvae"))
+    if absent:
+        return absent, NO_TEST
+    here = _runs_for(done, dataset, label)
+    vae, vq = here[here["model"] == "vae"], here[here["model"] == "vqvae"]
+    vae_metric = metric.replace("/codes/", "/latent/")  # a VAE has no codes: the VQ-VAE's code indices against the VAE's latent
+    if vae_metric != metric:
+        vae = vae.assign(**{metric: vae[vae_metric] if vae_metric in vae else math.nan})
+    test, pairs = paired(vae, vq, metric, PAIR_KEYS)
+    if test.n >= 2:
+        d = image_differences(vae, vq, list(pairs["seed"]), metric, predictions, metric_a=vae_metric)
+        if d is not None:
+            test = two_level_test(d, plan.confidence, plan.bootstrap_reps, plan.bootstrap_seed, seed_only=test)
+    return "", with_tost(test, plan.margin(metric))
+
+
+def compare_pixels(done: pd.DataFrame, dataset: str, label: str, metric: str) -> tuple[str, PairedTest]:
+    """The VQ-VAE's latents minus the raw pixels of the same runs on a clustering metric (cluster/latent/... vs cluster/pixels/...)."""
+    absent = _absent(done, dataset, label, ("vqvae",))
+    if absent:
+        return absent, NO_TEST
+    vq = _runs_for(done, dataset, label)
+    vq = vq[vq["model"] == "vqvae"]
+    pixels = metric.replace("/latent/", "/pixels/")
+    if metric not in vq or pixels not in vq:
+        return f"no {metric} or {pixels} recorded on {dataset}", NO_TEST
+    per_seed = vq.groupby("seed")[[pixels, metric]].mean().dropna()
+    return "", paired_test(per_seed[pixels].to_numpy(), per_seed[metric].to_numpy())
+
+
+def compare_level(done: pd.DataFrame, dataset: str, label: str, metric: str, threshold: float) -> tuple[str, PairedTest]:
+    """(why not, the VQ-VAE's per-seed level minus the threshold): a one-sample t test, no equivalence margin."""
+    absent = _absent(done, dataset, label, ("vqvae",))
+    if absent:
+        return absent, NO_TEST
+    vq = _runs_for(done, dataset, label)
+    vq = vq[vq["model"] == "vqvae"]
+    if metric not in vq or vq[metric].isna().all():
+        return f"no {metric} recorded on {dataset} (runs logged before the metric existed)", NO_TEST
+    values = vq.groupby("seed")[metric].mean().dropna()
+    return "", paired_test([threshold] * len(values), values.to_numpy())
+
+
+def _row(endpoint_id: str, claim: int, text: str, dataset: str, metric: str, compare: str, expect: int, family: str,
+         margin: float, absent: str, test: PairedTest, threshold: float = math.nan) -> dict:
+    return {"id": endpoint_id, "claim": claim, "text": text, "part": dataset, "metric": metric, "compare": compare,
+            "expect": expect, "family": family, "threshold": threshold, "margin": margin, "absent": absent, "_test": test}
+
+
+def claims(runs: pd.DataFrame, plan: Plan, predictions: Predictions | None = None) -> pd.DataFrame:
+    """Every primary endpoint of the plan, one Holm family of its declared size, and the secondary family.
+
+    Columns: id, claim, text, part (the dataset), metric, compare, expect, family (primary / secondary),
+    threshold, margin, n, difference, low, high (primary interval), seed_low, seed_high (the seed-only t
+    interval), interval (what it accounts for), p, p_sign_flip, p_tost, p_holm, p_tost_holm,
+    methods_disagree, verdict, reason.
     """
     done = finished(runs)
-    labels = _label_order(done["label_embedding"]) or ["none"]
-    parts = []  # (row, test or None, claim)
-    for claim in CLAIMS:
-        for label in labels:
-            for part, absent, test in _parts(claim, done, label):
-                row = {"claim": claim.number, "label_embedding": label, "part": part, "metric": claim.metric,
-                       "margin": margins.for_metric(claim.metric)}
-                parts.append((row, None if absent else test, absent, claim))
-    adjusted = iter(with_holm([test for _, test, _, _ in parts if test is not None]))
-    rows = []
-    for row, test, absent, claim in parts:
-        if test is None:
-            rows.append({**row, **_test_fields(NO_TEST), "verdict": NOT_RESOLVED, "reason": absent})
+    label = plan.label_embedding
+    primary = []
+    for e in plan.endpoints:
+        if e.compare == "models":
+            absent, test = compare_models(done, e.dataset, label, e.metric, plan, predictions)
+            primary.append(_row(e.id, e.claim, e.text, e.dataset, e.metric, e.compare, e.expect, PRIMARY, plan.margin(e.metric), absent, test))
+        else:
+            value = plan.thresholds[e.threshold]
+            absent, test = compare_level(done, e.dataset, label, e.metric, value)
+            primary.append(_row(e.id, e.claim, e.text, e.dataset, e.metric, e.compare, e.expect, PRIMARY, math.nan, absent, test, value))
+    secondary = []
+    for e in plan.endpoints:
+        if e.compare != "models" or not e.metric.startswith("probe/"):
             continue
-        test = next(adjusted)
-        verdict, reason = decide(test, claim.expect, row["margin"])
-        rows.append({**row, **_test_fields(test), "verdict": verdict, "reason": reason})
-    columns = ["claim", "label_embedding", "part", "metric", *TEST_COLUMNS, "margin", "verdict", "reason"]
+        for metric in plan.secondary_metrics:
+            absent, test = compare_models(done, e.dataset, label, metric, plan, predictions)
+            secondary.append(_row(f"{e.id}:{metric}", e.claim, e.text, e.dataset, metric, "models", e.expect, SECONDARY,
+                                  plan.margin(metric), absent, test))
+    for dataset in dict.fromkeys(e.dataset for e in plan.endpoints if e.metric.startswith("cluster/")):
+        for metric in plan.cluster_comparators:
+            absent, test = compare_models(done, dataset, label, metric, plan, predictions)
+            secondary.append(_row(f"4-{dataset}:{metric}", 4, "VQ-VAE minus VAE clustering", dataset, metric, "models", 1, SECONDARY,
+                                  plan.margin(metric), absent, test))
+            absent, test = compare_pixels(done, dataset, label, metric)
+            secondary.append(_row(f"4-{dataset}:{metric}:pixels", 4, "VQ-VAE latents minus raw pixels clustering", dataset, metric,
+                                  "pixels", 1, SECONDARY, plan.margin(metric), absent, with_tost(test, plan.margin(metric))))
+    rows = []
+    for family in (primary, secondary):
+        adjusted = iter(holm_family([r["_test"] for r in family], len(family)))
+        for row in family:
+            test = next(adjusted)
+            if row["absent"]:
+                verdict, reason = NOT_RESOLVED, row["absent"]
+            else:
+                verdict, reason = decide(test, row["expect"], row["margin"] if not math.isnan(row["margin"]) else 0.0, plan.alpha, plan.min_n)
+            rows.append({**{k: v for k, v in row.items() if not k.startswith("_") and k != "absent"}, **_test_fields(test),
+                         "seed_low": test.seed_low, "seed_high": test.seed_high, "interval": test.interval,
+                         "p_tost": test.p_tost, "p_tost_holm": test.p_tost_holm, "verdict": verdict, "reason": reason})
+    columns = ["id", "claim", "text", "part", "metric", "compare", "expect", "family", "threshold", "margin", *TEST_COLUMNS,
+               "seed_low", "seed_high", "interval", "p_tost", "p_tost_holm", "verdict", "reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _parts(claim: Claim, done: pd.DataFrame, label: str) -> list[tuple[str, str, PairedTest]]:
-    """(part, why it cannot be tested or "", the test) for each part of a claim."""
-    if claim.compare == "datasets":
-        first, second = claim.datasets
-        absent = _absent(done, first, label, ("vqvae",)) or _absent(done, second, label, ("vqvae",))
-        if absent:
-            return [(f"{first} - {second}", absent, NO_TEST)]
-        vq = reference_runs(done[(done["model"] == "vqvae") & (done["label_embedding"] == label)])
-        test, _ = paired(vq[vq["dataset"] == second], vq[vq["dataset"] == first], claim.metric, ["seed"])
-        return [(f"{first} - {second}", "", test)]
-    found = []
-    for dataset in claim.datasets:
-        absent = _absent(done, dataset, label, ("vae", "vqvae"))
-        if absent:
-            found.append((dataset, absent, NO_TEST))
-            continue
-        here = reference_runs(done[(done["dataset"] == dataset) & (done["label_embedding"] == label)])
-        test, _ = paired(here[here["model"] == "vae"], here[here["model"] == "vqvae"], claim.metric, PAIR_KEYS)
-        found.append((dataset, "", test))
-    return found
+def secondary_size(plan: Plan) -> int:
+    """How many tests the secondary family declares: each probe endpoint read with every secondary metric, and each
+    clustering comparator (VQ-VAE minus VAE, and minus raw pixels) on every claim-4 dataset."""
+    probes = sum(1 for e in plan.endpoints if e.compare == "models" and e.metric.startswith("probe/")) * len(plan.secondary_metrics)
+    datasets = len(dict.fromkeys(e.dataset for e in plan.endpoints if e.metric.startswith("cluster/")))
+    return probes + 2 * datasets * len(plan.cluster_comparators)
 
 
 def _absent(done: pd.DataFrame, dataset: str, label: str, models: tuple[str, ...]) -> str:
@@ -124,75 +192,51 @@ def _absent(done: pd.DataFrame, dataset: str, label: str, models: tuple[str, ...
 
 
 def combined_verdict(parts: pd.DataFrame) -> str:
-    """A claim over several parts: contradicted if any part is, supported (or equivalent) only if all are."""
+    """A claim over several parts: contradicted if any part is, supported (or within the margin) only if all are."""
     verdicts = set(parts["verdict"])
-    if "contradicted" in verdicts:
-        return "contradicted"
+    if any(v.startswith(CONTRADICTED) for v in verdicts):
+        return CONTRADICTED
     return verdicts.pop() if len(verdicts) == 1 else NOT_RESOLVED
 
 
-def claim_sentences(runs: pd.DataFrame, tested: pd.DataFrame) -> list[str]:
-    """One plain sentence per claim: what the paper said and, per label setting, what these runs say."""
-    done = finished(runs)
+def claim_sentences(tested: pd.DataFrame) -> list[str]:
+    """One plain sentence per claim of the primary family: each part and what these runs support."""
     sentences = []
-    for claim in CLAIMS:
-        mine = tested[tested["claim"] == claim.number]
-        head = f"**Claim {claim.number}** ({claim.text}; paper: {claim.paper_evidence})"
-        proxy = f" Proxy: {claim.proxy}." if claim.proxy else ""
-        missing = sorted({r for r in mine["reason"] if _dataset_missing(r)})
-        if missing and (claim.compare == "datasets" or len(missing) == len(claim.datasets)):
-            levels = _levels(done, claim) if claim.compare == "datasets" else ""
-            sentences.append(f"{head}: not resolved: {'; '.join(missing)}.{levels}{proxy}")
-            continue
-        lines = []
-        for label, parts in mine.groupby("label_embedding", sort=False):
-            where = f"with label_embedding={label}" + (" (the paper's label setting)" if label == "add" else "")
-            verdict = combined_verdict(parts)
-            absent = [r for r in parts["reason"] if r.startswith("no ")]
-            if verdict == NOT_RESOLVED and absent:
-                verdict = "not resolved: " + "; ".join(absent)
-            measured = [p for p in parts.to_dict("records") if not p["reason"].startswith("no ")]
-            details = "; ".join(_part_phrase(claim, p, with_verdict=len(parts) > 1) for p in measured)
-            lines.append(f"{where}: {verdict}" + (f" ({details})" if details else ""))
-        sentences.append(f"{head}: " + "; ".join(lines) + "." + proxy)
+    primary = tested[tested["family"] == PRIMARY]
+    for claim, parts in primary.groupby("claim", sort=True):
+        measured = [p for p in parts.to_dict("records") if not p["reason"].startswith("no ")]
+        missing = list(dict.fromkeys(f"{p['part']}: {p['reason']}" for p in parts.to_dict("records") if p["reason"].startswith("no ")))
+        details = "; ".join(_part_phrase(p) for p in measured)
+        text = f"**Claim {claim}**: " + (details or "nothing measured")
+        if missing:
+            text += f" (not resolved: {'; '.join(missing)})"
+        sentences.append(text + ".")
     return sentences
 
 
-def _dataset_missing(reason: str) -> bool:
-    return reason.startswith("no runs on ") and " with " not in reason
-
-
-def _part_phrase(claim: Claim, part: dict[str, object], with_verdict: bool) -> str:
-    measure = MEASURES[claim.metric]
-    if claim.compare == "datasets":
-        label = f"VQ-VAE {measure.title.split(' (')[0]}, {part['part']}"
+def _part_phrase(part: dict[str, object]) -> str:
+    measure = _measure(str(part["metric"]))
+    name = dataset_title(str(part["part"]))
+    if part["compare"] == "level":
+        label = f"{name}: VQ-VAE {measure.title} minus {part['threshold']:g}"
     else:
-        label = f"{DATASET_NAMES.get(str(part['part']), part['part'])}: VQ-VAE minus VAE {measure.title.split(' (')[0]}"
+        label = f"{name}: VQ-VAE minus VAE {measure.title.split(' (')[0]}"
     value = format_difference(part["difference"], part["low"], part["high"], measure) + (" pts" if measure.percent else "")
     stats_text = f"n = {part['n']}"
     if part["n"] >= 2:
-        stats_text += f", p = {format_p(part['p'])}, Holm p = {format_p(part['p_holm'])}, sign-flip p = {format_p(part['p_sign_flip'])}"
-        stats_text += " †" if part["methods_disagree"] else ""
-    why = part["verdict"] + (f": {part['reason']}" if part["reason"] else "") if with_verdict else part["reason"]
-    return f"{label} = {value} ({stats_text})" + (f", {why}" if why else "")
+        stats_text += f", Holm p = {format_p(part['p_holm'])}, sign-flip p = {format_p(part['p_sign_flip'])}" + (" †" if part["methods_disagree"] else "")
+    return f"{label} = {value} ({stats_text}): {verdict_text(part['verdict'], part['reason'])}"
 
 
-def _levels(done: pd.DataFrame, claim: Claim) -> str:
-    """Where a contrast between datasets cannot be tested, the level on the first dataset it would rest on."""
-    first = claim.datasets[0]
-    vq = reference_runs(done[(done["model"] == "vqvae") & (done["dataset"] == first)])
-    if vq.empty or claim.metric not in vq:
-        return ""
-    measure = MEASURES[claim.metric]
-    parts = []
-    for label, group in vq.groupby("label_embedding", sort=True):
-        est = per_seed(group, claim.metric)
-        parts.append(f"{format_estimate(est, measure)}% (label_embedding={label}, n={est.n})")
-    pixel_column = claim.metric.replace("/latent/", "/pixels/")
-    pixels = done[done["dataset"] == first].get(pixel_column)
-    pixel = f"; raw pixels {100 * pixels.mean():.2f}%" if pixels is not None and pixels.notna().any() else ""
-    name = DATASET_NAMES.get(first, first)
-    return f" For reference, the {measure.title.split(' (')[0]} on {name} VQ-VAE latents reaches {', '.join(parts)}{pixel}."
+def dataset_title(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def _measure(metric: str):
+    if metric in MEASURES:
+        return MEASURES[metric]
+    percent = metric.startswith("probe/") and metric.endswith("_acc")
+    return Measure(metric, metric.replace("/", "_"), metric, percent, 2 if percent else 3)
 
 
 # --- markdown --------------------------------------------------------------------------
@@ -212,25 +256,35 @@ def differences_markdown(differences: pd.DataFrame) -> str:
     return markdown(pd.DataFrame(rows))
 
 
-def claims_markdown(tested: pd.DataFrame) -> str:
+def claims_markdown(tested: pd.DataFrame, family: str = PRIMARY) -> str:
     rows = []
-    for row in tested.to_dict("records"):
-        measure = MEASURES[row["metric"]]
-        margin = f"±{100 * row['margin']:g} pts" if measure.percent else f"±{row['margin']:g}"
+    for row in tested[tested["family"] == family].to_dict("records"):
+        measure = _measure(row["metric"])
+        pts = " pts" if measure.percent and not pd.isna(row["difference"]) else ""
+        if pd.isna(row["margin"]):
+            margin = "— (level)"
+        else:
+            margin = f"±{100 * row['margin']:g} pts" if measure.percent else f"±{row['margin']:g}"
+        seed_only = format_difference(row["difference"], row["seed_low"], row["seed_high"], measure) + pts
+        interval = (format_difference(row["difference"], row["low"], row["high"], measure) + pts + f" ({row['interval']})"
+                    if row["interval"] != SEED_ONLY else "seed-only: no per-image predictions" if row["n"] else "—")
+        what = {"level": f"VQ-VAE {measure.title} − {row['threshold']:g}", "pixels": f"VQ-VAE latents − raw pixels, {row['metric']}"}.get(
+            row["compare"], f"VQ-VAE − VAE, {row['metric']}" + (" (VAE: its latent)" if "/codes/" in row["metric"] else ""))
         rows.append({
-            "claim": str(row["claim"]), "label emb.": row["label_embedding"], "part": row["part"], "metric": row["metric"],
-            "n": str(row["n"]),
-            "difference [95% t]": format_difference(row["difference"], row["low"], row["high"], measure) + (" pts" if measure.percent and not pd.isna(row["difference"]) else ""),
+            "claim": str(row["claim"]), "part": dataset_title(str(row["part"])), "tested": what, "n": str(row["n"]),
+            "difference [95% seed-only t]": seed_only, "[95% seeds + test images]": interval,
             "p": format_p(row["p"]), "Holm p": format_p(row["p_holm"]),
             "sign-flip p": format_p(row["p_sign_flip"]) + (" †" if row["methods_disagree"] else ""),
-            "margin": margin, "verdict": _verdict_text(row["verdict"], row["reason"]),
+            "margin": margin, "TOST Holm p": format_p(row["p_tost_holm"]), "verdict": verdict_text(row["verdict"], row["reason"]),
         })
     return markdown(pd.DataFrame(rows))
 
 
-def _verdict_text(verdict: str, reason: str) -> str:
+def verdict_text(verdict: str, reason: str) -> str:
     """'not resolved: no runs on cifar100' for an absence; 'not resolved (why)' otherwise."""
     if reason.startswith("no "):
         return f"not resolved: {reason}"
+    if verdict == NO_VERDICT:
+        return f"{NO_VERDICT}: {reason}"
     return verdict + (f" ({reason})" if reason else "")
 

@@ -5,7 +5,8 @@
 
 One row per trial run (every status): experiment and sweep, run id, status and error, the full
 trial config, the probe settings (`probe.*`), every final metric under its MLflow name and the
-run's tags that the report reads. The runs in scope are the report's: the latest sweep, the
+run's tags that the report reads. Runs with per-image test predictions (the `predictions.npz` artifact) also
+get them in `<csv-stem>.predictions.npz` beside the CSV (keys `{run_id}/labels`, `{run_id}/{rep}/{probe}`). The runs in scope are the report's: the latest sweep, the
 one given by --parent-run-id, or all of them with --all-sweeps.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import tables
+from analysis import predictions, tables
 from analysis.runs import RunsError, open_experiment, scope_runs, write_runs_csv
 from benchmark.outputs import file_problem
 from benchmark.tracking import DEFAULT_EXPERIMENT
@@ -35,13 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {args.out}: {problem}; pass a .csv path that can be written", file=sys.stderr)
         return 2
     try:
-        scope = scope_runs(open_experiment(args.experiment, args.tracking_uri), args.parent_run_id, args.all_sweeps)
+        source = open_experiment(args.experiment, args.tracking_uri)
+        scope = scope_runs(source, args.parent_run_id, args.all_sweeps)
     except RunsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_runs_csv(scope.runs, args.out)
     counts = ", ".join(f"{n} {status}" for status, n in tables.outcome(scope.runs).value_counts().items())  # stopped early apart
     print(f"wrote {len(scope.runs)} trial run(s) ({counts}) to {args.out}")
+    found = predictions.from_store(source.client, list(scope.runs["run_id"]))
+    target = predictions.companion(args.out)
+    if found.save(target):
+        print(f"wrote the per-image test predictions of {len(found)} run(s) to {target}")
+    else:
+        print("no run has per-image test predictions (predictions.npz): the report will use seed-only intervals")
     return 0
 
 

@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.paper import CLAIMS, PAPER_VQ
+from analysis.paper import PAPER_VQ
 from analysis import plots
 from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.tables import (
     DATASET_NAMES, DEFAULT_KL_WEIGHT, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired, per_seed,
 )
-from analysis.verdicts import Margins, decide, with_holm
+from analysis.claims import verdict_text
+from analysis.plan import SENSITIVITY, Plan
+from analysis.verdicts import PairedTest, decide, holm_family, with_tost
 
-CLAIM1 = next(c for c in CLAIMS if c.number == 1)
 PAIR_KEYS = ["seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
 COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
 
@@ -35,21 +36,71 @@ def _vq_centre(runs: pd.DataFrame) -> pd.DataFrame:
     return vq[pick]
 
 
-COLUMNS = ["dataset", "label_embedding", "knob", "value", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_holm", "verdict", "reason"]
+COLUMNS = ["dataset", "label_embedding", "knob", "value", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_sign_flip",
+           "methods_disagree", "p_tost", "p_holm", "p_tost_holm", "declared", "verdict", "reason"]
 
 
-def _tested(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFrame, pd.DataFrame]], margins: Margins) -> list[dict]:
-    """Claim 1 (VQ-VAE minus VAE, MLP probe, matched seeds) for each (knob, value, VAE runs, VQ-VAE runs),
-    Holm across the comparisons of one dataset and label setting."""
-    found = [(knob, value, *paired(vae, vq, MLP.column, PAIR_KEYS)) for knob, value, vae, vq in comparisons]
+def _raw(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFrame, pd.DataFrame]], plan: Plan) -> list[dict]:
+    """Claim 1 (VQ-VAE minus VAE, the plan's sensitivity metric, matched seeds) for each (knob, value, VAE runs, VQ-VAE runs)."""
+    metric = plan.sensitivity_metric
     rows = []
-    for (knob, value, _, pairs), test in zip(found, with_holm([test for _, _, test, _ in found])):
-        verdict, reason = decide(test, CLAIM1.expect, margins.for_metric(MLP.column))
+    for knob, value, vae, vq in comparisons:
+        test, pairs = paired(vae, vq, metric, PAIR_KEYS)
+        test = with_tost(test, plan.margin(metric))
         rows.append({"dataset": dataset, "label_embedding": label, "knob": knob, "value": float(value),
                      "vae": pairs["a"].mean() if len(pairs) else np.nan, "vqvae": pairs["b"].mean() if len(pairs) else np.nan,
-                     "n": test.n, "difference": test.mean, "low": test.low, "high": test.high, "p": test.p, "p_holm": test.p_holm,
-                     "verdict": verdict, "reason": reason})
+                     "_test": test})
     return rows
+
+
+def _key(row: dict, plan: Plan) -> tuple | None:
+    """The row's place in the declared sensitivity family (the centre is one test, in both tables), or None if undeclared."""
+    if row["label_embedding"] != plan.label_embedding:
+        return None
+    dataset, knob, value = row["dataset"], row["knob"], row["value"]
+    weights = plan.kl_weights.get(dataset, ())
+    if knob == "kl_weight" or knob == "centre":
+        value = DEFAULT_KL_WEIGHT if knob == "centre" else value
+        if any(np.isclose(value, w) for w in weights):
+            return ("kl_weight", dataset, round(value, 12))
+        return ("centre", dataset) if knob == "centre" and dataset in plan.vq_axes else None
+    declared = plan.vq_axes.get(dataset, {}).get(knob, ())
+    return (knob, dataset, round(value, 12)) if any(np.isclose(value, v) for v in declared) else None
+
+
+def declared_size(plan: Plan) -> int:
+    keys = {("kl_weight", d, round(w, 12)) for d, ws in plan.kl_weights.items() for w in ws}
+    for dataset, axes in plan.vq_axes.items():
+        if ("kl_weight", dataset, round(DEFAULT_KL_WEIGHT, 12)) not in keys:
+            keys.add(("centre", dataset))
+        keys |= {(k, dataset, round(v, 12)) for k, vs in axes.items() for v in vs}
+    return len(keys)
+
+
+def _decided(kl_rows: list[dict], vq_rows: list[dict], plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One Holm family over every declared row of both tables (each test once); undeclared rows are exploratory."""
+    unique: dict[tuple, PairedTest] = {}
+    for row in kl_rows + vq_rows:
+        key = _key(row, plan)
+        if key is not None:
+            unique.setdefault(key, row["_test"])
+    adjusted = dict(zip(unique, holm_family(list(unique.values()), declared_size(plan))))
+    frames = []
+    for rows in (kl_rows, vq_rows):
+        out = []
+        for row in rows:
+            key = _key(row, plan)
+            test = adjusted.get(key, row["_test"]) if key is not None else row["_test"]
+            if key is None:
+                verdict, reason = "exploratory", "not a declared row of the plan: no verdict"
+            else:
+                verdict, reason = decide(test, plan.sensitivity_expect, plan.margin(plan.sensitivity_metric), plan.alpha, plan.min_n)
+            out.append({**{k: v for k, v in row.items() if k != "_test"}, "n": test.n, "difference": test.mean, "low": test.low,
+                        "high": test.high, "p": test.p, "p_sign_flip": test.p_sign_flip, "methods_disagree": test.methods_disagree,
+                        "p_tost": test.p_tost, "p_holm": test.p_holm if key else np.nan, "p_tost_holm": test.p_tost_holm if key else np.nan,
+                        "declared": key is not None, "verdict": verdict, "reason": reason})
+        frames.append(out)
+    return _ordered(frames[0], ["dataset", "label_embedding", "value"]), _ordered(frames[1], ["dataset", "label_embedding"])
 
 
 def _ordered(rows: list[dict], by: list[str]) -> pd.DataFrame:
@@ -57,29 +108,17 @@ def _ordered(rows: list[dict], by: list[str]) -> pd.DataFrame:
     return frame.sort_values(by, key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c, ignore_index=True, kind="stable") if len(frame) else frame
 
 
-def kl_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
-    """Claim 1 (VQ-VAE centre minus VAE, MLP probe) at each KL weight, per dataset and label setting.
-
-    Columns: dataset, label_embedding, kl_weight, vae, vqvae (means over matched seeds), n,
-    difference, low, high, p, p_holm, verdict, reason. Empty where the KL weight does not vary.
-    """
+def _kl_rows(runs: pd.DataFrame, plan: Plan) -> list[dict]:
     rows = []
     for (dataset, label), group in finished(runs).groupby(["dataset", "label_embedding"], sort=False):
         vae, vq = group[group["model"] == "vae"], _vq_centre(group)
         weights = sorted(vae["kl_weight"].dropna().unique())
         if len(weights) >= 2 and not vq.empty:
-            rows += _tested(dataset, label, [("kl_weight", w, vae[np.isclose(vae["kl_weight"], w)], vq) for w in weights], margins)
-    frame = _ordered(rows, ["dataset", "label_embedding", "value"]).rename(columns={"value": "kl_weight"})
-    return frame.drop(columns="knob")
+            rows += _raw(dataset, label, [("kl_weight", w, vae[np.isclose(vae["kl_weight"], w)], vq) for w in weights], plan)
+    return rows
 
 
-def vq_axis_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.DataFrame:
-    """Claim 1 at each VQ-VAE setting one knob away from the paper's (K, D, beta), against the VAE at the
-    default KL weight, per dataset and label setting: does the verdict hold along the VQ-VAE's own knobs?
-
-    Columns: dataset, label_embedding, knob (`centre` once, then num_codes, code_dim or beta), value,
-    and the columns of `kl_verdicts`. Empty where no VQ-VAE knob takes two values around the centre.
-    """
+def _vq_rows(runs: pd.DataFrame, plan: Plan) -> list[dict]:
     rows = []
     for (dataset, label), group in finished(runs).groupby(["dataset", "label_embedding"], sort=False):
         vae = group[(group["model"] == "vae") & np.isclose(group["kl_weight"].astype(float), DEFAULT_KL_WEIGHT)]
@@ -95,14 +134,39 @@ def vq_axis_verdicts(runs: pd.DataFrame, margins: Margins = Margins()) -> pd.Dat
             comparisons += [(knob, v, vae, along[np.isclose(along[knob].astype(float), v)])
                             for v in sorted(along[knob].dropna().unique()) if not np.isclose(v, paper_value)]
         if len(comparisons) >= 2 and not vae.empty:
-            rows += _tested(dataset, label, comparisons, margins)
-    return _ordered(rows, ["dataset", "label_embedding"])
+            rows += _raw(dataset, label, comparisons, plan)
+    return rows
+
+
+def sensitivity(runs: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(KL table, VQ table): claim 1 at each KL weight and each VQ-VAE setting one knob from the centre, decided
+    in the plan's one sensitivity family."""
+    kl, vq = _decided(_kl_rows(runs, plan), _vq_rows(runs, plan), plan)
+    return kl.rename(columns={"value": "kl_weight"}).drop(columns="knob"), vq
+
+
+def kl_verdicts(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """Claim 1 (VQ-VAE centre minus VAE, MLP probe) at each KL weight, per dataset and label setting.
+
+    Columns: dataset, label_embedding, kl_weight, vae, vqvae (means over matched seeds), n, difference,
+    low, high, p, p_sign_flip, p_tost, p_holm, p_tost_holm (the sensitivity family), declared, verdict, reason.
+    """
+    return sensitivity(runs, plan)[0]
+
+
+def vq_axis_verdicts(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """Claim 1 at each VQ-VAE setting one knob away from the paper's (K, D, beta), against the VAE at the
+    default KL weight: knob (`centre` once, then num_codes, code_dim or beta), value, and `kl_verdicts`' columns."""
+    return sensitivity(runs, plan)[1]
 
 
 def _test_cells(r: dict) -> dict[str, str]:
-    """The columns every claim-1 table ends with: seeds, difference, p-values, verdict."""
-    return {"n": str(r["n"]), "VQ-VAE − VAE [95% t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
-            "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]), "claim 1": r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")}
+    """The columns every claim-1 table ends with: seeds, difference, p-values, sign-flip p, verdict."""
+    verdict = r["verdict"] if r["verdict"] == "exploratory" else verdict_text(r["verdict"], r["reason"])
+    return {"n": str(r["n"]), "VQ-VAE − VAE [95% seed-only t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
+            "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]),
+            "sign-flip p": format_p(r["p_sign_flip"]) + (" †" if r["methods_disagree"] else ""),
+            "TOST Holm p": format_p(r["p_tost_holm"]), "claim 1": verdict}
 
 
 def kl_markdown(table: pd.DataFrame) -> str:
@@ -117,7 +181,7 @@ def flips(table: pd.DataFrame) -> list[str]:
     """Plain sentences: where claim 1's verdict changes along the KL weight."""
     sentences = []
     for (dataset, label), group in table.groupby(["dataset", "label_embedding"], sort=False):
-        verdicts = list(zip(group["kl_weight"], group["verdict"]))
+        verdicts = [(w, v if v == "exploratory" else verdict_text(v, r)) for w, v, r in zip(group["kl_weight"], group["verdict"], group["reason"])]
         name = f"{DATASET_NAMES.get(dataset, dataset)} (label_embedding={label})"
         if len({v for _, v in verdicts}) == 1:
             sentences.append(f"{name}: claim 1 is *{verdicts[0][1]}* at every KL weight tested ({', '.join(f'{w:g}' for w, _ in verdicts)}).")
@@ -152,7 +216,8 @@ def vq_flips(table: pd.DataFrame) -> list[str]:
     for (dataset, label), group in table.groupby(["dataset", "label_embedding"], sort=False):
         by_verdict: dict[str, list[str]] = {}
         for row in group.to_dict("records"):
-            by_verdict.setdefault(row["verdict"], []).append(vq_setting(row))
+            verdict = row["verdict"] if row["verdict"] == "exploratory" else verdict_text(row["verdict"], row["reason"])
+            by_verdict.setdefault(verdict, []).append(vq_setting(row))
         parts = "; ".join(f"*{verdict}* at {', '.join(settings)}" for verdict, settings in by_verdict.items())
         sentences.append(f"{DATASET_NAMES.get(dataset, dataset)} (label_embedding={label}), {len(group)} VQ-VAE settings: {parts}.")
     return sentences
@@ -205,13 +270,18 @@ def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def section(runs: pd.DataFrame, figures: Path, out: Path, margins: Margins) -> tuple[list[str], list[Path]]:
+def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[list[str], list[Path]]:
     """The report's "Does the answer depend on the knobs?" section and the figures it drew."""
-    section = ["## Does the answer depend on the knobs?", "", "### Claim 1 at each VAE KL weight", "",
+    kl, vq = sensitivity(runs, plan)
+    section = ["## Does the answer depend on the knobs?", "",
+               f"Family **{SENSITIVITY}** ({declared_size(plan)} declared tests, 2 hypotheses each: difference and TOST; "
+               f"Holm across all of them, both tables together, the centre counted once): {plan.families[SENSITIVITY]} "
+               f"Rows the plan does not declare are *exploratory*: shown, never given a verdict. Below n = {plan.min_n} seeds a row "
+               "reads *no verdict*: the numbers are shown, and an unresolved row is not evidence of no effect.",
+               "", "### Claim 1 at each VAE KL weight", "",
                "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
                "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
-               "matched seeds, with the verdict rule above (Holm across the weights of one dataset and label setting)."]
-    kl = kl_verdicts(runs, margins)
+               "matched seeds (seed-only t interval: the knob tables do not read per-image predictions)."]
     if kl.empty:
         section += ["", "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
                         "beside them (the `sensitivity` space runs both)."]
@@ -219,9 +289,7 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, margins: Margins) -> t
         section += [""] + [f"- {s}" for s in flips(kl)] + ["", kl_markdown(kl)]
     section += ["", "### Claim 1 along the VQ-VAE's K, D and beta", "",
                 f"Each row: the VQ-VAE one knob away from the paper's K=512, D=64, beta=0.25 minus the VAE at the default KL weight "
-                f"({DEFAULT_KL_WEIGHT:g}), MLP probe, over matched seeds, with the same rule (Holm across the rows of one dataset and "
-                "label setting)."]
-    vq = vq_axis_verdicts(runs, margins)
+                f"({DEFAULT_KL_WEIGHT:g}), MLP probe, over matched seeds, in the same family."]
     if vq.empty:
         section += ["", "Skipped: the finished runs do not vary the VQ-VAE's K, D or beta around the paper's setting, or have no VAE "
                         f"at KL weight {DEFAULT_KL_WEIGHT:g} beside them."]

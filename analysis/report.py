@@ -1,15 +1,19 @@
 """The report of a sweep: report.md and PNG figures, written locally and logged to the sweep's parent run.
 
     python -m analysis.report --experiment paper --tracking-uri sqlite:////abs/path/mlflow.db
-    python -m analysis.report --runs results/paper-repro/runs.csv --out results/paper-repro
+    python -m analysis.report --runs results/paper-repro/runs.csv --out results/paper-repro --plan analysis/plans/paper.toml
 
 Reads the trials of the latest sweep run of the experiment (or --parent-run-id; every
 sweep with --all-sweeps), or the runs CSVs written by `python -m analysis.export`, writes
 <out>/report.md and <out>/figures/*.png, and (from a store) logs them under `report/` of
 the sweep run, so the MLflow UI shows them beside the sweep. From CSVs nothing is logged,
 and the per-run figures (reconstructions, t-SNE) are those already in <out>/figures, since
-a CSV carries no artifacts. Bad input (unknown experiment, unreachable store, unreadable
-CSV, no finished runs) prints one message and exits 2 before anything is written.
+a CSV carries no artifacts. The verdicts follow the analysis plan (--plan, default
+analysis/plans/paper.toml): its endpoints, families, margins, minimum n and pooling rule; the
+header names the plan and its hash and flags every deviation (runs registered under another plan
+or none, a plan edited since, margins overridden here, cells pooled with --allow-pooling). Bad
+input (a bad plan, unknown experiment, unreachable store, unreadable CSV, no finished runs, runs
+the plan refuses to pool) prints one message and exits 2 before anything is written.
 """
 from __future__ import annotations
 
@@ -23,10 +27,10 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import claims, knobs, leakage, pareto, tables
+from analysis import claims, knobs, leakage, pareto, pooling, predictions, tables
+from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, SENSITIVITY, Plan, PlanError, deviations, load_plan
 from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
-from analysis.verdicts import DEFAULT_ACCURACY_MARGIN, DEFAULT_SSIM_MARGIN, Margins
 from benchmark.outputs import folder_problem
 from benchmark.probe import PARAM_PREFIX as PROBE_PARAMS
 from benchmark.tracking import DEFAULT_EXPERIMENT
@@ -45,7 +49,9 @@ class Inputs:
     runs: pd.DataFrame  # the trials in scope, every status
     outside: int  # trial runs of the experiment left out of scope (other sweeps)
     origin: str  # where the runs were read from, for the header
-    margins: Margins = Margins()
+    plan: Plan | None = None  # set by main (or a caller) before write_report
+    predictions: predictions.Predictions | None = None
+    pooled: tuple[str, ...] = ()  # pooling violations let through by --allow-pooling
 
 
 def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None, all_sweeps: bool) -> Inputs:
@@ -53,14 +59,25 @@ def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None,
     source = open_experiment(experiment, tracking_uri)
     scope = scope_runs(source, parent_run_id, all_sweeps)
     _check_finished(scope.runs, f"experiment {source.experiment_name!r}")
-    return Inputs(source, scope.sweep, scope.runs, scope.outside, f"MLflow store `{source.tracking_uri}`")
+    found = predictions.from_store(source.client, list(tables.finished(scope.runs)["run_id"]))
+    return Inputs(source, scope.sweep, scope.runs, scope.outside, f"MLflow store `{source.tracking_uri}`", predictions=found)
 
 
 def gather_csv(paths: list[Path]) -> Inputs:
     """Read and check runs CSVs; raises RunsError for anything unusable."""
     runs = read_runs_csv(paths)
     _check_finished(runs, ", ".join(str(p) for p in paths))
-    return Inputs(None, None, runs, 0, "runs CSV " + ", ".join(f"`{p.name}`" for p in paths))
+    return Inputs(None, None, runs, 0, "runs CSV " + ", ".join(f"`{p.name}`" for p in paths), predictions=predictions.from_csvs(paths))
+
+
+def check_pooling(inputs: Inputs, plan: Plan, allow: bool) -> None:
+    """RunsError naming the runs where a cell would pool what the plan refuses; with `allow`, recorded for the header."""
+    found = pooling.violations(inputs.runs, plan.pooling)
+    if found and not allow:
+        listed = "\n  ".join(found[:10]) + (f"\n  ... and {len(found) - 10} more" if len(found) > 10 else "")
+        raise RunsError(f"the plan `{plan.name}` refuses to pool these runs into one cell:\n  {listed}\n"
+                        "report on one precision, probe protocol and code version at a time, or pass --allow-pooling (the header will say so)")
+    inputs.pooled = tuple(found)
 
 
 def _check_finished(runs: pd.DataFrame, where: str) -> None:
@@ -74,11 +91,12 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
     written: list[Path] = []
-    sections = [_header(inputs), _runs_section(inputs.runs)]
+    plan = inputs.plan or load_plan(DEFAULT_PLAN)
+    sections = [_header(inputs, plan), _runs_section(inputs.runs)]
     sections += _table1_section(inputs.runs)
-    sections += _claims_section(inputs.runs, inputs.margins)
+    sections += _claims_section(inputs, plan)
     sections += _label_section(inputs.runs)
-    sensitivity, made = knobs.section(inputs.runs, figures, out, inputs.margins)
+    sensitivity, made = knobs.section(inputs.runs, figures, out, plan)
     sections += sensitivity
     written += made
     fronts, made = pareto.section(inputs.runs, figures, out)
@@ -102,7 +120,7 @@ def log_report(inputs: Inputs, files: list[Path], out: Path) -> None:
 
 # --- sections ------------------------------------------------------------------------------
 
-def _header(inputs: Inputs) -> str:
+def _header(inputs: Inputs, plan: Plan) -> str:
     runs = inputs.runs
     experiments = ", ".join(f"`{e}`" for e in sorted(runs["experiment"].dropna().unique())) or "?"
     lines = [f"# vqbench report: experiment {experiments}", "", f"- Read from: {inputs.origin}"]
@@ -113,7 +131,39 @@ def _header(inputs: Inputs) -> str:
         lines.append(f"- Left out: {inputs.outside} trial run(s) of other sweeps in this experiment (pass --parent-run-id to report on another sweep, --all-sweeps for all)")
     commits = sorted(runs["git_commit"].dropna().unique())
     lines.append(f"- Code version of the trials (git commit): {', '.join(f'`{c[:10]}`' for c in commits) or 'unknown'}")
+    lines += _dataset_lines(tables.finished(runs))
+    lines += _plan_lines(inputs, plan)
     return "\n".join(lines + _settings_lines(tables.finished(runs)))
+
+
+def _dataset_lines(finished: pd.DataFrame) -> list[str]:
+    """Each dataset with its content hash and note, where the trials recorded them."""
+    parts = []
+    for dataset, group in sorted(finished.groupby("dataset"), key=lambda kv: tables.dataset_rank(kv[0])):
+        hashes = sorted(group["dataset.hash"].dropna().astype(str).unique()) if "dataset.hash" in group else []
+        notes = sorted(group["dataset.note"].dropna().astype(str).unique()) if "dataset.note" in group else []
+        text = f"`{dataset}` ({tables.DATASET_NAMES.get(dataset, dataset)})"
+        text += f", hash {', '.join(f'`{h[:12]}`' for h in hashes)}" if hashes else ", hash not recorded"
+        if "dataset.classes" in group and group["dataset.classes"].notna().any():
+            text += f", {int(pd.to_numeric(group['dataset.classes'], errors='coerce').max())} classes"
+        text += f": {'; '.join(notes)}" if notes else ""
+        parts.append(text)
+    return [f"- Datasets: {'; '.join(parts) or 'none'}"]
+
+
+def _plan_lines(inputs: Inputs, plan: Plan) -> list[str]:
+    sizes = {PRIMARY: len(plan.endpoints), SENSITIVITY: knobs.declared_size(plan), SECONDARY: claims.secondary_size(plan)}
+    lines = [f"- Analysis plan: `{plan.name}` (`{plan.path.name}`, SHA-256 `{plan.short_hash}`): {plan.description}",
+             f"- Families (Holm within each, difference and TOST p together): " + "; ".join(
+                 f"**{name}** ({sizes[name]} declared tests)" for name in (PRIMARY, SENSITIVITY, SECONDARY)),
+             f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; margins: " + "; ".join(
+                 f"{kind} ±{m.value:g}" for kind, m in plan.margins.items())]
+    for text in deviations(plan, inputs.runs):
+        lines.append(f"- **Deviation from the plan:** {text}")
+    if inputs.pooled:
+        lines.append(f"- **Pooled with --allow-pooling ({len(inputs.pooled)} cell(s)), against the plan's pooling rule:** "
+                     + "; ".join(inputs.pooled[:5]) + (" ..." if len(inputs.pooled) > 5 else ""))
+    return lines
 
 
 def _settings_lines(finished: pd.DataFrame) -> list[str]:
@@ -185,16 +235,32 @@ def _table1_section(runs: pd.DataFrame) -> list[str]:
     return section
 
 
-def _claims_section(runs: pd.DataFrame, margins: Margins) -> list[str]:
-    tested = claims.claims(runs, margins)
+def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
+    runs = inputs.runs
+    tested = claims.claims(runs, plan, inputs.predictions)
     differences = claims.model_differences(runs)
-    intro = ("Each claim is tested as VQ-VAE minus VAE over matched seeds (same dataset, seed, label setting and shared training "
-             "settings; claim 4: the VQ-VAE on MNIST minus CIFAR-100). Where several K/D/beta were run, the VQ-VAE side uses the "
-             "paper's K=512, D=64, beta=0.25 if present, else the average over them per seed; the VAE side D=64 and the default "
-             "KL weight. " + margins.rule())
-    section = ["## The paper's claims, tested", "", intro, ""]
-    section += [f"- {s}" for s in claims.claim_sentences(runs, tested)]
-    section += ["", claims.claims_markdown(tested), "", "### VQ-VAE minus VAE, per dataset", "",
+    primary = tested[tested["family"] == PRIMARY]
+    seed_only = int(((primary["interval"] == "seed-only t") & (primary["n"] > 0)).sum())
+    intro = (f"Each endpoint is declared in the plan `{plan.name}`: VQ-VAE minus VAE over matched seeds (same dataset, seed, "
+             "precision and shared training settings), or, for claim 4, the VQ-VAE's clustering NMI minus the plan's threshold "
+             f"('well' {plan.thresholds.get('well', float('nan')):g}, 'moderately' {plan.thresholds.get('moderately', float('nan')):g}). "
+             f"Runs with label_embedding={plan.label_embedding} only. Test: the paired t over seeds (p, Holm p), the exact sign-flip p "
+             f"beside it ('†' where the two disagree at {plan.alpha:g}; its floor is 2/2^n), and TOST for |difference| < margin "
+             f"(p < {plan.alpha:g} exactly when the 90% interval lies inside the margin). Both p-values of every endpoint are "
+             f"Holm-adjusted together in family **{PRIMARY}** ({len(plan.endpoints)} declared endpoints, so "
+             f"{2 * len(plan.endpoints)} hypotheses, whatever runs were passed: an endpoint without runs counts). *supported* / "
+             f"*contradicted*: Holm p < {plan.alpha:g} with the interval on the claimed / the other side of 0; *within the margin*: "
+             "Holm-adjusted TOST p below it; both are said where both hold; *not resolved* otherwise; *no verdict* below "
+             f"n = {plan.min_n}. The primary interval holds seeds and test images (two-level bootstrap over per-image predictions) "
+             f"where every run saved them; {seed_only} measured endpoint(s) here rest on runs without per-image predictions (or on a "
+             "metric without a per-image record: SSIM, NMI) and so carry the seed-only t interval, which ignores that every seed "
+             "shares one test set: each such row says so.")
+    section = ["## The paper's claims, tested under the plan", "", intro, ""]
+    section += [f"- {s}" for s in claims.claim_sentences(tested)]
+    section += ["", claims.claims_markdown(tested, PRIMARY), "", "### Secondary: other representations and probes", "",
+                f"Family **{SECONDARY}** ({claims.secondary_size(plan)} declared tests): {plan.families[SECONDARY]} Holm within this "
+                "family only; these describe, they are not the verdict.",
+                "", claims.claims_markdown(tested, SECONDARY), "", "### VQ-VAE minus VAE, per dataset", "",
                 "Paired t interval and unadjusted p: these describe, they are not claims."]
     if differences.empty:
         section.append("No dataset has finished runs of both models, so no difference can be computed.")
@@ -203,8 +269,8 @@ def _claims_section(runs: pd.DataFrame, margins: Margins) -> list[str]:
         stand_ins = sorted(differences.loc[differences["stand_in"], "dataset"].unique())
         if stand_ins:
             names = ", ".join(tables.DATASET_NAMES.get(d, d) for d in stand_ins)
-            section += ["", f"{names}: a stand-in the paper did not use; its differences are reported for what they show, "
-                            "but they do not test the CIFAR-100 claims."]
+            section += ["", f"{names}: not the paper's datasets; their differences are reported for what they show, "
+                            "and only a dataset the plan declares enters a verdict."]
     return section
 
 
@@ -261,14 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-sweeps", action="store_true", help="include the trials of every sweep in the experiment")
     parser.add_argument("--runs", type=Path, nargs="+", default=None, metavar="CSV",
                         help="build the report from runs CSVs (`python -m analysis.export`) instead of an MLflow store")
-    parser.add_argument("--accuracy-margin", type=float, default=100 * DEFAULT_ACCURACY_MARGIN,
-                        help=f"equivalence margin for accuracies, in points (default: {100 * DEFAULT_ACCURACY_MARGIN:g})")
-    parser.add_argument("--ssim-margin", type=float, default=DEFAULT_SSIM_MARGIN, help=f"equivalence margin for SSIM (default: {DEFAULT_SSIM_MARGIN:g})")
+    parser.add_argument("--plan", type=Path, default=DEFAULT_PLAN, help="the analysis plan (TOML) the report enforces (default: analysis/plans/paper.toml)")
+    parser.add_argument("--allow-pooling", action="store_true",
+                        help="average runs of different precisions, probe protocols or code versions into one cell anyway (the header says so)")
+    parser.add_argument("--accuracy-margin", type=float, default=None,
+                        help="override the plan's equivalence margin for accuracies, in points (a deviation the header names)")
+    parser.add_argument("--ssim-margin", type=float, default=None, help="override the plan's equivalence margin for SSIM (a deviation the header names)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded figure is noise
     for name, widest in (("accuracy_margin", 100.0), ("ssim_margin", 2.0)):  # the width of each metric's whole range
         value = getattr(args, name)
-        if not (math.isfinite(value) and 0 < value < widest):
+        if value is not None and not (math.isfinite(value) and 0 < value < widest):
             print(f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a number above 0 and below {widest:g}, "
                   "the metric's whole range (a margin that wide calls everything equivalent)", file=sys.stderr)
             return 2
@@ -277,9 +346,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out.resolve()
     try:
+        plan = load_plan(args.plan).with_margins(None if args.accuracy_margin is None else args.accuracy_margin / 100, args.ssim_margin)
+    except PlanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         if problem := folder_problem(out):
             raise RunsError(f"--out {args.out}: {problem}; pass a folder that can be written")
         inputs = gather_csv(args.runs) if args.runs else gather(args.experiment, args.tracking_uri, args.parent_run_id, args.all_sweeps)
+        check_pooling(inputs, plan, args.allow_pooling)
         out.mkdir(parents=True, exist_ok=True)
     except RunsError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -287,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: --out {args.out}: cannot create it ({err.strerror}); pass a folder that can be written", file=sys.stderr)
         return 2
-    inputs.margins = Margins(args.accuracy_margin / 100, args.ssim_margin)
+    inputs.plan = plan
     files = write_report(inputs, out)
     print(f"wrote {out / 'report.md'} and {len(files) - 1} figure(s)")
     if inputs.source is None:

@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.config import DATASETS, MODELS, TrialConfig
+from benchmark.config import MODELS, TrialConfig
 from benchmark.tracking import TrackingError, check_reachable, resolve_tracking_uri
 
 ROLE_TAG = "vqbench.role"
@@ -37,8 +37,16 @@ TAG_COLUMNS = {
     "vqbench.stopped_at_epoch": "stopped_at_epoch",  # FINISHED, but stopped early by the scheduler: no final evaluation
     "vqbench.study": "study",
     "vqbench.objectives": "objectives",  # what a search ranked trials on, "metric:mode,..."; absent for fixed trials
+    "vqbench.plan": "plan",  # the analysis plan the sweep registered (`--plan`): its name and SHA-256
+    "vqbench.plan_hash": "plan_hash",
+    "dataset.hash": "dataset.hash",  # what the trial's data was: content hash, a note, class and image counts
+    "dataset.note": "dataset.note",
+    "dataset.classes": "dataset.classes",
+    "dataset.train_images": "dataset.train_images",
+    "dataset.test_images": "dataset.test_images",
 }
-LATER_TAGS = ("stopped_at_epoch", "study", "objectives")
+LATER_TAGS = ("stopped_at_epoch", "study", "objectives", "plan", "plan_hash")
+TEXT_COLUMNS = ("plan", "plan_hash", "dataset.hash", "dataset.note")  # never typed as numbers (a hash may be all digits)
 # Config fields added after runs were published, with the value that describes the runs logged before them.
 LATER_CONFIG = {"train_probe_every": 0}  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.
@@ -106,8 +114,14 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
 
 def runs_frame(source: Source) -> pd.DataFrame:
     runs = _search(source, f"tags.`{ROLE_TAG}` = 'trial'")
-    sweeps = {run.info.run_id: run.info.run_name for run in sweep_runs(source)}
+    parents = {run.info.run_id: run for run in sweep_runs(source)}
+    sweeps = {run_id: run.info.run_name for run_id, run in parents.items()}
     rows = [{"experiment": source.experiment_name, "sweep": sweeps.get(run.data.tags.get("mlflow.parentRunId")), **_row(run)} for run in runs]
+    for row in rows:  # a trial without the plan tags inherits its sweep's registration
+        parent = parents.get(row["parent_run_id"])
+        for tag, column in (("vqbench.plan", "plan"), ("vqbench.plan_hash", "plan_hash")):
+            if row.get(column) is None and parent is not None:
+                row[column] = parent.data.tags.get(tag)
     metric_names = sorted({name for run in runs for name in run.data.metrics})
     # Params beyond TrialConfig's (the probe settings, or keys a newer TrialConfig may add).
     extra = sorted({key for run in runs for key in run.data.params} - set(CONFIG_TYPES))
@@ -138,7 +152,10 @@ def check_runs_csv(frame: pd.DataFrame, path: Path) -> None:
     missing = [c for c in CSV_COLUMNS if c not in frame]
     if missing:
         raise RunsError(f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`")
-    for column, allowed in (("model", MODELS), ("dataset", DATASETS), ("status", STATUSES)):
+    blank = frame["dataset"].notna() & (frame["dataset"].astype(str).str.strip() == "")
+    if blank.any():
+        raise RunsError(f"{path}: run {frame.loc[blank, 'run_id'].iloc[0]} has an empty dataset name; fix the row or export the runs again")
+    for column, allowed in (("model", MODELS), ("status", STATUSES)):  # any dataset name: image folders name their own
         bad = frame[column].notna() & ~frame[column].isin(allowed)
         if bad.any():
             raise RunsError(f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}; "
@@ -153,7 +170,7 @@ def check_runs_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Type a frame of string cells: config from TrialConfig, metrics (names with '/') as floats, other params as numbers where all parse."""
-    known = set(FRONT) | set(CONFIG_TYPES) | {"config_id", "leaks_label", "device", "git_commit", "study", "objectives"}
+    known = set(FRONT) | set(CONFIG_TYPES) | {"config_id", "leaks_label", "device", "git_commit", "study", "objectives", *TEXT_COLUMNS}
     metric_names = [c for c in frame.columns if "/" in c]
     for column in frame.columns:
         if column in known or column in metric_names:
@@ -166,7 +183,8 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = None
     for column, before in LATER_CONFIG.items():
         frame[column] = frame[column].fillna(str(before)) if column in frame else str(before)
-    for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id", "study", "objectives"):
+    for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id", "study", "objectives",
+                   "plan", "plan_hash"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)
 

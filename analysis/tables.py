@@ -23,7 +23,8 @@ BASE_KEYS = ["model", "dataset", "label_embedding", "num_codes", "code_dim", "be
 NOT_SETTINGS = {"seed", "fail_at_epoch", "train_probe_every"}  # not what was trained: the seed, or test and evaluation switches
 MODEL_ORDER = {"vae": 0, "vqvae": 1, "pixels": 2}
 MODEL_NAMES = {"vae": "VAE", "vqvae": "VQ-VAE", "pixels": "raw pixels"}
-DATASET_NAMES = {"mnist": "MNIST", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits"}
+DATASET_NAMES = {"mnist": "MNIST", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits",
+                 "CIFAR-10-images": "CIFAR-10 (JPEG copy)"}
 DEFAULT_KL_WEIGHT = 0.01  # TrialConfig's default: the VAE counterpart of the paper's setting
 EXTRA_TITLES = {"kl_weight": "KL weight", "batch_norm": "BatchNorm", "batch_size": "batch", "restart_dead_codes": "restart dead"}
 

@@ -9,11 +9,16 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 MODELS = ("vae", "vqvae")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")  # built in; any other name is an image folder
+GREY_DATASETS = ("digits", "mnist", "fashion_mnist")  # the rest are complex images: the paper's CIFAR setting, BatchNorm on
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 LABEL_EMBEDDINGS = ("none", "add")
 PRECISIONS = ("fp32", "bf16")
 
@@ -51,7 +56,7 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
-        _check_choice("dataset", self.dataset, DATASETS)
+        check_dataset(self.dataset)
         _check_choice("label_embedding", self.label_embedding, LABEL_EMBEDDINGS)
         _check_choice("precision", self.precision, PRECISIONS)
         for key in ("epochs", "batch_size", "num_codes", "code_dim"):
@@ -82,7 +87,7 @@ class TrialConfig:
             raise ConfigError(f"unknown config key(s) {unknown}: allowed keys are {sorted(known)}")
         values = {key: _coerce(key, value, known[key].type) for key, value in raw.items()}
         if "batch_norm" not in values and "dataset" in values:
-            values["batch_norm"] = str(values["dataset"]).startswith("cifar")
+            values["batch_norm"] = values["dataset"] not in GREY_DATASETS
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +105,7 @@ class TrialConfig:
     @property
     def name(self) -> str:
         """What the trial is, in one token: its Ray Tune trial name and its MLflow run name."""
-        parts = [self.model, self.dataset]
+        parts = [self.model, dataset_label(self.dataset)]
         if self.model == "vqvae":
             parts += [f"K{self.num_codes}", f"D{self.code_dim}", f"b{self.beta:g}"]
         else:
@@ -108,6 +113,32 @@ class TrialConfig:
         if self.leaks_label:
             parts.append("labelemb")
         return "-".join(parts + [f"s{self.seed}"])
+
+
+def check_dataset(name: Any) -> None:
+    """A built-in dataset, or an image folder: a folder's name inside the data root, or an absolute path."""
+    if name in DATASETS:
+        return
+    if isinstance(name, str) and (FOLDER_NAME.fullmatch(name) or (os.path.isabs(name) and FOLDER_NAME.fullmatch(Path(name).name))):
+        return
+    raise ConfigError(
+        f"dataset={name!r} is not allowed: choose one of {', '.join(DATASETS)}, or name an image folder: a folder inside the data "
+        "root (letters, digits, . _ + -, e.g. CIFAR-10-images) or an absolute path to one"
+    )
+
+
+def normalise_dataset(name: str) -> str:
+    """What a command line says, as a config holds it: a path to an image folder (anything with a `/`, or `~`)
+    made absolute, so that every Ray worker finds it whatever its working folder; a built-in or a bare folder
+    name (looked up inside the data root) unchanged."""
+    if "/" in name or os.sep in name or name.startswith("~"):
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
+def dataset_label(name: str) -> str:
+    """How a dataset is named in runs, tables and figures: an image folder by its folder's name."""
+    return Path(name).name if os.path.isabs(name) else name
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

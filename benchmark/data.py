@@ -6,9 +6,16 @@ CIFAR pickles are read directly: torchvision's CIFAR classes refuse any file who
 differs from the release and drop CIFAR-100's 20 coarse labels, which Figure 3 needs;
 `--download` still fetches and checks them through torchvision.
 
+Any other name is an image folder (`benchmark.image_folder`): `<data root>/<name>/` or an
+absolute path, holding `train/<class>/` and `test/<class>/` image files.
+
 Every image is brought to 32x32, the input of the paper's three stride-2 convolutions:
 28x28 images are zero-padded by 2 pixels on each side (the LeNet convention, which keeps
-every pixel), 8x8 digits are upsampled 4x bilinearly (values 0..16 are rescaled to 0..255).
+every pixel), 8x8 digits are upsampled 4x bilinearly (values 0..16 are rescaled to 0..255),
+image folders of another square size are resized bilinearly.
+
+Every dataset carries a card (`DatasetCard`): its name, root, content hash, classes, image counts
+and a provenance note, which every run trained on it records.
 """
 from __future__ import annotations
 
@@ -20,9 +27,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import hashlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from benchmark.config import dataset_label, normalise_dataset
+from benchmark.image_folder import ImageFolderError, load_image_folder, read_note, update_digest
 
 DATA_DIR_ENV = "VQBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/vqbench/data"
@@ -36,10 +48,39 @@ TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 REFETCH = "Delete it and fetch it again with --download."
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3}  # what a reloaded model is built for
+NOTES = {
+    "digits": "scikit-learn's embedded 8x8 digits, upsampled to 32x32 bilinearly; a fixed 75/25 stratified split",
+    "mnist": "MNIST, torchvision's IDX files, zero-padded from 28x28 to 32x32",
+    "fashion_mnist": "Fashion-MNIST, torchvision's IDX files, zero-padded from 28x28 to 32x32",
+    "cifar10": "CIFAR-10, the release's python pickles",
+    "cifar100": "CIFAR-100, the release's python pickles (100 fine classes; the 20 superclasses for Figure 3)",
+}
 
 
 class DataError(RuntimeError):
     """A dataset is missing or unreadable: the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """A dataset's identity, recorded by every run trained on it, so that a table names what it measured."""
+
+    name: str
+    root: str
+    content_hash: str  # SHA-256 of the files read (path and bytes of each); of the arrays for the embedded digits
+    class_names: tuple[str, ...]
+    channels: int
+    train_images: int
+    test_images: int
+    note: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "dataset.name": self.name, "dataset.root": self.root, "dataset.hash": self.content_hash, "dataset.note": self.note,
+            "dataset.classes": str(len(self.class_names)), "dataset.class_names": ",".join(self.class_names)[:4000],
+            "dataset.channels": str(self.channels),
+            "dataset.train_images": str(self.train_images), "dataset.test_images": str(self.test_images),
+        }
 
 
 @dataclass(frozen=True)
@@ -53,6 +94,7 @@ class Dataset:
     # CIFAR-100's 20 superclasses; None elsewhere. Figure 3 colours CIFAR-100 by them.
     train_coarse: torch.Tensor | None = None
     test_coarse: torch.Tensor | None = None
+    card: DatasetCard | None = None
 
     @property
     def channels(self) -> int:
@@ -66,6 +108,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     """`--data-dir`, else $VQBENCH_DATA_DIR, else ~/.cache/vqbench/data; always absolute."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
     return Path(chosen).expanduser().resolve()
+
+
+def is_image_folder(name: str) -> bool:
+    return name not in NUM_CLASSES
+
+
+def image_folder_root(name: str, data_dir: str | os.PathLike | None) -> Path:
+    """An absolute path as it is; a folder name inside the data root."""
+    return Path(name) if os.path.isabs(name) else resolve_data_dir(data_dir) / name
 
 
 def required_files(name: str, root: Path) -> list[Path]:
@@ -96,9 +147,15 @@ def check_data_dir(data_dir: str | os.PathLike | None) -> None:
 
 def check_available(name: str, data_dir: str | os.PathLike | None, download: bool = False) -> None:
     """Fail before any work starts when a dataset's files are absent and cannot be fetched."""
-    if name not in NUM_CLASSES:
-        raise DataError(f"dataset={name!r} is not known: choose one of {', '.join(NUM_CLASSES)}")
     check_data_dir(data_dir)
+    if is_image_folder(name):
+        folder = image_folder_root(name, data_dir)
+        if not folder.is_dir():
+            raise DataError(
+                f"dataset {name!r} is neither built in ({', '.join(NUM_CLASSES)}) nor an image folder: {folder} does not exist. "
+                f"Pass --data-dir (or ${DATA_DIR_ENV}) naming the folder that holds {dataset_label(name)}/, or the folder's absolute path"
+            )
+        return
     root = resolve_data_dir(data_dir)
     missing = missing_files(name, root)
     if missing and not download:
@@ -116,7 +173,9 @@ def check_readable(name: str, data_dir: str | os.PathLike | None) -> None:
     holding their keys with matching lengths. A broken file fails here once, not in every trial."""
     check_available(name, data_dir)
     root = resolve_data_dir(data_dir)
-    if name in TORCHVISION_FOLDER:
+    if is_image_folder(name):
+        _read_folder(name, data_dir)  # decodes once and fills this machine's cache, which every trial here then reads
+    elif name in TORCHVISION_FOLDER:
         raw = root / TORCHVISION_FOLDER[name] / "raw"
         for prefix in ("train", "t10k"):
             image_file, label_file = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
@@ -177,11 +236,49 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = False)
         fetch(name, data_dir)
     check_available(name, data_dir)
     root = resolve_data_dir(data_dir)
+    if is_image_folder(name):
+        return _load_folder(name, data_dir)
     if name == "digits":
-        return _load_digits()
-    if name in TORCHVISION_FOLDER:
-        return _load_idx(name, root)
-    return _load_cifar(name, root)
+        ds = _load_digits()
+        digest = hashlib.sha256()
+        for array in (ds.train_x, ds.train_y, ds.test_x, ds.test_y):
+            digest.update(array.numpy().tobytes())
+        return _with_card(ds, "sklearn.datasets.load_digits", digest.hexdigest())
+    ds = _load_idx(name, root) if name in TORCHVISION_FOLDER else _load_cifar(name, root)
+    return _with_card(ds, str(root), _hash_files(root, required_files(name, root)))
+
+
+def _hash_files(root: Path, paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        update_digest(digest, path.relative_to(root).as_posix(), path.read_bytes())
+    return digest.hexdigest()
+
+
+def _with_card(ds: Dataset, root: str, content_hash: str) -> Dataset:
+    names = tuple(str(c) for c in range(ds.num_classes))
+    card = DatasetCard(ds.name, root, content_hash, names, ds.channels, len(ds.train_y), len(ds.test_y), NOTES[ds.name])
+    return Dataset(ds.name, ds.train_x, ds.train_y, ds.test_x, ds.test_y, ds.num_classes, ds.train_coarse, ds.test_coarse, card)
+
+
+def _read_folder(name: str, data_dir: str | os.PathLike | None):
+    try:
+        return load_image_folder(image_folder_root(name, data_dir))
+    except ImageFolderError as err:
+        raise DataError(str(err)) from None
+
+
+def _load_folder(name: str, data_dir: str | os.PathLike | None) -> Dataset:
+    root = image_folder_root(name, data_dir)
+    found = _read_folder(name, data_dir)
+    try:
+        note = read_note(root, found.content_hash)
+    except ImageFolderError as err:
+        raise DataError(str(err)) from None
+    label = dataset_label(name)
+    card = DatasetCard(label, str(root), found.content_hash, found.classes, found.train_x.shape[1], len(found.train_y), len(found.test_y), note)
+    tensors = [torch.from_numpy(a) for a in (found.train_x, found.train_y, found.test_x, found.test_y)]
+    return Dataset(label, *tensors, len(found.classes), card=card)
 
 
 def _load_digits() -> Dataset:
@@ -268,14 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m benchmark.data", description=main.__doc__)
-    parser.add_argument("datasets", nargs="+", help=f"any of {', '.join(NUM_CLASSES)}")
+    parser.add_argument("datasets", nargs="+", help=f"any of {', '.join(NUM_CLASSES)}, or an image folder (its name inside the data root, or a path)")
     parser.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
     parser.add_argument("--download", action="store_true", help="fetch what is missing through torchvision (needs internet)")
     args = parser.parse_args(argv)
     try:
         for name in args.datasets:
-            ds = load_dataset(name, args.data_dir, args.download)
-            print(f"{name}: train {tuple(ds.train_x.shape)}, test {tuple(ds.test_x.shape)}, {ds.num_classes} classes, in {resolve_data_dir(args.data_dir)}")
+            ds = load_dataset(normalise_dataset(name), args.data_dir, args.download)
+            print(f"{ds.name}: train {tuple(ds.train_x.shape)}, test {tuple(ds.test_x.shape)}, {ds.num_classes} classes, "
+                  f"in {ds.card.root}, sha256 {ds.card.content_hash[:16]}" + (f"; {ds.card.note}" if ds.card.note else ""))
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

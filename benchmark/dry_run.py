@@ -9,7 +9,9 @@ import json
 
 from ray.tune.search.sample import Categorical, Domain, Integer, LogUniform, Normal, Quantized
 
-from benchmark.data import fetch_command, missing_files, resolve_data_dir
+from benchmark.config import dataset_label
+from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, fetch_command, image_folder_root, is_image_folder, missing_files, resolve_data_dir
+from benchmark.image_folder import SPLITS
 from benchmark.progress import plural
 from benchmark.space import Study
 
@@ -42,14 +44,23 @@ def data_lines(datasets: list[str], data_dir: str | None, download: bool) -> lis
     root = resolve_data_dir(data_dir)
     lines = [f"data in {root}:"]
     for name in datasets:
+        if is_image_folder(name):  # its splits only: a dry run reads no image
+            folder = image_folder_root(name, data_dir)
+            absent = [split for split in SPLITS if not (folder / split).is_dir()]
+            status = (f"image folder {folder}" if not absent else
+                      f"missing: no {'/ or '.join(absent)}/ in {folder}; pass --data-dir (or ${DATA_DIR_ENV}) naming the folder "
+                      f"that holds {dataset_label(name)}/, or the image folder's path")
+            lines.append(f"  {dataset_label(name)}: {status}")
+            continue
         if name == "digits":
             status = "embedded in scikit-learn"
         elif not missing_files(name, root):
             status = "present"
         elif download:
-            status = "missing; each trial fetches it (--download)"
+            status = "missing; fetched once, on this machine, before Ray starts (--download)"
         else:
-            status = f"missing; fetch it with `{fetch_command(name, root)}`"
+            status = (f"missing in {root} (--data-dir, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}); point --data-dir or "
+                      f"${DATA_DIR_ENV} at a data root that holds it, or fetch it with `{fetch_command(name, root)}`")
         lines.append(f"  {name}: {status}")
     return lines
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.clustering import cluster_agreement
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.pixel_probes import pixel_probes
@@ -23,12 +24,13 @@ TSNE_POINTS = 1000
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    originals: torch.Tensor  # (GRID_IMAGES, C, H, W) in [0, 1], a fixed set of test images
+    originals: torch.Tensor  # (GRID_IMAGES, C, H, W) in [0, 1], a fixed set of test images (`grid_indices`)
     reconstructions: torch.Tensor
     latents: torch.Tensor  # seeded subsample of test latents for t-SNE, (n, features)
     latent_labels: torch.Tensor  # their labels (CIFAR-100: the 20 superclasses)
     # `labels` and `{rep}/{probe}`: each test image's label and each probe's prediction (predictions.npz)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    label_names: tuple[str, ...] | None = None  # what each label is called, where the data says (an image folder's classes)
 
 
 @torch.no_grad()
@@ -43,6 +45,18 @@ def represent_split(
         for key, value in out.items():
             parts.setdefault(key, []).append(value if key == "codes" else value.float())
     return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def grid_indices(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """The first test image of each class, then the second of each, ...: the same images for every model and
+    seed, and more than one class even where the test set is sorted by class (an image folder is)."""
+    by_class = [torch.nonzero(labels == c).flatten().cpu() for c in labels.unique()]
+    picks: list[int] = []
+    for rank in range(max(len(b) for b in by_class)):
+        picks += [int(b[rank]) for b in by_class if rank < len(b)][: count - len(picks)]
+        if len(picks) == count:
+            break
+    return torch.tensor(picks, dtype=torch.long)
 
 
 def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: ProbeSettings = ProbeSettings()) -> Evaluation:
@@ -60,6 +74,12 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
 
     start = time.perf_counter()
     originals = scale(data.test_x)
+    for name, features in (("latent", test["latent"]), ("pixels", originals)):
+        found = cluster_agreement(features, data.test_y, data.num_classes, config.seed)
+        metrics.update({f"cluster/{name}/{key}": value for key, value in found.items()})
+    timings["clustering"] = time.perf_counter() - start
+
+    start = time.perf_counter()
     for key, value in reconstruction_metrics(originals, test["recon"]).items():
         metrics[f"recon/{key}"] = value
     timings["reconstruction"] = time.perf_counter() - start
@@ -72,15 +92,17 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
         metrics["codebook/dead_codes"] = float((~used).sum().item())
     metrics.update({f"time/eval_{k}_s": v for k, v in timings.items()})
 
+    grid = grid_indices(data.test_y, GRID_IMAGES).to(originals.device)
     generator = torch.Generator().manual_seed(config.seed)
     pick = torch.randperm(data.test_x.shape[0], generator=generator)[:TSNE_POINTS].to(data.test_x.device)
     return Evaluation(
         metrics=metrics,
-        originals=originals[:GRID_IMAGES].cpu(),
-        reconstructions=test["recon"][:GRID_IMAGES].clamp(0, 1).cpu(),
+        originals=originals[grid].cpu(),
+        reconstructions=test["recon"][grid].clamp(0, 1).cpu(),
         latents=test["latent"][pick].cpu(),
         latent_labels=data.plot_labels()[pick].cpu(),
         predictions=predictions,
+        label_names=data.card.class_names if data.card is not None and data.test_coarse is None else None,
     )
 
 

@@ -35,7 +35,7 @@ def tsne_embedding(latents: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.from_numpy(points)
 
 
-def save_tsne(latents: torch.Tensor, labels: torch.Tensor, seed: int, title: str, path: Path) -> Path:
+def save_tsne(latents: torch.Tensor, labels: torch.Tensor, seed: int, title: str, path: Path, names: tuple[str, ...] | None = None) -> Path:
     points = tsne_embedding(latents, seed)
     classes = int(labels.max().item()) + 1
     fig, ax = plt.subplots(figsize=(6, 5.5), dpi=110)
@@ -43,7 +43,9 @@ def save_tsne(latents: torch.Tensor, labels: torch.Tensor, seed: int, title: str
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.colorbar(scatter, ax=ax, ticks=range(classes), label="class" if classes <= 10 else "superclass")
+    bar = fig.colorbar(scatter, ax=ax, ticks=range(classes), label="class" if classes <= 10 or names else "superclass")
+    if names and len(names) >= classes:
+        bar.ax.set_yticklabels(names[:classes], fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -20,6 +20,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from benchmark.config import TrialConfig
+from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 
 HEADER_EVERY_ROWS = 40
 # (header, width); the trial name's width is set per sweep
@@ -109,10 +110,10 @@ class SweepProgress(Callback):
         self.left_at_start = None  # set at the first step, when the trials are known
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        if "diverged" in result:  # the trial's final report: its row comes with on_trial_complete
+        if FAILED in result:  # the trial's final report: its row comes with on_trial_complete
             return
         if time.monotonic() - self.last_row.get(trial.trial_id, float("-inf")) >= self.every_s:
-            trained = result.get("epoch", 0) >= trial_config(trial).epochs
+            trained = result.get(EPOCH, 0) >= trial_config(trial).epochs
             self.print_row(trial, result, "evaluating" if trained else "running")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -134,9 +135,9 @@ class SweepProgress(Callback):
 
     def outcome(self, trial: Trial) -> str:
         result = trial.last_result or {}
-        if result.get("diverged"):
-            return "diverged"
-        return "done" if result.get("epoch", 0) >= trial_config(trial).epochs else "stopped"
+        if result.get(FAILED):
+            return "diverged" if result.get(DIVERGED) else "failed"
+        return "done" if result.get(EPOCH, 0) >= trial_config(trial).epochs else "stopped"
 
     def end(self, trials: list[Trial], trial: Trial, status: str) -> None:
         self.ended[trial.trial_id] = status
@@ -157,9 +158,9 @@ class SweepProgress(Callback):
         recon, perplexity = result.get("train/recon_loss"), result.get("train/perplexity")
         return (
             config.name, config.model, config.dataset, str(config.num_codes) if vq else "-", str(config.code_dim),
-            f"{config.beta if vq else config.kl_weight:g}", str(config.seed), f"{result.get('epoch', 0)}/{config.epochs}",
+            f"{config.beta if vq else config.kl_weight:g}", str(config.seed), f"{result.get(EPOCH, 0)}/{config.epochs}",
             f"{recon:.4f}" if recon is not None else "-", f"{perplexity:.1f}" if perplexity is not None else "-",
-            status, result.get("mlflow_run_id", "-"),
+            status, result.get(MLFLOW_RUN_ID, "-"),
         )
 
     def format(self, cells: tuple[str, ...]) -> str:
@@ -184,7 +185,7 @@ class SweepProgress(Callback):
         for trial in trials:
             status = self.status(trial)
             if status == "running":
-                left -= (trial.last_result or {}).get("epoch", 0) / (trial_config(trial).epochs + 1)
+                left -= (trial.last_result or {}).get(EPOCH, 0) / (trial_config(trial).epochs + 1)
             elif status != "waiting":
                 left -= 1
         return left / max(total, 1)

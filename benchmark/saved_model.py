@@ -1,7 +1,7 @@
 """A trial's trained model, logged to its MLflow run as one small file, and the one way to get it back.
 
-`model.pt` holds the state dict and the trial config (torch's own format, loadable with
-`weights_only=True`): no pickled classes, so it loads in any later version of this code that
+`model.pt` holds the state dict, the trial config and the data's shape (channels, classes: an image
+folder's are known only from its files) in torch's own format, loadable with `weights_only=True`: no pickled classes, so it loads in any later version of this code that
 builds the same architecture. The paper's models are about 1 MB.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from benchmark.train import new_model
 MODEL_FILE = "model.pt"
 
 
-def save_model(model: nn.Module, config: TrialConfig, folder: Path) -> Path:
+def save_model(model: nn.Module, config: TrialConfig, folder: Path, channels: int, num_classes: int) -> Path:
     path = folder / MODEL_FILE
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    torch.save({"config": config.to_dict(), "state_dict": state}, path)
+    torch.save({"config": config.to_dict(), "state_dict": state, "channels": channels, "num_classes": num_classes}, path)
     return path
 
 
@@ -32,7 +32,10 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """A model from a model.pt file, in eval mode on `device`."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     config = TrialConfig.from_dict(saved["config"])
-    model = new_model(config, CHANNELS[config.dataset], NUM_CLASSES[config.dataset], torch.device(device))
+    # files saved before the data's shape was stored are of built-in datasets, whose shapes are known
+    channels = saved.get("channels") or CHANNELS[config.dataset]
+    num_classes = saved.get("num_classes") or NUM_CLASSES[config.dataset]
+    model = new_model(config, channels, num_classes, torch.device(device))
     model.load_state_dict(saved["state_dict"])
     return model.eval(), config
 

@@ -108,6 +108,10 @@ def table(outcome: Outcome) -> pd.DataFrame:
     return found.loc[:, (found != 0).any(axis=0) | ~found.columns.isin(["stopped_early", "diverged", "failed", "interrupted"])]
 
 
+SPREAD_CAPTION = ("each cell: mean ± sd over the n finished trials (sd: their sample standard deviation, a spread, not a "
+                  "confidence interval; accuracies and SSIM as fractions); analysis.report gives the intervals")
+
+
 def _mean_sd(values: pd.Series) -> str:
     if values.empty:
         return "-"
@@ -122,7 +126,7 @@ def render(outcome: Outcome, name: str, wall_s: float, target: TrackingTarget, e
     lines = [f"sweep {name} {'interrupted' if outcome.interrupted else 'ended'} after {wall_s:.0f} s: {counts or 'no trial runs were logged'}"]
     found = table(outcome)
     if not found.empty:
-        lines += ["", found.to_string(index=False)]
+        lines += ["", SPREAD_CAPTION, found.to_string(index=False)]
     if outcome.problems:
         lines += ["", "trials that did not finish (the error is also the run's vqbench.error tag):", *[f"  {p}" for p in outcome.problems]]
     lines += ["", f"MLflow UI: {ui_command(target)}"]

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import DATASETS, PRECISIONS, ConfigError, TrialConfig
+from benchmark.config import DATASETS, PRECISIONS, ConfigError, TrialConfig, check_dataset, normalise_dataset
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, check_readable, fetch, resolve_data_dir
 from benchmark.dry_run import describe
 from benchmark.preflight import check_options, connect_ray
@@ -44,19 +44,47 @@ from benchmark.tracking import (
     start_sweep_run,
 )
 
+DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "analysis" / "plans" / "paper.toml"
+
+
+def read_plan(path: str) -> tuple[dict[str, str], str]:
+    """The analysis plan's registration tags (name, SHA-256 of the file's bytes) and its text; ConfigError if unusable.
+    Read with the standard library only: the sweep never imports `analysis` (which validates the plan in full)."""
+    import hashlib
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        raw = Path(path).expanduser().read_bytes()
+        name = tomllib.loads(raw.decode("utf-8")).get("name")
+    except OSError as err:
+        raise ConfigError(f"--plan {path}: cannot read it ({err.strerror or err}); pass a plan file such as analysis/plans/paper.toml") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--plan {path}: not a TOML plan ({err}); fix it or pass another") from None
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"--plan {path}: the plan has no `name`; give it one")
+    return {"vqbench.plan": name.strip(), "vqbench.plan_hash": hashlib.sha256(raw).hexdigest()}, raw.decode("utf-8")
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     name: str
     space: str
     studies: list[Study]
     trials: list[TrialConfig]  # validated; for searches, the bounds that were checked
+    plan_tags: dict[str, str] | None = None  # the analysis plan registered on the runs
+    plan_text: str = ""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="quick", help=f"search space: {', '.join(available_spaces())} (see --list-spaces), or a .py file defining studies(options) (default: quick)")
     p.add_argument("--list-spaces", action="store_true", help="list the named spaces with what each runs; start nothing")
-    p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}) (default: the space's)")
+    p.add_argument("--datasets", default=None, help=f"comma-separated datasets overriding the space's ({', '.join(DATASETS)}, or image folders: a folder's name inside --data-dir "
+                   "such as CIFAR-10-images, or its path) (default: the space's)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default: the space's)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per Optuna study (default: the space's, 20 for optuna)")
@@ -67,7 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=None, metavar="KEY=VALUE[,...]", help="run only the space's trials whose config matches, e.g. label_embedding=none or model=vae,kl_weight=0.001|0.1 (default: all)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="trial scheduler: fifo, or asha early stopping (default: asha for searches, fifo for grids)")
     p.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
-    p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, before Ray starts (needs internet)")
+    p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision once, on this machine, before Ray starts (needs internet); "
+                        "refused with --address: a cluster's data is staged on every node (see the README's cluster section)")
     p.add_argument("--address", default=None, help="Ray cluster to join, e.g. auto on a cluster node (default: start a local Ray)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store: sqlite:////abs/mlflow.db or http://HOST:5000 (default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
@@ -81,6 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage-path", default="ray_results", help="Ray Tune results and checkpoints; shared storage on a cluster (default: ./ray_results)")
     p.add_argument("--resume", metavar="NAME", default=None, help="finish the sweep NAME under --storage-path after its driver died")
     p.add_argument("--dry-run", action="store_true", help="list the trials, their count and whether their data is here; start nothing")
+    p.add_argument("--plan", default=str(DEFAULT_PLAN), metavar="FILE",
+                   help="the analysis plan (TOML) the runs are registered under: its name and SHA-256 go on the parent and trial runs (default: analysis/plans/paper.toml)")
     p.add_argument("--no-log-model", action="store_true", help="do not log each trial's trained model (model.pt) to its MLflow run")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress tables as well")
     return p.parse_args(argv)
@@ -88,12 +119,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> SweepPlan:
     check_options(args)
-    chosen = tuple(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip())) if args.datasets is not None else None
+    chosen = tuple(dict.fromkeys(normalise_dataset(d.strip()) for d in args.datasets.split(",") if d.strip())) if args.datasets is not None else None
     if chosen == ():
-        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}")
+        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: choose from {', '.join(DATASETS)}, or name an image folder")
     for dataset in chosen or ():
-        if dataset not in DATASETS:
-            raise ConfigError(f"--datasets: dataset={dataset!r} is not allowed: choose from {', '.join(DATASETS)}")
+        try:
+            check_dataset(dataset)
+        except ConfigError as err:
+            raise ConfigError(f"--datasets: {err}") from None
     module = load_space(args.space)
     options = SpaceOptions(chosen, args.seeds, args.epochs, args.num_samples)
     found = space_studies(module, args.space, options)
@@ -111,6 +144,7 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         trials += checked
     if not sum(s.trial_count() for s in studies):
         raise ConfigError(f"space {args.space!r} with --only {args.only!r} and --datasets {args.datasets!r} selects no trials")
+    check_download_here(args, sorted({t.dataset for t in trials}))
     if not args.dry_run:  # a dry run reports the data instead of requiring it
         for dataset in sorted({t.dataset for t in trials}):
             if args.download:
@@ -118,7 +152,32 @@ def plan(args: argparse.Namespace) -> SweepPlan:
             check_readable(dataset, args.data_dir)
     # a space file's stem, not its path: the name is a folder under --storage-path
     name = args.resume or args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return SweepPlan(name, args.space, studies, trials)
+    plan_file = getattr(args, "plan", None)
+    if plan_file == str(DEFAULT_PLAN) and not DEFAULT_PLAN.is_file():  # an install without the analysis plans
+        print(f"warning: the default analysis plan {DEFAULT_PLAN} is not here: the runs are registered under no plan "
+              "(pass --plan FILE)", file=sys.stderr)
+        plan_file = None
+    plan_tags, plan_text = read_plan(plan_file) if plan_file else (None, "")
+    return SweepPlan(name, args.space, studies, trials, plan_tags, plan_text)
+
+
+def check_download_here(args: argparse.Namespace, datasets: list[str]) -> None:
+    """--download fetches once, on this machine, before Ray starts: with a cluster the trials also run
+    on nodes that would lack the data, so it is refused there with the ways to stage the data instead."""
+    if not args.download or args.address in (None, "local"):
+        return
+    names = " ".join(d for d in datasets if d != "digits")
+    if not names:
+        raise ConfigError("--download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
+                          "and every node has it: leave out --download")
+    raise ConfigError(
+        "--download fetches data on this machine only, and with --address the trials run on the cluster's other nodes too, "
+        "where they would fail without it: stage the data on every node, then leave out --download. Copy it at launch "
+        f"(cluster.yaml's file_mounts copy ./data to ~/data on each node; fill it first with `python -m benchmark.data {names} "
+        f"--data-dir data --download`), fetch it on each node as it starts (`python -m benchmark.data {names} --data-dir ~/data "
+        "--download` in cluster.yaml's setup_commands), or mount shared storage (EFS, NFS) at the same path on every node "
+        "and pass that path as --data-dir"
+    )
 
 
 def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dict[str, Any]:
@@ -134,7 +193,7 @@ def resolved_params(args: argparse.Namespace, sweep: SweepPlan, uri: str) -> dic
         "address": args.address or "local", "tracking_uri": uri, "experiment": args.experiment, "name": sweep.name,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent or "as resources allow",
         "max_failures": args.max_failures, "storage_path": str(storage_folder(args.storage_path)),
-        "log_model": not args.no_log_model,
+        "log_model": not args.no_log_model, "plan": getattr(args, "plan", None) or "none",
     }
 
 
@@ -150,7 +209,7 @@ def tuner_for(study: Study, args: argparse.Namespace, common: dict[str, Any], st
     trainable = tune.with_resources(tune_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if restore:
         return tune.Tuner.restore(str(storage / study.label), trainable=trainable, resume_errored=True)
-    common = {**common, "study_tags": study.tags()}
+    common = {**common, "study_tags": {**common.get("plan_tags", {}), **study.tags()}}
     if study.is_search:
         param_space = {**common, "trial": {**study.base, **study.search}}
         # lists make it a multi-objective Optuna study (its default TPE sampler handles several objectives)
@@ -234,7 +293,10 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
             raise ConfigError(f"--storage-path {args.storage_path}: cannot create {storage} ({err.strerror}); pass a writable folder") from None
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, args.experiment, uri)
-        parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri), {"vqbench.space": sweep.space})
+        parent = start_sweep_run(client, experiment_id, sweep.name, resolved_params(args, sweep, uri),
+                                 {"vqbench.space": sweep.space, **(sweep.plan_tags or {})})
+        if sweep.plan_text:
+            client.log_text(parent, sweep.plan_text, f"plan/{Path(args.plan).name}")
         target = TrackingTarget(uri, experiment_id, parent)
         write_state(storage, target, args)
     client = MlflowClient(target.uri)
@@ -248,7 +310,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepPlan) -> tuple[TrackingTarge
         if INTERRUPTED_TAG in client.get_run(target.parent_run_id).data.tags:  # its trials may now stop early again
             client.delete_tag(target.parent_run_id, INTERRUPTED_TAG)
 
-    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "log_model": not args.no_log_model}
+    common = {"tracking": asdict(target), "data_dir": str(resolve_data_dir(args.data_dir)), "log_model": not args.no_log_model,
+              "plan_tags": sweep.plan_tags or {}}
     name_width = max(len(t.name) for t in sweep.trials)
     logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore" not in record.getMessage())  # ours is --resume
     status, interrupted = "FAILED", False

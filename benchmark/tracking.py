@@ -143,6 +143,8 @@ def read_git_commit(folder: Path) -> str:
 # Read once, when this process imports the code: a reused Ray actor keeps running what it imported
 # even if the checkout moves on, and its runs must name that version, not the checkout's later HEAD.
 GIT_COMMIT = read_git_commit(Path(__file__).parent)
+# MLflow's own tag, which its UI shows as the run's source version: the bare commit, where there is one.
+SOURCE_TAGS = {"mlflow.source.git.commit": GIT_COMMIT.removesuffix("-dirty")} if GIT_COMMIT != "unknown" else {}
 
 
 @functools.cache
@@ -156,20 +158,37 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# MLflow's answers that say the request itself is wrong: asking again gets the same answer.
+DETERMINISTIC_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "BAD_REQUEST",
+    "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED",
+})
+
+
+def is_transient(error: Exception) -> bool:
+    """A server restarting, a dropped connection, a locked database: yes. A bad request or a bug: no."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, MlflowException):
+        return error.error_code not in DETERMINISTIC_CODES
+    return not isinstance(error, (TypeError, ValueError, KeyError, AttributeError, NotImplementedError))
+
+
 def with_retries(call: Callable[[], T], attempts: int = 6, first_wait_s: float = 1.0) -> T:
-    """A tracking server restarting mid-sweep must not cost a trial its results."""
+    """A tracking server restarting mid-sweep must not cost a trial its results; a request MLflow refuses
+    fails at once, not after half a minute of asking again."""
     for attempt in range(attempts):
         try:
             return call()
-        except Exception:
-            if attempt == attempts - 1:
+        except Exception as error:
+            if attempt == attempts - 1 or not is_transient(error):
                 raise
             time.sleep(first_wait_s * 2**attempt)
     raise AssertionError("unreachable")
 
 
 def start_sweep_run(client: MlflowClient, experiment_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    run = client.create_run(experiment_id, run_name=run_name, tags={"vqbench.role": "sweep", "vqbench.git_commit": GIT_COMMIT, **tags})
+    run = client.create_run(experiment_id, run_name=run_name, tags={"vqbench.role": "sweep", "vqbench.git_commit": GIT_COMMIT, **SOURCE_TAGS, **tags})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run.info.run_id
 
@@ -218,6 +237,7 @@ class TrialRun:
             "vqbench.config_id": config.config_id,
             "vqbench.device": device,
             "vqbench.git_commit": GIT_COMMIT,
+            **SOURCE_TAGS,
             "vqbench.versions": json.dumps(package_versions()),
             **extra,
         }
@@ -262,17 +282,19 @@ class TrialRun:
             self.log_metrics(metrics, epoch)
             self.logged_through = epoch
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
         stamp = int(time.time() * 1000)
         batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
-        with_retries(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        labels = [RunTag(k, v) for k, v in (tags or {}).items()]
+        with_retries(lambda: self.client.log_batch(self.run_id, metrics=batch, tags=labels))
 
     def log_artifacts(self, files: list[Path]) -> None:
         for path in files:
             with_retries(lambda: self.client.log_artifact(self.run_id, str(path)))
 
-    def finish(self, metrics: dict[str, float], step: int, files: list[Path], config: TrialConfig) -> None:
-        self.log_metrics(metrics, step)
+    def finish(self, metrics: dict[str, float], step: int, files: list[Path], config: TrialConfig, tags: dict[str, str] | None = None) -> None:
+        """`tags`: what only the trial knows once it has read its data (the dataset's card), in the final metrics' batch."""
+        self.log_metrics(metrics, step, tags)
         with tempfile.TemporaryDirectory() as tmp:
             config_file = Path(tmp) / "config.json"
             config_file.write_text(json.dumps(config.to_dict(), indent=2))

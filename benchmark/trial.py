@@ -19,8 +19,8 @@ from typing import Callable
 
 from torch import nn
 
-from benchmark.config import ConfigError, TrialConfig
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
+from benchmark.config import ConfigError, TrialConfig, dataset_label, normalise_dataset
+from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, DatasetCard, load_dataset
 from benchmark.evaluate import Evaluation, evaluate
 from benchmark.figures import save_reconstruction_grid, save_tsne
 from benchmark.outputs import folder_problem
@@ -33,7 +33,8 @@ FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process
 
 HELP = {
     "model": "vae (continuous Gaussian latent) or vqvae (discrete codes)",
-    "dataset": "digits (embedded), mnist, fashion_mnist, cifar10, cifar100",
+    "dataset": "digits (embedded), mnist, fashion_mnist, cifar10, cifar100, or an image folder: its name inside --data-dir "
+               "(e.g. CIFAR-10-images) or its path",
     "seed": "seeds torch, numpy, Python and the batch order",
     "epochs": "training epochs (paper: 10)",
     "batch_size": "training batch size (paper: 64)",
@@ -42,7 +43,7 @@ HELP = {
     "code_dim": "D, latent channels per position (paper: 64)",
     "beta": "commitment cost (VQ-VAE; paper: 0.25)",
     "kl_weight": "KL weight on the per-pixel scale (VAE; the paper does not state it)",
-    "batch_norm": "BatchNorm in encoder and decoder",
+    "batch_norm": "BatchNorm in encoder and decoder (the paper's setting for complex colour images)",
     "label_embedding": "none, or add: the paper's label embedding, which leaks the label into the latent",
     "ema": "EMA codebook updates instead of the codebook loss",
     "ema_decay": "decay of the EMA codebook",
@@ -60,6 +61,7 @@ class TrialResult:
     evaluation: Evaluation
     device: str
     model: nn.Module  # trained, as evaluated
+    card: DatasetCard  # the data it was trained and evaluated on
 
 
 def run_trial(
@@ -70,7 +72,8 @@ def run_trial(
     on_epoch: EpochCallback | None = None,
 ) -> TrialResult:
     device = pick_device()
-    data = to_device(load_dataset(config.dataset, data_dir, download), device)
+    loaded = load_dataset(config.dataset, data_dir, download)
+    data = to_device(loaded, device)
     state = init_state(config, data, device)
     if resume is not None:
         state.load_state_dict(resume)
@@ -91,16 +94,16 @@ def run_trial(
     eval_start = time.perf_counter()
     evaluation = evaluate(state.model, data, config)
     metrics = {**epoch_metrics, **evaluation.metrics, "time/train_s": train_s, "time/eval_s": time.perf_counter() - eval_start}
-    return TrialResult(config, metrics, evaluation, str(device), state.model)
+    return TrialResult(config, metrics, evaluation, str(device), state.model, loaded.card)
 
 
 def save_figures(result: TrialResult, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     c, ev = result.config, result.evaluation
-    title = f"{c.model} on {c.dataset}, test latents" + (f" (K={c.num_codes})" if c.model == "vqvae" else "")
+    title = f"{c.model} on {dataset_label(c.dataset)}, test latents" + (f" (K={c.num_codes})" if c.model == "vqvae" else "")
     return [
         save_reconstruction_grid(ev.originals, ev.reconstructions, c.name, folder / "reconstructions.png"),
-        save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png"),
+        save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png", ev.label_names),
     ]
 
 
@@ -117,7 +120,7 @@ def print_epoch(config: TrialConfig, state: TrainState, metrics: dict[str, float
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrialConfig()
     for field in dataclasses.fields(TrialConfig):
-        default = "on for CIFAR only" if field.name == "batch_norm" else getattr(defaults, field.name)
+        default = "on except for digits, mnist and fashion_mnist" if field.name == "batch_norm" else getattr(defaults, field.name)
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, help=f"{HELP[field.name]} (default: {default})")
 
 
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, default=None, help="folder for reconstructions.png and tsne.png (default: none)")
     args = parser.parse_args(argv)
     raw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig) if getattr(args, f.name) is not None}
+    if "dataset" in raw:
+        raw["dataset"] = normalise_dataset(raw["dataset"])
     try:
         if args.figures and (problem := folder_problem(args.figures)):
             raise ConfigError(f"--figures {args.figures}: {problem}; pass a folder that can be written")
@@ -142,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.figures:
         save_figures(result, args.figures)
-    print(json.dumps({"config": config.to_dict(), "device": result.device, "metrics": result.metrics}, indent=2))
+    card = {key.removeprefix("dataset."): value for key, value in result.card.tags().items()}
+    print(json.dumps({"config": config.to_dict(), "dataset": card, "device": result.device, "metrics": result.metrics}, indent=2))
     return 0
 
 

@@ -27,9 +27,10 @@ from ray import tune
 from benchmark import train_probe
 from benchmark.config import TrialConfig
 from benchmark.probe import save_predictions
+from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.saved_model import save_model
 from benchmark.tracking import TrackingTarget, TrialRun
-from benchmark.train import InjectedFault, TrainState, pick_device
+from benchmark.train import InjectedFault, TrainState, TrialDiverged, pick_device
 from benchmark.trial import FAULT_MODE_ENV, run_trial, save_figures
 
 CHECKPOINT_FILE = "state.pt"
@@ -59,7 +60,7 @@ def tune_trial(params: dict[str, Any]) -> None:
     finished = TrialRun.final_metrics(target, resume["mlflow_run_id"]) if resume else None
     if finished is not None:
         # It finished while an interrupted sweep was stopping; Ray saw it unfinished and restored it.
-        tune.report({**finished, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": resume["mlflow_run_id"]})
+        tune.report({**finished, EPOCH: config.epochs, FAILED: 0.0, DIVERGED: 0.0, MLFLOW_RUN_ID: resume["mlflow_run_id"]})
         return
     tags = {"vqbench.ray_node_id": ray.get_runtime_context().get_node_id(), **params.get("study_tags", {})}
     run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=tags)
@@ -70,7 +71,7 @@ def tune_trial(params: dict[str, Any]) -> None:
             os._exit(17)  # the window the MLflow history must survive: logged, not yet checkpointed
         with tempfile.TemporaryDirectory() as folder:
             torch.save({**state.state_dict(), "mlflow_run_id": run.run_id}, Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, "epoch": state.epoch, "mlflow_run_id": run.run_id}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, EPOCH: state.epoch, MLFLOW_RUN_ID: run.run_id}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         result = run_trial(config, params["data_dir"], resume=resume, on_epoch=on_epoch)
@@ -81,8 +82,8 @@ def tune_trial(params: dict[str, Any]) -> None:
             files += save_predictions(result.evaluation.predictions, Path(folder))
             final["time/figures_s"] = time.perf_counter() - start  # the t-SNE: evaluation work, counted apart from the fixed cost
             if params["log_model"]:
-                files.append(save_model(result.model, config, Path(folder)))
-            run.finish(final, config.epochs, files, config)
+                files.append(save_model(result.model, config, Path(folder), result.card.channels, len(result.card.class_names)))
+            run.finish(final, config.epochs, files, config, result.card.tags())
     except SystemExit:
         run.stopped(run.logged_through)
         raise
@@ -91,10 +92,11 @@ def tune_trial(params: dict[str, Any]) -> None:
         raise
     except Exception as err:
         run.fail(err)
-        tune.report({**FAILED_RESULT, "epoch": run.logged_through, "failed": 1.0, "mlflow_run_id": run.run_id})
+        diverged = float(isinstance(err, TrialDiverged))
+        tune.report({**FAILED_RESULT, EPOCH: run.logged_through, FAILED: 1.0, DIVERGED: diverged, MLFLOW_RUN_ID: run.run_id})
         return
     except BaseException as err:  # KeyboardInterrupt and the like: not the trial's fault
         run.fail(err, "KILLED")
         raise
-    tune.report({**result.metrics, "epoch": config.epochs, "failed": 0.0, "mlflow_run_id": run.run_id})
+    tune.report({**result.metrics, EPOCH: config.epochs, FAILED: 0.0, DIVERGED: 0.0, MLFLOW_RUN_ID: run.run_id})
 

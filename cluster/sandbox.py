@@ -7,10 +7,13 @@ stand-in machine is a nested PID+mount+UTS namespace with its own sshd on its ow
 and its own hostname: a `ray stop` over ssh stops that machine's processes and nothing else. When
 the sandbox's first process exits, the kernel ends every process inside it.
 
-Inside, the machines share a fresh home (so ~/.ray, ~/.ssh and what `ray up` copies stay out of the
-real one) and a copy-on-write overlay of this Python environment (so `pip install -e` in the setup
-commands changes nothing outside). `/opt/pytorch/bin/activate` puts that environment on PATH, as it
-does on the AWS Deep Learning AMI: the commands of `cluster.yaml` then run unchanged.
+Inside, the machines share a private /tmp and /run, a fresh home (so ~/.ray, ~/.ssh and what `ray up`
+copies stay out of the real one) and a copy-on-write overlay of this Python environment (so `pip
+install -e` in the setup commands changes nothing outside). What the sandbox needs from the host (the
+workspace, the checkout, the environment and, for a venv, the installation its interpreter links to)
+stays at its own path wherever it lives, under /tmp or the home included (`cover_plan`).
+`/opt/pytorch/bin/activate` puts that environment on PATH, as it does on the AWS Deep Learning AMI:
+the commands of `cluster.yaml` then run unchanged.
 """
 from __future__ import annotations
 
@@ -23,10 +26,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from cluster.local import REPO
 
 ENV_PREFIX = Path(sys.prefix)
+BASE_PREFIX = Path(sys.base_prefix)  # where a venv's interpreter and standard library live; sys.prefix outside a venv
+HANDLES = Path("/mnt")  # a tmpfs here holds a handle on each host path while a mount hides it
 IMAGE_ENV = Path("/opt/pytorch")  # where the AWS Deep Learning AMI keeps its PyTorch environment
 TOOLS = ("unshare", "sshd", "ssh", "ssh-keygen", "rsync", "ip", "ss", "mount", "umount")
 TOOL_DIRS = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -60,22 +66,42 @@ def _overlay(lower: Path, target: Path, scratch: Path) -> None:
     _sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}", str(target))
 
 
-def _private_tmp(workspace: Path) -> None:
-    """/tmp becomes workspace/tmp (Ray's sessions, its config cache and ssh control sockets stay
-    there), with the workspace and the checkout still at their paths when they lie under /tmp
-    (a CI clone may)."""
-    handle = Path("/mnt")
-    _sh("mount", "-t", "tmpfs", "tmpfs", str(handle))
-    kept = [workspace, REPO]
-    for index, path in enumerate(kept):
-        (handle / str(index)).mkdir()
-        _sh("mount", "--bind", str(path), str(handle / str(index)))
-    (workspace / "tmp").mkdir(mode=0o1777)
-    _sh("mount", "--bind", str(workspace / "tmp"), "/tmp")
-    for index, path in enumerate(kept):
-        if path.is_relative_to("/tmp"):
-            path.mkdir(parents=True, exist_ok=True)
-            _sh("mount", "--bind", str(handle / str(index)), str(path))
+def host_paths(workspace: Path) -> list[Path]:
+    """What the sandbox uses from the host at its own path: the workspace, the checkout, the environment
+    and the installation its interpreter links to (a venv's base); each as given and, if a symlink leads
+    elsewhere, where it leads."""
+    given = [Path(os.path.abspath(path)) for path in (workspace, REPO, ENV_PREFIX, BASE_PREFIX)]
+    return list(dict.fromkeys(given + [path.resolve() for path in given]))
+
+
+def outermost(paths: Iterable[Path]) -> list[Path]:
+    """Each path once, in the order given, without those inside another: a bind of that one brings them."""
+    unique = list(dict.fromkeys(paths))
+    return [p for p in unique if not any(p != q and p.is_relative_to(q) for q in unique)]
+
+
+def cover_plan(target: Path, source: Path, needed: Iterable[Path], handles: Path = HANDLES) -> list[list[str]]:
+    """The commands that mount `source` over `target` while every needed host path under `target` stays
+    at its path: a handle on each (a bind under a tmpfs at `handles`), the cover, each handle bound back
+    at its path, then the handles released (so `handles` shows the host's folder again)."""
+    kept = [p for p in outermost(needed) if p != target and p.is_relative_to(target)]
+    hidden = [str(p) for p in kept if p.is_relative_to(handles)]
+    if hidden:
+        raise RuntimeError(f"{', '.join(hidden)}: the sandbox keeps its handles in {handles}, which would hide it; move it out of {handles}")
+    slots = [handles / str(index) for index in range(len(kept))]
+    take = [["mount", "-t", "tmpfs", "tmpfs", str(handles)]] if kept else []
+    for path, slot in zip(kept, slots):
+        take += [["mkdir", str(slot)], ["mount", "--bind", str(path), str(slot)]]
+    cover = [["mkdir", "-p", str(target)], ["mount", "--bind", str(source), str(target)]]
+    give_back = []
+    for path, slot in zip(kept, slots):
+        give_back += [["mkdir", "-p", str(path)], ["mount", "--bind", str(slot), str(path)], ["umount", str(slot)]]
+    return take + cover + give_back + ([["umount", str(handles)]] if kept else [])
+
+
+def _cover(target: Path, source: Path, needed: list[Path]) -> None:
+    for command in cover_plan(target, source, needed):
+        _sh(*command)
 
 
 @dataclass(frozen=True)
@@ -92,12 +118,17 @@ def prepare(workspace: Path) -> Sandbox:
     assert os.getpid() == 1, "prepare() changes mounts: call it only as the first process of a sandbox"
     _sh("ip", "link", "set", "lo", "up")
     real_home = Path.home()
-    _private_tmp(workspace)
+    pip_conf = real_home / ".config" / "pip" / "pip.conf"
+    pip_text = pip_conf.read_text() if pip_conf.is_file() else None  # read before the home is replaced
+    needed = host_paths(workspace)
+    # /tmp: Ray's sessions, its config cache and ssh control sockets stay in workspace/tmp
+    (workspace / "tmp").mkdir(mode=0o1777)
+    _cover(Path("/tmp"), workspace / "tmp", needed)
     scratch = workspace / "tmpfs"
     scratch.mkdir()
     _sh("mount", "-t", "tmpfs", "tmpfs", str(scratch))  # overlay upper dirs cannot live on an overlay root
     (workspace / "run").mkdir()
-    _sh("mount", "--bind", str(workspace / "run"), "/run")
+    _cover(Path("/run"), workspace / "run", needed)
     Path("/run/sshd").mkdir(mode=0o755)
 
     home = workspace / "home"
@@ -108,17 +139,17 @@ def prepare(workspace: Path) -> Sandbox:
     (home / ".ssh" / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
     (home / ".ssh" / "authorized_keys").chmod(0o600)
     (home / ".bashrc").write_text("")
-    pip_conf = real_home / ".config" / "pip" / "pip.conf"
-    if pip_conf.is_file():  # this machine's package indexes, as an AMI would carry its own config
+    if pip_text is not None:  # this machine's package indexes, as an AMI would carry its own config
         (home / ".config" / "pip").mkdir(parents=True)
-        shutil.copy(pip_conf, home / ".config" / "pip" / "pip.conf")
+        (home / ".config" / "pip" / "pip.conf").write_text(pip_text)
+    _cover(real_home, home, needed)
 
-    env_lower = workspace / "env-lower"
-    env_lower.mkdir()
-    _sh("mount", "--bind", str(ENV_PREFIX), str(env_lower))  # a handle on it before the home is replaced
-    _sh("mount", "--bind", str(home), str(real_home))
-    ENV_PREFIX.mkdir(parents=True, exist_ok=True)  # its mount point, when the environment lives in the home
-    _overlay(env_lower, ENV_PREFIX, scratch / "env")
+    # the environment (and a venv's base), visible again at its path: copy-on-write from here on
+    for index, prefix in enumerate(outermost(Path(os.path.abspath(path)) for path in (ENV_PREFIX, BASE_PREFIX))):
+        lower = workspace / f"env-lower-{index}"
+        lower.mkdir()
+        _sh("mount", "--bind", str(prefix), str(lower))
+        _overlay(lower, prefix, scratch / f"env-{index}")
     _overlay(IMAGE_ENV.parent, IMAGE_ENV.parent, scratch / "opt")
     (IMAGE_ENV / "bin").mkdir(parents=True)
     (IMAGE_ENV / "bin" / "activate").write_text(f"export PATH={ENV_PREFIX / 'bin'}:$PATH\n")

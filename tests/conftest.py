@@ -27,6 +27,16 @@ def pixel_probe_cache(tmp_path_factory, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def image_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own empty cache of decoded image folders, inherited by what it starts, as above."""
+    from benchmark.image_folder import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("image-folders")
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data root; tests that need it skip, saying why, where it is absent."""

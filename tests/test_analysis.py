@@ -16,6 +16,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,14 @@ from scipy import stats
 
 from analysis import RunsError, claims, leakage, load_runs, tables
 from analysis.paper import paper_table, setting_differences
+from analysis.plan import DEFAULT_PLAN, Plan, load_plan
+from analysis.verdicts import holm
 from analysis.report import main as report_main
 from analysis.stats import t_interval
 from benchmark.config import TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
+PLAN = load_plan(DEFAULT_PLAN)
 SEEDS = (0, 1, 2)
 # MLP-probe accuracy per (dataset, label_embedding, model), by seed.
 PAPER_MLP = {
@@ -277,37 +281,51 @@ def test_model_differences_paired(paper_runs):
     assert diffs[diffs["dataset"] == "fashion_mnist"]["stand_in"].all()
 
 
-def test_claims_each_way(paper_runs, store):
-    tested = claims.claims(paper_runs)
-    indexed = tested.set_index(["claim", "label_embedding", "part"])
-    # Holm across the four tests this data allows (claims 1 and 3 on MNIST, each label setting)
-    made = tested.dropna(subset=["p"])
-    assert len(made) == 4
-    order = np.argsort(made["p"].to_numpy())
-    expected_holm = np.maximum.accumulate([min(1, (4 - i) * made["p"].to_numpy()[j]) for i, j in enumerate(order)])
-    assert np.allclose(made["p_holm"].to_numpy()[order], expected_holm)
-    assert indexed.loc[(1, "none", "mnist"), "verdict"] == "supported"  # VAE probes better, t = -17, Holm p = 0.013
-    assert indexed.loc[(3, "none", "mnist"), "verdict"] == "supported"
-    # with the leak VQ probes better: the largest p (0.027) keeps its size under Holm but not below the others'
-    add = indexed.loc[(1, "add", "mnist")]
-    assert add["low"] > 0 and add["p_holm"] == max(made["p_holm"]) > add["p"] and add["verdict"] == "contradicted"
-    assert indexed.loc[(2, "none", "cifar100"), "reason"] == "no runs on cifar100"
-    sentences = claims.claim_sentences(paper_runs, tested)
-    assert sentences[0].startswith("**Claim 1**") and "with label_embedding=add (the paper's label setting): contradicted" in sentences[0]
-    assert "with label_embedding=none: supported" in sentences[0] and "Holm p = " in sentences[0]
-    assert "not resolved: no runs on cifar100" in sentences[1]
-    assert "not resolved: no runs on cifar100" in sentences[2] and "MNIST" in sentences[2]
-    assert "not resolved: no runs on cifar100" in sentences[3] and "proxy" in sentences[3].lower()
+def _mini_plan(tmp_path: Path, keep: tuple[str, ...], min_n: int = 3) -> "Plan":
+    """The paper plan with only the endpoints `keep` and another minimum n: a plan a user may write."""
+    text = DEFAULT_PLAN.read_text().replace("min_n = 5", f"min_n = {min_n}")
+    head, *blocks = text.split("[[endpoints]]")
+    tail = blocks[-1][blocks[-1].index("# --- the sensitivity"):]
+    blocks[-1] = blocks[-1][:blocks[-1].index("# --- the sensitivity")]
+    kept = [b for b in blocks if any(f'id = "{k}"' in b for k in keep)]
+    path = tmp_path / "mini.toml"
+    path.write_text(head + "".join("[[endpoints]]" + b for b in kept) + tail)
+    return load_plan(path)
+
+
+def test_claims_each_way(paper_runs, store, tmp_path):
+    tested = claims.claims(paper_runs, PLAN)
+    primary = tested[tested["family"] == "primary"].set_index("id")
+    assert list(primary.index) == [e.id for e in PLAN.endpoints]  # every declared endpoint, whatever the runs hold
+    # Holm across the plan's 11 endpoints x 2 hypotheses: an endpoint without runs counts as p = 1
+    made = primary.dropna(subset=["p"])
+    assert list(made.index) == ["1-mnist", "3-mnist"] and made["n"].tolist() == [3, 3]
+    everything = [*made["p"], *made["p_tost"].fillna(1.0)] + [1.0] * (22 - 4)
+    assert np.allclose(made["p_holm"], holm(everything)[:2])
+    # three seeds: the numbers are shown, the verdict is not given
+    assert primary.loc["1-mnist", "verdict"] == "no verdict" and primary.loc["1-mnist", "reason"] == "n = 3 < 5"
+    assert primary.loc["2-cifar100", "reason"] == "no runs on cifar100"
+    assert primary.loc["4-mnist-well", "reason"].startswith("no cluster/latent/nmi recorded on mnist")
+    sentences = claims.claim_sentences(tested)
+    assert sentences[0].startswith("**Claim 1**: MNIST: VQ-VAE minus VAE probe MLP = -10.00") and "no verdict: n = 3 < 5" in sentences[0]
+    assert "not resolved: cifar100: no runs on cifar100" in sentences[1]
+    # the label embedding is not the primary setting: `add` runs never enter the primary family
+    assert tested["label_embedding"].isna().all() if "label_embedding" in tested else True
+    assert math.isclose(primary.loc["1-mnist", "difference"], np.mean(np.subtract(PAPER_MLP[("mnist", "none", "vqvae")], PAPER_MLP[("mnist", "none", "vae")])))
+
+    # a plan of two endpoints and n >= 3: the same data now decides, Holm over 2 x 2 hypotheses
+    mini = _mini_plan(tmp_path, ("1-mnist", "3-mnist"))
+    decided = claims.claims(paper_runs, mini)
+    primary = decided[decided["family"] == "primary"].set_index("id")
+    assert primary.loc["1-mnist", "verdict"] == "supported" and primary.loc["3-mnist", "verdict"] == "supported"
 
     full = load_runs("full", tracking_uri=store.uri)
-    tested = claims.claims(full)
-    indexed = tested.set_index(["claim", "label_embedding", "part"])
-    assert indexed.loc[(1, "none", "mnist"), "verdict"] == "not resolved"
-    assert indexed.loc[(1, "none", "mnist"), "reason"] == "the interval contains 0 and reaches beyond the equivalence margin"
-    assert indexed.loc[(2, "none", "cifar100"), "verdict"] == "supported"
-    assert indexed.loc[(4, "none", "mnist - cifar100"), "verdict"] == "supported"
-    sentences = claims.claim_sentences(full, tested)
-    assert "not resolved" in sentences[0] and ": supported" in sentences[1]
+    mini = _mini_plan(tmp_path, ("1-mnist", "2-cifar100"))
+    indexed = claims.claims(full, mini)
+    indexed = indexed[indexed["family"] == "primary"].set_index("id")
+    assert indexed.loc["1-mnist", "verdict"] == "not resolved"
+    assert indexed.loc["1-mnist", "reason"] == "the interval contains 0 and the TOST does not reject the margin"
+    assert indexed.loc["2-cifar100", "verdict"] == "supported"
 
 
 def test_single_seed_has_no_intervals(store):
@@ -316,8 +334,8 @@ def test_single_seed_has_no_intervals(store):
     models = table[table["model"] != "pixels"]
     assert (models["n"] == 1).all() and models["mlp_acc_low"].isna().all()
     assert "±" not in tables.table1_markdown(table)
-    tested = claims.claims(runs).set_index(["claim", "label_embedding", "part"])
-    assert tested.loc[(1, "none", "mnist"), "reason"] == "1 matched seed: at least 3 are needed"
+    tested = claims.claims(runs, PLAN).set_index("id")
+    assert tested.loc["1-mnist", "verdict"] == "no verdict" and tested.loc["1-mnist", "reason"] == "n = 1 < 5"
 
 
 # --- label embedding ------------------------------------------------------------------------
@@ -477,7 +495,7 @@ def _first_row(column: str, value: str):
     (lambda f: _dropped(f, "precision"), "lacks the column(s) precision;"),
     (lambda f: _dropped(f, "config_id"), "lacks the column(s) config_id;"),
     (_first_row("model", "foo"), "has model='foo'; allowed: vae, vqvae"),
-    (_first_row("dataset", "imagenet"), "has dataset='imagenet'; allowed:"),
+    (_first_row("dataset", " "), "has an empty dataset name"),
     (_first_row("seed", "abc"), "has seed='abc', not a number"),
     (_first_row("probe/latent/mlp_acc", "abc"), "has probe/latent/mlp_acc='abc', not a number"),
 ])
@@ -537,33 +555,47 @@ def pd_concat(*frames):
 
 # --- does the answer depend on the knobs? --------------------------------------------------
 
+def _sensitivity_family(kl: pd.DataFrame, vq: pd.DataFrame) -> list[float]:
+    """Holm by hand over the plan's sensitivity family: each declared test once (the centre is KL 0.01), difference
+    and TOST p together, the declared tests without runs as p = 1."""
+    from analysis import knobs
+
+    tests = pd.concat([kl[["p", "p_tost"]], vq.loc[vq["knob"] != "centre", ["p", "p_tost"]]])
+    size = knobs.declared_size(PLAN)
+    return holm([*tests["p"], *tests["p_tost"]] + [1.0] * (2 * (size - len(tests))))[:len(tests)]
+
+
 def test_claim1_at_each_kl_weight(store):
     from analysis import knobs
 
     runs = load_runs("sensitivity", tracking_uri=store.uri)
-    table = knobs.kl_verdicts(runs).set_index("kl_weight")
+    at3 = replace(PLAN, min_n=3)
+    table = knobs.kl_verdicts(runs, at3).set_index("kl_weight")
     assert list(table.index) == [0.001, 0.01, 0.1, 1.0] and (table["n"] == 3).all()
     vq = SENSITIVITY_K[512]
     for kl, vae in SENSITIVITY_KL.items():
         ref = stats.ttest_rel(vq, vae)
         assert math.isclose(table.loc[kl, "difference"], np.mean(np.subtract(vq, vae)))
         assert math.isclose(table.loc[kl, "p"], ref.pvalue)
-    # Holm across the four weights
-    p = table["p"].to_numpy()
-    order = np.argsort(p)
-    assert np.allclose(table["p_holm"].to_numpy()[order], np.maximum.accumulate([min(1, (4 - i) * p[j]) for i, j in enumerate(order)]))
-    assert table.loc[0.001, "verdict"] == "supported" and table.loc[1.0, "verdict"] == "contradicted"
+    # one Holm family across both tables (16 declared tests x 2 hypotheses), not across the four weights
+    expected = _sensitivity_family(table.reset_index(), knobs.vq_axis_verdicts(runs, at3))
+    assert np.allclose(table["p_holm"], expected[:4])
+    assert table.loc[0.01, "verdict"] == "supported" and table.loc[1.0, "verdict"] == "contradicted"
+    assert table.loc[0.001, "verdict"] == "not resolved"  # p = 0.003 is supported within 4 tests, not within the family
     assert table.loc[0.1, "verdict"] == "not resolved"
-    sentence = knobs.flips(knobs.kl_verdicts(runs))[0]
+    sentence = knobs.flips(knobs.kl_verdicts(runs, at3))[0]
     assert "depends on the VAE's KL weight" in sentence and "KL weight 1: contradicted" in sentence
-    assert knobs.kl_verdicts(load_runs("paper", tracking_uri=store.uri)).empty  # one KL weight: nothing to vary
+    # under the paper plan, three seeds give no verdict
+    assert set(knobs.kl_verdicts(runs, PLAN)["verdict"]) == {"no verdict"}
+    assert knobs.kl_verdicts(load_runs("paper", tracking_uri=store.uri), PLAN).empty  # one KL weight: nothing to vary
 
 
 def test_claim1_along_the_vq_vaes_knobs(store):
     from analysis import knobs
 
     runs = load_runs("sensitivity", tracking_uri=store.uri)
-    table = knobs.vq_axis_verdicts(runs)
+    at3 = replace(PLAN, min_n=3)
+    table = knobs.vq_axis_verdicts(runs, at3)
     # the paper's VQ-VAE once, then the K axis (D and beta do not vary in this store), each against the VAE at KL 0.01
     assert list(zip(table["knob"], table["value"])) == [("centre", 0.0), ("num_codes", 32.0), ("num_codes", 128.0), ("num_codes", 2048.0)]
     vae = SENSITIVITY_KL[0.01]
@@ -571,20 +603,21 @@ def test_claim1_along_the_vq_vaes_knobs(store):
         ref = stats.ttest_rel(SENSITIVITY_K[k], vae)
         assert row["n"] == 3 and math.isclose(row["difference"], np.mean(np.subtract(SENSITIVITY_K[k], vae)))
         assert math.isclose(row["p"], ref.pvalue)
-    p = table["p"].to_numpy()
-    order = np.argsort(p)
-    assert np.allclose(table["p_holm"].to_numpy()[order], np.maximum.accumulate([min(1, (4 - i) * p[j]) for i, j in enumerate(order)]))
+    kl = knobs.kl_verdicts(runs, at3)
+    assert np.allclose(table["p_holm"].iloc[1:], _sensitivity_family(kl, table)[4:])
+    centre = kl[np.isclose(kl["kl_weight"], 0.01)].iloc[0]
+    assert table.loc[0, "p_holm"] == centre["p_holm"] and table.loc[0, "verdict"] == centre["verdict"]  # one test, one verdict
     assert table.loc[1, "verdict"] == "supported"  # K=32: 6.5 points below the VAE, 3 seeds that agree
     (sentence,) = knobs.vq_flips(table)
     assert sentence.startswith("MNIST (label_embedding=none), 4 VQ-VAE settings: ") and "K=32" in sentence
-    assert knobs.vq_axis_verdicts(load_runs("paper", tracking_uri=store.uri)).empty  # one VQ-VAE setting: no axis
+    assert knobs.vq_axis_verdicts(load_runs("paper", tracking_uri=store.uri), PLAN).empty  # one VQ-VAE setting: no axis
 
 
 def test_report_knobs_section(store, tmp_path):
     out = tmp_path / "knobs"
     assert report_main(["--experiment", "sensitivity", "--tracking-uri", store.uri, "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "## Does the answer depend on the knobs?" in text and "depends on the VAE's KL weight" in text
+    assert "## Does the answer depend on the knobs?" in text and "claim 1 is *no verdict: n = 3 < 5* at every KL weight" in text
     assert "### Claim 1 along the VQ-VAE's K, D and beta" in text and "4 VQ-VAE settings" in text and "| K=2048 " in text
     for name in ("frontier.png", "sensitivity_num_codes.png", "sensitivity_kl_weight.png"):
         assert (out / "figures" / name).is_file() and f"figures/{name}" in text

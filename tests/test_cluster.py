@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -188,3 +189,94 @@ def test_storage_uri_stays_a_uri_and_its_files_round_trip(tmp_path):
     assert state.is_file() and not folder.is_file() and folder.exists()
     assert state.read_text() == '{"tracking": {}}' == (tmp_path / "store" / "sweep-1" / "vqbench_sweep.json").read_text()
     assert str(state.parent.parent) == f"file://{tmp_path}/store"
+
+
+# ---------------------------------------------------------------- the sandbox's view of the host
+
+def test_cover_plan_keeps_what_the_sandbox_needs_from_under_a_covered_folder():
+    """The mount plan alone, fast and without root: the covered folder's needed paths keep their paths, each once."""
+    workspace, clone, venv, base = Path("/tmp/pytest-of-root/ws"), Path("/tmp/clone"), Path("/tmp/v/venv"), Path("/root/.pyenv/versions/3.11")
+    plan = sandbox.cover_plan(Path("/tmp"), workspace / "tmp", [workspace, clone, venv, base])
+    cover = plan.index(["mount", "--bind", str(workspace / "tmp"), "/tmp"])
+    assert plan[0] == ["mount", "-t", "tmpfs", "tmpfs", "/mnt"] and plan[-1] == ["umount", "/mnt"]
+    taken = [(c[2], c[3]) for c in plan[:cover] if c[:2] == ["mount", "--bind"]]
+    given_back = [(c[2], c[3]) for c in plan[cover + 1:] if c[:2] == ["mount", "--bind"]]
+    assert taken == [(str(workspace), "/mnt/0"), (str(clone), "/mnt/1"), (str(venv), "/mnt/2")]  # the base is not under /tmp
+    assert given_back == [(handle, path) for path, handle in taken]
+    assert all(["mkdir", "-p", path] in plan[cover:] for _, path in given_back)  # mount points inside the new /tmp
+    # the home covered: the venv's base stays; an environment inside the checkout comes with it
+    assert [c[2:] for c in sandbox.cover_plan(Path("/root"), Path("/w/home"), [workspace, base]) if c[:2] == ["mount", "--bind"]] == [
+        [str(base), "/mnt/0"], ["/w/home", "/root"], ["/mnt/0", str(base)]]
+    assert sandbox.outermost([clone, clone / ".venv", workspace, clone]) == [clone, workspace]
+    assert sandbox.cover_plan(Path("/run"), workspace / "run", [workspace, clone]) == [["mkdir", "-p", "/run"], ["mount", "--bind", str(workspace / "run"), "/run"]]
+    with pytest.raises(RuntimeError, match="handles in /mnt"):
+        sandbox.cover_plan(Path("/mnt/home"), workspace / "home", [Path("/mnt/home/vqbench")])  # its tmpfs would hide the checkout
+
+
+INSIDE_SANDBOX = """
+import json, subprocess, sys
+from pathlib import Path
+from cluster import sandbox
+
+workspace, host_marker, report = Path(sys.argv[1]), Path(sys.argv[2]), {}
+try:
+    sandbox.prepare(workspace)
+    env = subprocess.run([sys.executable, "-c", "import sys, yaml; print(sys.prefix)"], capture_output=True, text=True)
+    (sandbox.ENV_PREFIX / "written-in-the-sandbox").write_text("x")
+    report = {"checkout": (sandbox.REPO / "cluster" / "sandbox.py").is_file(), "env": env.stdout.strip() or env.stderr[-1000:],
+              "activate": Path("/opt/pytorch/bin/activate").read_text(), "host_tmp_seen": host_marker.exists(),
+              "home": sorted(p.name for p in Path.home().iterdir())}
+except Exception as err:
+    report = {"error": f"{type(err).__name__}: {err}"}
+(workspace / "inside.json").write_text(json.dumps(report))
+"""
+
+
+def sandbox_mounts_missing() -> str | None:
+    """What `prepare` needs (not the sshd and rsync of the whole cycle), or None."""
+    if os.geteuid() != 0:
+        return "needs root (namespaces and mounts)"
+    if not all(shutil.which(tool, path=sandbox.TOOL_DIRS) for tool in ("unshare", "ssh-keygen", "ip", "mount", "umount")):
+        return "needs unshare, ssh-keygen, ip, mount and umount"
+    if subprocess.run(sandbox.isolated_command(["true"]), capture_output=True).returncode != 0:
+        return "cannot create namespaces here"
+    return None
+
+
+@pytest.mark.parametrize(("checkout_in_tmp", "env_in_tmp"), [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["checkout-and-env-here", "checkout-under-tmp", "env-under-tmp", "both-under-tmp"])
+def test_sandbox_keeps_the_checkout_and_the_environment_wherever_they_live(tmp_path, checkout_in_tmp, env_in_tmp):
+    """The sandbox gets a private /tmp and a fresh home: what it needs from the host (the checkout, the Python
+    environment and, for a venv, the installation its interpreter links to) must stay at its path, the
+    environment copy-on-write. A fresh clone and a venv under /tmp (`python -m venv /tmp/.../venv`) are a new user's setup."""
+    reason = sandbox_mounts_missing()
+    if reason:
+        pytest.skip(f"the sandbox cannot be made here: {reason}")
+    checkout = REPO
+    if checkout_in_tmp:  # the sandbox's part of a fresh clone: REPO follows the file
+        checkout = tmp_path / "clone"
+        shutil.copytree(REPO / "cluster", checkout / "cluster", ignore=shutil.ignore_patterns("__pycache__"))
+    python = sys.executable
+    if env_in_tmp:
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+        python = str(venv / "bin" / "python")
+    prefix = Path(subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=True).stdout.strip())
+    (tmp_path / "host-marker").write_text("on the host's /tmp")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    leak = prefix.resolve() / "written-in-the-sandbox"
+    try:
+        done = subprocess.run(sandbox.isolated_command([python, "-c", INSIDE_SANDBOX, str(workspace), str(tmp_path / "host-marker")]),
+                              cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True, timeout=120)
+        assert not leak.exists(), "a write to the environment inside the sandbox reached the host's"
+    finally:
+        leak.unlink(missing_ok=True)
+    assert (workspace / "inside.json").is_file(), f"exit {done.returncode}: {done.stderr[-3000:]}"
+    inside = json.loads((workspace / "inside.json").read_text())
+    assert "error" not in inside, f"{inside['error']}\n{done.stderr[-3000:]}"
+    assert inside["checkout"], f"the checkout {checkout} is not visible inside"
+    assert inside["env"] == str(prefix), "the environment's interpreter does not run inside"
+    assert inside["activate"] == f"export PATH={prefix / 'bin'}:$PATH\n"
+    assert not inside["host_tmp_seen"], "the sandbox sees the host's /tmp"
+    assert ".ssh" in inside["home"] and ".bashrc" in inside["home"]

@@ -282,6 +282,8 @@ def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp
     table = [line.split() for line in lines if line.strip().startswith("digits")]
     assert [row[2] for row in table] == ["-", "16", "64", "256"]
     assert table[1][4:7] == ["0.6000", "±", "0.1414"] and "1" in table[1][-3:]  # mean ± sd over the 2 finished seeds
+    header = lines.index(next(line for line in lines if line.strip().startswith("dataset")))
+    assert "mean ± sd over the n finished trials" in lines[header - 1] and "not a confidence interval" in lines[header - 1]
     assert lines[0] == "sweep s ended after 12 s: 7 finished, 1 stopped early, 1 diverged, 1 failed"
     assert any(f"failed K64-s2: DataError: labels outside 0..9 (run {failed})" in line for line in lines)
     assert any("diverged K256-s2: TrialDiverged" in line for line in lines)

@@ -337,7 +337,7 @@ def test_evaluate_reports_every_metric(model_name):
     per_rep = {f"{p}_acc" for p in ("mlp", "linear", "linear_n20")} | MLP_KEYS | LINEAR_KEYS | {"linear_n20_l2", "linear_n20_capped"}
     probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", "probe_v3/") for rep in reps for key in per_rep}
     probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", "probe_v3/") for rep in ("latent", "pixels")}
-    expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"}
+    expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
     if model_name == "vqvae":
         expected |= {"codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
     assert expected <= set(ev.metrics)
@@ -450,3 +450,12 @@ def test_pixel_probes_follow_the_data_not_its_name():
     direct = probe_all(train_x.flatten(1).float(), first.train_y, test_x.flatten(1).float(), first.test_y, 10, config.seed, QUICK)
     assert direct.metrics["knn_acc"] == 1.0
     assert ev.metrics["probe/pixels/knn_acc"] == direct.metrics["knn_acc"]
+
+
+def test_the_reconstruction_grid_shows_one_image_per_class_in_turn_even_on_a_class_sorted_test_set():
+    from benchmark.evaluate import grid_indices
+
+    sorted_labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)  # an image folder's test split, class by class
+    picks = grid_indices(sorted_labels, 8)
+    assert picks.tolist() == [0, 5, 10, 1, 6, 11, 2, 7] and sorted_labels[picks].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert grid_indices(torch.tensor([3, 1, 3]), 8).tolist() == [1, 0, 2]  # fewer images than the grid: all of them

@@ -31,7 +31,7 @@ def test_unknown_key_is_named():
 
 @pytest.mark.parametrize(
     "key, value, allowed",
-    [("model", "gan", "vqvae"), ("dataset", "imagenet", "cifar100"), ("label_embedding", "concat", "add"), ("precision", "fp16", "bf16")],
+    [("model", "gan", "vqvae"), ("dataset", "image net", "cifar100"), ("label_embedding", "concat", "add"), ("precision", "fp16", "bf16")],
 )
 def test_bad_choice_names_key_value_and_choices(key, value, allowed):
     for build in (lambda: TrialConfig(**{key: value}), lambda: TrialConfig.from_dict({key: value})):

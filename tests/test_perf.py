@@ -183,7 +183,7 @@ def test_probe_convergence(tmp_path):
 
 def test_probe_convergence_probes_saved_models_and_refuses_another_dataset(tmp_path, capsys):
     config = TrialConfig(model="vae", dataset="digits", epochs=1, code_dim=8)
-    path = save_model(build_model(config, 1, 10), config, tmp_path)
+    path = save_model(build_model(config, 1, 10), config, tmp_path, 1, 10)
     f = run(probe_convergence, tmp_path, "--models-from", str(path))["figures"]
     assert {key.rsplit("/", 2)[0] for key in f if "/" in key} == {"vae-digits-D8-kl0.01-s0/latent", "pixels"}
     with pytest.raises(SystemExit) as exit:

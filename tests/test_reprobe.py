@@ -46,7 +46,7 @@ def store(tmp_path) -> Store:
     run = TrialRun.open(TrackingTarget(uri, experiment, parent), config, "cpu")
     folder = tmp_path / "files"
     folder.mkdir()
-    files = [*save_predictions(evaluation.predictions, folder), save_model(state.model, config, folder)]
+    files = [*save_predictions(evaluation.predictions, folder), save_model(state.model, config, folder, data.channels, data.num_classes)]
     run.finish(evaluation.metrics, config.epochs, files, config)
     client.set_terminated(parent, "FINISHED")
     return Store(uri, parent, run.run_id)

@@ -6,8 +6,9 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,16 +17,19 @@ from ray.tune import choice, lograndint, loguniform, qrandint, randn, uniform
 from ray.tune.experiment import Trial
 
 from benchmark import load_model, sweep
+from benchmark import tune_trial as tune_trial_module
 from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import load_dataset
 from benchmark.dry_run import domain_text
 from benchmark.evaluate import represent_split
 from benchmark.progress import COLUMNS, SweepProgress, trial_dirname, trial_name
 from benchmark.reconstruction import reconstruction_metrics
+from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.space import available_spaces
-from benchmark.tracking import DEFAULT_EXPERIMENT
+from benchmark.tracking import DEFAULT_EXPERIMENT, TrackingTarget, ensure_experiment, start_sweep_run
 from benchmark.train import scale
 from tests.conftest import REPO
+from tests.test_endings import offline
 
 SMOKE_LINE_BUDGET = 150  # issue 19: the smoke space in under 150 lines, stdout and stderr together
 
@@ -93,27 +97,71 @@ def stub_trial(config: dict, status: str, **result) -> Trial:
     return trial
 
 
-def test_progress_tells_done_stopped_diverged_running_and_evaluating_apart(capsys):
+def test_progress_tells_done_stopped_diverged_failed_running_and_evaluating_apart(capsys):
     base = {"model": "vqvae", "dataset": "mnist", "epochs": 10}
-    done = stub_trial({**base, "seed": 0}, Trial.TERMINATED, epoch=10, diverged=0.0, mlflow_run_id="r0")
-    stopped = stub_trial({**base, "seed": 1}, Trial.TERMINATED, epoch=2, mlflow_run_id="r1")
-    diverged = stub_trial({**base, "seed": 2}, Trial.TERMINATED, epoch=10, diverged=1.0, mlflow_run_id="r2")
-    running = stub_trial({**base, "seed": 3}, Trial.RUNNING, epoch=5, **{"train/recon_loss": 0.01234, "train/perplexity": 87.0})
-    evaluating = stub_trial({**base, "seed": 4}, Trial.RUNNING, epoch=10, mlflow_run_id="r4")
-    trials = [done, stopped, diverged, running, evaluating]
+    final = {FAILED: 0.0, DIVERGED: 0.0}  # the keys of the trainable's final report (the test below runs the real one)
+    done = stub_trial({**base, "seed": 0}, Trial.TERMINATED, **{EPOCH: 10, **final, MLFLOW_RUN_ID: "r0"})
+    stopped = stub_trial({**base, "seed": 1}, Trial.TERMINATED, **{EPOCH: 2, MLFLOW_RUN_ID: "r1"})
+    diverged = stub_trial({**base, "seed": 2}, Trial.TERMINATED, **{EPOCH: 3, FAILED: 1.0, DIVERGED: 1.0, MLFLOW_RUN_ID: "r2"})
+    running = stub_trial({**base, "seed": 3}, Trial.RUNNING, **{EPOCH: 5, "train/recon_loss": 0.01234, "train/perplexity": 87.0})
+    evaluating = stub_trial({**base, "seed": 4}, Trial.RUNNING, **{EPOCH: 10, MLFLOW_RUN_ID: "r4"})
+    failed = stub_trial({**base, "seed": 5}, Trial.TERMINATED, **{EPOCH: 4, FAILED: 1.0, DIVERGED: 0.0, MLFLOW_RUN_ID: "r5"})
+    trials = [done, stopped, diverged, running, evaluating, failed]
     progress = SweepProgress("study", name_width=30, every_s=0)
-    progress.setup(total_num_samples=5)
+    progress.setup(total_num_samples=6)
     progress.on_step_end(0, trials)
     for trial in (running, evaluating):
         progress.on_trial_result(1, trials, trial, trial.last_result)
-    for trial in (done, stopped, diverged):
+    for trial in (done, stopped, diverged, failed):
         progress.on_trial_complete(1, trials, trial)
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out if line.startswith("vqvae-")}
     assert rows["vqvae-mnist-K512-D64-b0.25-s3"][-5:] == ["5/10", "0.0123", "87.0", "running", "-"]
-    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in (0, 1, 2, 4)] == ["done", "stopped", "diverged", "evaluating"]
-    assert out[-1].startswith("[study] 2 of 5 trials done (1 stopped early), 1 failed, 2 running; elapsed ")
+    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in (0, 1, 2, 4, 5)] == ["done", "stopped", "diverged", "evaluating", "failed"]
+    assert out[-1].startswith("[study] 2 of 6 trials done (1 stopped early), 2 failed, 2 running; elapsed ")
     assert trial_dirname(done) == f"vqvae-mnist-K512-D64-b0.25-s0_{done.trial_id}"
+
+
+class TuneSession:
+    """Ray Tune's side of one trial, for the real trainable run in this process: what it reports, in order."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.reports: list[dict] = []
+        resources = SimpleNamespace(required_resources={"CPU": 1})
+        monkeypatch.setattr(tune_trial_module.tune, "report", lambda metrics, checkpoint=None: self.reports.append(dict(metrics)))
+        monkeypatch.setattr(tune_trial_module.tune, "get_checkpoint", lambda: None)
+        monkeypatch.setattr(tune_trial_module.tune, "get_context", lambda: SimpleNamespace(get_trial_resources=lambda: resources))
+        monkeypatch.setattr(tune_trial_module.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
+
+
+@pytest.mark.parametrize(("ending", "config", "status"), [
+    ("finished", {"model": "vae", "epochs": 1}, "done"),
+    ("diverged", {"model": "vqvae", "num_codes": 16, "epochs": 2, "lr": 1e9}, "diverged"),
+    ("failed on its data", {"model": "vae", "dataset": "mnist", "epochs": 1}, "failed"),
+])
+def test_progress_tells_each_ending_from_what_the_trainable_reports(tmp_path, monkeypatch, capsys, one_torch_thread, ending, config, status):
+    """The real trainable's reports, not hand-written ones: a key renamed on one side only shows here."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "t", uri)
+    target = TrackingTarget(uri, experiment, start_sweep_run(client, experiment, "s", {}, {}))
+    trial_config = TrialConfig.from_dict({"dataset": "digits", "train_probe_every": 0, **config})
+    session = TuneSession(monkeypatch)
+    tune_trial_module.tune_trial({"trial": trial_config.to_dict(), "tracking": asdict(target), "data_dir": str(tmp_path / "no-data"),
+                                  "log_model": False})
+    trial = stub_trial(trial_config.to_dict(), Trial.RUNNING)
+    progress = SweepProgress("study", name_width=30, every_s=0)
+    progress.setup(total_num_samples=1)
+    for result in session.reports:
+        trial.update_last_result(result)
+        progress.on_trial_result(1, [trial], trial, result)
+    trial.set_status(Trial.TERMINATED)  # a trial that failed deterministically returns normally: Ray calls it complete
+    progress.on_trial_complete(2, [trial], trial)
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out if line.startswith(trial_config.name)]
+    assert rows[-1][-2:] == [status, session.reports[-1][MLFLOW_RUN_ID]], "\n".join(out)
+    failed = status != "done"
+    assert out[-1].startswith(f"[study] {0 if failed else 1} of 1 trial done, {int(failed)} failed, 0 running; "), "\n".join(out)
 
 
 # each space: its trial count and the datasets it needs that are not embedded
@@ -134,19 +182,47 @@ def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space)
     assert out[-1] == f"{count} trials in space {space!r}"
     for dataset in missing:
         fetch = f"python -m benchmark.data {dataset} --data-dir {tmp_path} --download"
-        assert f"  {dataset}: missing; fetch it with `{fetch}`" in out
+        line = next(line for line in out if line.startswith(f"  {dataset}: "))
+        # where it looked, and both ways to point elsewhere, before the download
+        assert line.startswith(f"  {dataset}: missing in {tmp_path} (") and "--data-dir" in line and "$VQBENCH_DATA_DIR" in line
+        assert line.endswith(f"fetch it with `{fetch}`")
     assert ("  digits: embedded in scikit-learn" in out) == (space in ("smoke", "quick"))
 
 
-def test_dry_run_reports_data_present_or_fetched_by_the_trials(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("address", [[], ["--address", "local"]])
+def test_dry_run_reports_data_present_or_fetched_before_ray_starts(tmp_path, monkeypatch, capsys, address):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).touch()
     monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
-    assert sweep.main(["--space", "paper", "--dry-run", "--download"]) == 0
+    assert sweep.main(["--space", "paper", "--dry-run", "--download", *address]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "  mnist: present" in out and "  cifar100: missing; each trial fetches it (--download)" in out
+    assert "  mnist: present" in out and "  cifar100: missing; fetched once, on this machine, before Ray starts (--download)" in out
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+@pytest.mark.parametrize("address", ["auto", "10.0.0.1:6379", "ray://10.0.0.1:10001"])
+def test_download_with_a_cluster_is_refused_saying_how_to_stage_the_data(tmp_path, monkeypatch, capsys, address, dry_run):
+    """--download fetches on the driver's machine only: on a cluster, trials on the other nodes would fail without the data."""
+    offline(monkeypatch)  # were it not refused, its fetch would fail here, not reach the internet
+    monkeypatch.chdir(tmp_path)
+    argv = ["--space", "paper", "--datasets", "mnist,cifar100", "--data-dir", str(tmp_path / "data"), "--download", "--address", address]
+    assert sweep.main(argv + dry_run) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --download fetches data on this machine only, and with --address the trials run on the cluster's other nodes")
+    for how in ("`python -m benchmark.data cifar100 mnist --data-dir data --download`", "file_mounts", "setup_commands", "EFS"):
+        assert how in err
+    assert list(tmp_path.iterdir()) == [], "something was written or fetched before the refusal"
+
+
+def test_download_with_a_cluster_and_only_embedded_data_says_there_is_nothing_to_fetch(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["--space", "smoke", "--download", "--address", "auto"]) == 2
+    assert capsys.readouterr().err == ("error: --download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
+                                       "and every node has it: leave out --download\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dry_run_says_one_trial_not_one_trials(capsys):

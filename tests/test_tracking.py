@@ -51,7 +51,7 @@ def a_trial(target: TrackingTarget, files: list[Path], run_id: str | None = None
     run = TrialRun.open(target, CONFIG, "cpu", run_id, tags={"vqbench.ray_node_id": node})
     for epoch in (1, 2):
         run.log_epoch({EPOCH_METRIC: 1.0 / epoch, "train/recon_loss": 0.5}, epoch)
-    run.finish({"probe/latent/mlp_acc": 0.9}, 2, files, CONFIG)
+    run.finish({"probe/latent/mlp_acc": 0.9}, 2, files, CONFIG, {"dataset.hash": "f00d", "dataset.note": "a test card"})
     return run.run_id
 
 
@@ -66,6 +66,10 @@ def test_a_trial_costs_one_round_trip_per_step(target, tmp_path, calls):
     assert run.info.status == "FINISHED" and run.data.tags["vqbench.ray_node_id"] == "node-a"
     assert run.data.params["model"] == "vqvae" and "probe.patience" in run.data.params
     assert run.data.metrics["probe/latent/mlp_acc"] == 0.9
+    assert run.data.tags["dataset.hash"] == "f00d" and run.data.tags["dataset.note"] == "a test card"  # with the final metrics
+    from benchmark.tracking import GIT_COMMIT
+    if GIT_COMMIT != "unknown":  # MLflow's own source-version tag, which its UI shows
+        assert run.data.tags["mlflow.source.git.commit"] == GIT_COMMIT.removesuffix("-dirty")
 
 
 def test_a_reopened_run_takes_the_new_node_and_skips_the_epochs_it_holds(target, tmp_path, calls):
@@ -102,3 +106,31 @@ def test_a_stopped_trial_ends_stopped_early_unless_the_driver_marked_the_sweep_i
     by_interrupt.stopped(1)
     run = client.get_run(by_interrupt.run_id)
     assert run.info.status == "KILLED" and run.data.tags[ERROR_TAG] == INTERRUPTED and STOPPED_TAG not in run.data.tags
+
+
+def test_only_what_can_succeed_on_a_retry_is_retried():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from benchmark.tracking import with_retries
+
+    def failing(error: Exception):
+        calls = []
+
+        def call():
+            calls.append(1)
+            if len(calls) < 3:
+                raise error
+            return "ok"
+        return call, calls
+
+    for transient in (ConnectionError("reset"), MlflowException("database is locked", error_code=INTERNAL_ERROR),
+                      MlflowException("server restarting", error_code=TEMPORARILY_UNAVAILABLE)):
+        call, calls = failing(transient)
+        assert with_retries(call, first_wait_s=0.001) == "ok" and len(calls) == 3
+    for deterministic in (MlflowException("bad key", error_code=INVALID_PARAMETER_VALUE),
+                          MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST), TypeError("a bug")):
+        call, calls = failing(deterministic)
+        with pytest.raises(type(deterministic)):
+            with_retries(call, first_wait_s=0.001)
+        assert len(calls) == 1, f"{deterministic!r} was asked again"

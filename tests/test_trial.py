@@ -190,7 +190,8 @@ def test_cli_prints_the_metrics_as_json():
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1/1: loss " in proc.stderr and "perplexity" in proc.stderr  # progress goes to stderr, the JSON alone to stdout
     out = json.loads(proc.stdout)
-    assert set(out) == {"config", "device", "metrics"}
+    assert set(out) == {"config", "dataset", "device", "metrics"}
+    assert out["dataset"]["name"] == out["config"]["dataset"] and len(out["dataset"]["hash"]) == 64  # the card, as the runs carry it
     assert TrialConfig.from_dict(out["config"]) == TrialConfig(model="vqvae", dataset="digits", epochs=1, num_codes=32, code_dim=16, seed=3)
     metrics = out["metrics"]
     for key in ("probe/latent/mlp_acc", "probe/codes/linear_acc", "probe/pixels/knn_acc", "recon/mse", "recon/ssim", "recon/psnr", "codebook/usage", "train/loss"):

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from analysis.verdicts import (
-    ALPHA, CONTRADICTED, EQUIVALENT, NOT_RESOLVED, SUPPORTED, Margins, PairedTest, decide, holm, paired_test, sign_flip_p,
+    ALPHA, CONTRADICTED, EQUIVALENT, NO_VERDICT, NOT_RESOLVED, SUPPORTED, Margins, PairedTest, decide, holm, paired_test, sign_flip_p,
     with_holm,
 )
 
@@ -79,9 +79,9 @@ def test_each_verdict_from_a_constructed_case():
     # the interval is on one side, but the adjusted p is not small enough
     verdict, reason = decide(_test(-0.03, 0.01, p=0.01, p_holm=0.08), expect=-1, margin=margin)
     assert verdict == NOT_RESOLVED and "Holm" in reason
-    # n < 3 is never resolved, whatever the numbers say
-    assert decide(_test(-0.03, 0.001, n=2, p=1e-6, p_holm=1e-6), expect=-1, margin=margin)[0] == NOT_RESOLVED
-    assert decide(_test(0.0, 0.0001, n=2), expect=-1, margin=margin)[0] == NOT_RESOLVED
+    # below the minimum n there is no verdict, whatever the numbers say
+    assert decide(_test(-0.03, 0.001, n=2, p=1e-6, p_holm=1e-6), expect=-1, margin=margin) == (NO_VERDICT, "n = 2 < 3")
+    assert decide(_test(-0.03, 0.001, n=4, p=1e-6, p_holm=1e-6), expect=-1, margin=margin, min_n=5) == (NO_VERDICT, "n = 4 < 5")
 
 
 def test_equivalence_needs_a_declared_margin_and_a_narrow_interval():
