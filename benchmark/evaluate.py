@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,7 +12,7 @@ from benchmark.clustering import cluster_agreement
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.pixel_probes import pixel_probes
-from benchmark.probe import ProbeSettings, probe_all
+from benchmark.probe import ProbeSettings, compact, probe_all, versioned_prefix
 from benchmark.quantizer import code_perplexity
 from benchmark.reconstruction import reconstruction_metrics
 from benchmark.train import autocast, scale
@@ -27,6 +28,8 @@ class Evaluation:
     reconstructions: torch.Tensor
     latents: torch.Tensor  # seeded subsample of test latents for t-SNE, (n, features)
     latent_labels: torch.Tensor  # their labels (CIFAR-100: the 20 superclasses)
+    # `labels` and `{rep}/{probe}`: each test image's label and each probe's prediction (predictions.npz)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
     label_names: tuple[str, ...] | None = None  # what each label is called, where the data says (an image folder's classes)
 
 
@@ -65,12 +68,8 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
 
     metrics: dict[str, float] = {}
     start = time.perf_counter()
-    for name in ("latent", "codes"):
-        if name in train:
-            num_codes = config.num_codes if name == "codes" else None
-            found = probe_all(train[name], data.train_y, test[name], data.test_y, data.num_classes, config.seed, settings, num_codes)
-            metrics.update({f"probe/{name}/{key}": value for key, value in found.items()})
-    metrics.update({f"probe/pixels/{key}": value for key, value in pixel_probes(data, config.seed, settings).items()})
+    probe_metrics, predictions = probe_representations(train, test, data, config, settings)
+    metrics.update(probe_metrics)
     timings["probes"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -102,5 +101,26 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
         reconstructions=test["recon"][grid].clamp(0, 1).cpu(),
         latents=test["latent"][pick].cpu(),
         latent_labels=data.plot_labels()[pick].cpu(),
+        predictions=predictions,
         label_names=data.card.class_names if data.card is not None and data.test_coarse is None else None,
     )
+
+
+def probe_representations(
+    train: dict[str, torch.Tensor], test: dict[str, torch.Tensor], data: Dataset, config: TrialConfig, settings: ProbeSettings
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Every probe on each encoded representation and on the raw pixels: metrics `probe/{rep}/{key}`, the same again
+    under the protocol's own prefix (`probe_v3/{rep}/{key}`), and the per-image test predictions."""
+    metrics: dict[str, float] = {}
+    predictions = {"labels": compact(data.test_y, data.num_classes)}
+    found = {}
+    for name in ("latent", "codes"):
+        if name in train:
+            num_codes = config.num_codes if name == "codes" else None
+            found[name] = probe_all(train[name], data.train_y, test[name], data.test_y, data.num_classes, config.seed, settings, num_codes)
+    found["pixels"] = pixel_probes(data, config.seed, settings)
+    for name, probed in found.items():
+        for prefix in ("probe/", versioned_prefix(settings.protocol)):
+            metrics.update({f"{prefix}{name}/{key}": value for key, value in probed.metrics.items()})
+        predictions.update({f"{name}/{probe}": compact(values, data.num_classes) for probe, values in probed.predictions.items()})
+    return metrics, predictions

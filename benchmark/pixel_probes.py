@@ -1,7 +1,8 @@
 """The raw-pixel probes, computed once per machine: they depend on the data, never on the model.
 
-Every trial of a sweep reports the probes on raw pixels as its baseline, and with probes trained
-to convergence they cost as much as a trial's own probes. What they depend on is the dataset's
+Every trial of a sweep reports the probes on raw pixels as its baseline (their accuracies, and their
+per-image test predictions for `predictions.npz`), and with probes trained to convergence they cost as
+much as a trial's own probes. What they depend on is the dataset's
 content, the seed, the probe settings and the code that trains them, so their results are kept
 on disk under a key made of exactly those (a content hash, not the dataset's name: two copies
 of a dataset in different folders, or an edited one, must not share results). One JSON file per
@@ -23,7 +24,7 @@ import torch
 
 from benchmark import probe
 from benchmark.data import Dataset
-from benchmark.probe import ProbeSettings, probe_all
+from benchmark.probe import Probed, ProbeSettings, probe_all
 
 CACHE_ENV = "VQBENCH_PIXEL_PROBE_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/vqbench/pixel-probes"
@@ -53,7 +54,7 @@ def _code_version() -> str:
 
 def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, object]:
     """Everything the pixel probes' numbers depend on; stored in the file beside them."""
-    return {
+    key = {
         "data": fingerprint(data),
         "num_classes": data.num_classes,
         "seed": seed,
@@ -62,19 +63,22 @@ def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, ob
         "torch": torch.__version__,
         "device": data.train_x.device.type,
     }
+    return json.loads(json.dumps(key))  # as a file gives it back (tuples as lists)
 
 
-def _read(path: Path, key: dict[str, object]) -> dict[str, float] | None:
+def _read(path: Path, key: dict[str, object]) -> Probed | None:
     try:
         stored = json.loads(path.read_text())
         if stored["key"] != key:
             return None
-        return {str(name): float(value) for name, value in stored["metrics"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        metrics = {str(name): float(value) for name, value in stored["metrics"].items()}
+        predictions = {str(name): torch.tensor(values, dtype=torch.long) for name, values in stored["predictions"].items()}
+        return Probed(metrics, predictions)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
         return None
 
 
-def _write(path: Path, key: dict[str, object], metrics: dict[str, float]) -> None:
+def _write(path: Path, key: dict[str, object], found: Probed) -> None:
     """Atomic: the file appears whole or not at all. A cache that cannot be written costs time, not the trial."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,22 +88,23 @@ def _write(path: Path, key: dict[str, object], metrics: dict[str, float]) -> Non
         return
     try:
         with os.fdopen(handle, "w") as f:
-            json.dump({"key": key, "metrics": metrics}, f, indent=1)
+            predictions = {name: values.tolist() for name, values in found.predictions.items()}
+            json.dump({"key": key, "metrics": found.metrics, "predictions": predictions}, f)
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         warnings.warn(f"pixel-probe cache file {path} could not be written ({err})")
 
 
-def compute_pixel_probes(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, float]:
+def compute_pixel_probes(data: Dataset, seed: int, settings: ProbeSettings) -> Probed:
     """`probe_all` on the flattened uint8 pixels as floats: what a cached file holds."""
     return probe_all(
         data.train_x.flatten(1).float(), data.train_y, data.test_x.flatten(1).float(), data.test_y, data.num_classes, seed, settings
     )
 
 
-def pixel_probes(data: Dataset, seed: int, settings: ProbeSettings = ProbeSettings(), folder: Path | None = None) -> dict[str, float]:
-    """The pixel probes' results from the cache (`folder`, else `cache_dir()`), computed and stored there on a miss."""
+def pixel_probes(data: Dataset, seed: int, settings: ProbeSettings = ProbeSettings(), folder: Path | None = None) -> Probed:
+    """The pixel probes' metrics and test predictions from the cache (`folder`, else `cache_dir()`), computed and stored there on a miss."""
     key = cache_key(data, seed, settings)
     path = (folder or cache_dir()) / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
     found = _read(path, key)

@@ -26,7 +26,7 @@ from ray import tune
 
 from benchmark import train_probe
 from benchmark.config import TrialConfig
-from benchmark.probe import ProbeSettings
+from benchmark.probe import ProbeSettings, save_predictions
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.saved_model import save_model
 from benchmark.tracking import TrackingTarget, TrialRun
@@ -80,6 +80,7 @@ def tune_trial(params: dict[str, Any]) -> None:
             final = {k: v for k, v in result.metrics.items() if not k.startswith(PER_EPOCH)}
             start = time.perf_counter()
             files = save_figures(result, Path(folder))
+            files += save_predictions(result.evaluation.predictions, Path(folder))
             final["time/figures_s"] = time.perf_counter() - start  # the t-SNE: evaluation work, counted apart from the fixed cost
             if params["log_model"]:
                 files.append(save_model(result.model, config, Path(folder), result.card.channels, len(result.card.class_names)))

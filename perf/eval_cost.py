@@ -1,7 +1,11 @@
-"""Seconds of each end-of-trial evaluation piece, and its share of a 10-epoch trial's training.
+"""Seconds of each end-of-trial evaluation piece, and its share of a 10-epoch trial's training, before and after.
 
-    python -m perf.eval_cost                      # vqvae, paper config, real MNIST: ~3 min
+    python -m perf.eval_cost                      # vqvae, paper config, real MNIST
     python -m perf.eval_cost --model vae
+
+"After" is the current probe protocol (`benchmark.probe.PROTOCOL`); "before" is protocol 2 on the same
+encoded features in the same run (`probes_before`: one Adam MLP and one Adam linear probe, each early-stopped
+on the held-out split, and kNN), so the two are measured on one machine under one load.
 
 Trains the paper-config model for `--epochs` (its last epoch time, x `--trial-epochs`, is the
 training a trial pays), then times the pieces `benchmark.evaluate.evaluate` runs, one by one:
@@ -25,12 +29,23 @@ from benchmark.data import load_dataset
 from benchmark.evaluate import represent_split
 from benchmark.figures import save_tsne
 from benchmark.pixel_probes import pixel_probes
-from benchmark.probe import probe_all
+from benchmark.probe import MLP_HIDDEN, ProbeSettings, knn_predict, probe_all, standardise, train_classifier
 from benchmark.reconstruction import reconstruction_metrics
 from benchmark.train import init_state, pick_device, scale, to_device, train_epoch
 from perf.measure import seconds, timed
 from perf.record import Options, available_cores, write_record
 from perf.workload import real_data_dir
+
+
+def probes_before(train_x, train_y, test_x, classes: int, seed: int, num_codes: int | None = None) -> None:
+    """Protocol 2's probes of one representation (what a trial ran before protocol 3), for their seconds."""
+    settings = ProbeSettings()
+    if num_codes is None:
+        subset = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))[: settings.knn_train_size].to(train_x.device)
+        knn_predict(train_x[subset].float(), train_y[subset], test_x.float(), settings.knn_k, classes)
+        train_x, test_x = standardise(train_x.float(), test_x.float())
+    for hidden in (MLP_HIDDEN, None):
+        train_classifier(train_x, train_y, classes, hidden, seed, settings, num_codes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, float] = {}
     train, times["encode_train"] = timed(lambda: represent_split(model, data.train_x, data.train_y, config, decode=False), device)
     test, times["encode_test"] = timed(lambda: represent_split(model, data.test_x, data.test_y, config, decode=True), device)
+    before = {"probe_latent": seconds(lambda: probes_before(train["latent"], data.train_y, test["latent"], classes, seed), device)}
     times["probe_latent"] = seconds(lambda: probe_all(train["latent"], data.train_y, test["latent"], data.test_y, classes, seed), device)
     if "codes" in train:
+        before["probe_codes"] = seconds(lambda: probes_before(train["codes"], data.train_y, test["codes"], classes, seed, config.num_codes), device)
         times["probe_codes"] = seconds(lambda: probe_all(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, num_codes=config.num_codes), device)
+    pixels = data.train_x.flatten(1).float(), data.test_x.flatten(1).float()
+    before_pixels_first_s = seconds(lambda: probes_before(pixels[0], data.train_y, pixels[1], classes, seed), device)
     with tempfile.TemporaryDirectory() as cache:  # empty: the first call computes, the second reads
         first_pixels_s = seconds(lambda: pixel_probes(data, seed, folder=Path(cache)), device)
         times["probe_pixels_cached"] = seconds(lambda: pixel_probes(data, seed, folder=Path(cache)), device)
@@ -70,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     training_s = epoch_s * args.trial_epochs
     total = sum(times.values())
     first_total = total - times["probe_pixels_cached"] + first_pixels_s
+    before_total = total - sum(times[piece] for piece in before) + sum(before.values())  # the same cached pixel read
     figures = {
         "epoch_s": epoch_s, f"training_{args.trial_epochs}_epochs_s": training_s, "eval_total_s": total, "eval_total_share": total / training_s,
         "probe_pixels_first_s": first_pixels_s, "eval_total_first_s": first_total, "eval_total_first_share": first_total / training_s,
+        "before/eval_total_s": before_total, "before/eval_total_share": before_total / training_s,
+        "before/probe_pixels_first_s": before_pixels_first_s,
+        **{f"before/{piece}_s": spent for piece, spent in before.items()},
     }
     print(f"{args.model} on {args.dataset} ({data.train_x.shape[0]} train, {data.test_x.shape[0]} test), {args.threads} thread(s), {device}")
     print(f"epoch: {epoch_s:.1f} s; {args.trial_epochs}-epoch training: {training_s:.1f} s\n")
@@ -82,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         figures[f"{piece}_share"] = spent / training_s
         print(f"{piece:20} {spent:8.2f} {spent / training_s:12.1%}")
     print(f"{'all evaluation':20} {total:8.2f} {total / training_s:12.1%}")
+    for piece, spent in before.items():
+        print(f"{piece + ' (before)':20} {spent:8.2f} {spent / training_s:12.1%}")
+    print(f"{'all (before)':20} {before_total:8.2f} {before_total / training_s:12.1%}   (protocol 2's probes, same features)")
     print(f"the first trial on a machine computes the pixel probes ({first_pixels_s:.2f} s): {first_total:.2f} s, {first_total / training_s:.1%}")
     write_record(args, figures, str(device))
     return 0

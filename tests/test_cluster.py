@@ -131,7 +131,7 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     children = report["children"]
     assert sorted(c["model"] for c in children) == ["vae", "vqvae"] and all(c["status"] == "FINISHED" for c in children)
     assert len({c["node"] for c in children}) == 2, "the trials did not run on both nodes"
-    assert all(c["artifacts"] == ["config.json", "model.pt", "reconstructions.png", "tsne.png"] for c in children)
+    assert all(c["artifacts"] == ["config.json", "model.pt", "predictions.npz", "predictions_v3.npz", "reconstructions.png", "tsne.png"] for c in children)
     assert sorted(report["artifact_files_on_head"]) == ["reconstructions.png"] * 2 + ["tsne.png"] * 2  # stored by the head's server
     assert f"MLflow UI: browse {report['tracking_uri']}/#/experiments/" in report["sweep_output"]
     assert report["mlflow_stop"] == "mlflow server stopped"

@@ -99,15 +99,18 @@ def blobs(num_classes: int, n_train: int, n_test: int, dim: int = 24, seed: int 
     return train_x, train_y, test_x, test_y
 
 
-FAST = ProbeSettings(max_epochs=15, batch_size=32)
+# one MLP grid member and no label budgets: the tests of those are their own
+FAST = ProbeSettings(max_epochs=15, batch_size=32, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), label_budgets=())
+LINEAR_KEYS = {"linear_l2", "linear_iters", "linear_grad_norm", "linear_capped", "linear_path_capped"}
+MLP_KEYS = {"mlp_epochs", "mlp_lr", "mlp_weight_decay"}
 
 
 def test_probes_solve_a_linearly_separable_problem():
     train_x, train_y, test_x, test_y = blobs(4, 2000, 200)  # a held-out tenth of 200 points would saturate at once
     # shift and scale features wildly: standardisation must cope
     train_x, test_x = train_x * 50 + 1000, test_x * 50 + 1000
-    results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST)
-    assert set(results) == {"mlp_acc", "linear_acc", "knn_acc", "mlp_epochs", "linear_epochs"}
+    results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST).metrics
+    assert set(results) == {"mlp_acc", "linear_acc", "knn_acc"} | MLP_KEYS | LINEAR_KEYS
     for name in ("mlp_acc", "linear_acc", "knn_acc"):
         assert results[name] >= 0.99, (name, results[name])
 
@@ -116,15 +119,16 @@ def test_probes_are_at_chance_on_random_labels():
     train_x, _, test_x, _ = blobs(4, 200, 400, seed=1)
     g = torch.Generator().manual_seed(5)
     train_y, test_y = torch.randint(0, 4, (200,), generator=g), torch.randint(0, 4, (400,), generator=g)
-    results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST)
+    results = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=FAST).metrics
     for name in ("mlp_acc", "linear_acc", "knn_acc"):
         assert results[name] < 0.4, (name, results[name])  # chance is 0.25
 
 
 def test_probe_with_a_hundred_classes_reports_top5():
     train_x, train_y, test_x, test_y = blobs(100, 500, 200, dim=32, seed=2)
-    results = probe_all(train_x, train_y, test_x, test_y, 100, seed=0, settings=ProbeSettings(max_epochs=10, batch_size=64))
-    assert set(results) == {f"{p}_{m}" for p in ("mlp", "linear", "knn") for m in ("acc", "top5")} | {"mlp_epochs", "linear_epochs"}
+    settings = dataclasses.replace(FAST, max_epochs=10, batch_size=64)
+    results = probe_all(train_x, train_y, test_x, test_y, 100, seed=0, settings=settings).metrics
+    assert set(results) == {f"{p}_{m}" for p in ("mlp", "linear", "knn") for m in ("acc", "top5")} | MLP_KEYS | LINEAR_KEYS
     for p in ("mlp", "linear", "knn"):
         assert 0 <= results[f"{p}_acc"] <= results[f"{p}_top5"] <= 1
     assert results["knn_acc"] > 0.9
@@ -172,13 +176,18 @@ def test_fixed_schedule_runs_every_epoch_and_keeps_the_last():
 
 def test_probe_choices_never_see_the_test_split():
     train_x, train_y, test_x, test_y = blobs(4, 200, 200, seed=7, spread=1.0)
-    settings = ProbeSettings(max_epochs=8, patience=2, batch_size=32)
+    settings = ProbeSettings(max_epochs=8, patience=2, batch_size=32, mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(1e-4,), label_budgets=(40,))
     base = probe_all(train_x, train_y, test_x, test_y, 4, seed=1, settings=settings)
-    # scrambled test labels change the test accuracy only, never which epoch was kept
+    # scrambled test labels change the test accuracies only: never the kept epoch, the grid's choice, the L2
+    # strength, its iterations or gradient norm, nor any prediction
     g = torch.Generator().manual_seed(0)
     scrambled = probe_all(train_x, train_y, test_x, test_y[torch.randperm(len(test_y), generator=g)], 4, seed=1, settings=settings)
-    assert {k: v for k, v in base.items() if k.endswith("_epochs")} == {k: v for k, v in scrambled.items() if k.endswith("_epochs")}
-    assert scrambled["mlp_acc"] < base["mlp_acc"]
+    choices = lambda m: {k: v for k, v in m.items() if not k.endswith(("_acc", "_top5"))}  # noqa: E731
+    assert set(choices(base.metrics)) >= MLP_KEYS | LINEAR_KEYS | {"linear_n40_l2", "linear_n40_capped"}
+    assert choices(base.metrics) == choices(scrambled.metrics)
+    assert base.predictions.keys() == scrambled.predictions.keys()
+    assert all(torch.equal(base.predictions[k], scrambled.predictions[k]) for k in base.predictions)
+    assert scrambled.metrics["mlp_acc"] < base.metrics["mlp_acc"] and scrambled.metrics["linear_acc"] < base.metrics["linear_acc"]
 
 
 def test_holdout_split_is_seeded_disjoint_and_complete():
@@ -202,7 +211,7 @@ def test_knn_ignores_near_prior_dimensions_that_standardising_would_turn_into_no
     (train_x, train_y), (test_x, test_y) = sample(400), sample(400)
     naive_train, naive_test = standardise(train_x, test_x)
     naive = accuracy(knn_predict(naive_train, train_y, naive_test, 5, 4), test_y)
-    ours = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=ProbeSettings(max_epochs=2))["knn_acc"]
+    ours = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=dataclasses.replace(FAST, max_epochs=2)).metrics["knn_acc"]
     assert naive < 0.5  # near chance (0.25)
     assert ours > 0.95
 
@@ -283,9 +292,9 @@ def test_code_probe_learns_a_label_carried_by_one_position():
     num_codes = 8
     codes = torch.randint(0, num_codes, (1200, 16), generator=g)
     labels = codes[:, 5] % 4  # the label is a function of one position's code
-    settings = ProbeSettings(max_epochs=10, batch_size=32, lr=1e-2)
-    results = probe_all(codes[:1000], labels[:1000], codes[1000:], labels[1000:], 4, seed=0, settings=settings, num_codes=num_codes)
-    assert set(results) == {"mlp_acc", "linear_acc", "mlp_epochs", "linear_epochs"}  # no kNN on code indices
+    settings = dataclasses.replace(FAST, max_epochs=10, mlp_lrs=(1e-2,))
+    results = probe_all(codes[:1000], labels[:1000], codes[1000:], labels[1000:], 4, seed=0, settings=settings, num_codes=num_codes).metrics
+    assert set(results) == {"mlp_acc", "linear_acc"} | MLP_KEYS | LINEAR_KEYS  # no kNN on code indices
     assert results["linear_acc"] >= 0.97 and results["mlp_acc"] >= 0.97
 
 
@@ -313,7 +322,7 @@ def tiny_dataset(channels=1, n_train=64, n_test=40, num_classes=10, coarse=False
     return Dataset("tiny", images(n_train), train_y, images(n_test), test_y, num_classes, **extra)
 
 
-QUICK = ProbeSettings(max_epochs=1, batch_size=32)
+QUICK = ProbeSettings(max_epochs=1, batch_size=32, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2), label_budgets=(20,))
 
 
 @pytest.mark.parametrize("model_name", ["vae", "vqvae"])
@@ -324,17 +333,31 @@ def test_evaluate_reports_every_metric(model_name):
     model = build_model(config, data.channels, data.num_classes)
     ev = evaluate(model, data, config, QUICK)
 
-    probes = {f"probe/{rep}/{p}_acc" for rep in ("latent", "pixels") for p in ("mlp", "linear", "knn")}
-    probes |= {f"probe/{rep}/{p}_epochs" for rep in ("latent", "pixels") for p in ("mlp", "linear")}
+    reps = ("latent", "pixels", "codes") if model_name == "vqvae" else ("latent", "pixels")
+    per_rep = {f"{p}_acc" for p in ("mlp", "linear", "linear_n20")} | MLP_KEYS | LINEAR_KEYS | {"linear_n20_l2", "linear_n20_capped"}
+    probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", "probe_v3/") for rep in reps for key in per_rep}
+    probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", "probe_v3/") for rep in ("latent", "pixels")}
     expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
     if model_name == "vqvae":
-        expected |= {"probe/codes/mlp_acc", "probe/codes/linear_acc", "probe/codes/mlp_epochs", "probe/codes/linear_epochs", "codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
+        expected |= {"codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
     assert expected <= set(ev.metrics)
     assert all(key.startswith("time/") for key in set(ev.metrics) - expected), set(ev.metrics) - expected
     for key, value in ev.metrics.items():
         assert np.isfinite(value), key
-        if key.startswith("probe/"):
+        if key.endswith("_acc"):
             assert 0 <= value <= 1
+        if key.startswith("probe/"):
+            assert ev.metrics["probe_v3/" + key[len("probe/"):]] == value
+
+    # per-image predictions: the labels in test order and one compact array per representation and probe
+    preds = ev.predictions
+    probes_of = {rep: {"mlp", "linear", "linear_n20"} | ({"knn"} if rep != "codes" else set()) for rep in reps}
+    assert set(preds) == {"labels"} | {f"{rep}/{p}" for rep, names in probes_of.items() for p in names}
+    assert np.array_equal(preds["labels"], data.test_y.numpy())
+    for key, values in preds.items():
+        assert values.dtype == np.uint8 and values.shape == (40,), key
+        if key != "labels":
+            assert ev.metrics[f"probe/{key}_acc"] == pytest.approx(float((values == preds["labels"]).mean()))
 
     # reconstruction metrics are those of the model's own reconstructions of the test split
     test = represent_split(model, data.test_x, data.test_y, config, decode=True)
@@ -407,7 +430,8 @@ def test_pixel_probes_are_those_of_the_raw_pixels():
     torch.manual_seed(0)
     ev = evaluate(build_model(config, 1, 10), data, config, QUICK)
     direct = probe_all(data.train_x.flatten(1).float(), data.train_y, data.test_x.flatten(1).float(), data.test_y, 10, config.seed, QUICK)
-    assert {key: ev.metrics[f"probe/pixels/{key}"] for key in direct} == direct
+    assert {key: ev.metrics[f"probe/pixels/{key}"] for key in direct.metrics} == direct.metrics
+    assert all(np.array_equal(ev.predictions[f"pixels/{key}"], values.numpy()) for key, values in direct.predictions.items())
 
 
 def test_pixel_probes_follow_the_data_not_its_name():
@@ -424,8 +448,8 @@ def test_pixel_probes_follow_the_data_not_its_name():
     evaluate(model, first, config, QUICK)
     ev = evaluate(model, second, config, QUICK)
     direct = probe_all(train_x.flatten(1).float(), first.train_y, test_x.flatten(1).float(), first.test_y, 10, config.seed, QUICK)
-    assert direct["knn_acc"] == 1.0
-    assert ev.metrics["probe/pixels/knn_acc"] == direct["knn_acc"]
+    assert direct.metrics["knn_acc"] == 1.0
+    assert ev.metrics["probe/pixels/knn_acc"] == direct.metrics["knn_acc"]
 
 
 def test_the_reconstruction_grid_shows_one_image_per_class_in_turn_even_on_a_class_sorted_test_set():

@@ -14,6 +14,7 @@ import torch
 
 from benchmark.config import TrialConfig
 from benchmark.models import build_model
+from benchmark.probe import ProbeSettings
 from benchmark.saved_model import save_model
 from perf import (
     cluster_scale, eval_cost, gpu_packing, precision_check, probe_convergence, probe_ranking, sweep_overhead, train_probe_cost, train_throughput,
@@ -149,6 +150,9 @@ def test_eval_cost(tmp_path):
     positive(f, "epoch_s", "eval_total_s", "probe_pixels_first_s", *(f"{p}_s" for p in pieces))
     derived(f["training_10_epochs_s"], 10 * f["epoch_s"])
     derived(f["eval_total_s"], sum(f[f"{p}_s"] for p in pieces))
+    # before: protocol 2's probes on the same features, everything else the same
+    positive(f, "before/probe_latent_s", "before/probe_codes_s", "before/probe_pixels_first_s")
+    derived(f["before/eval_total_s"], f["eval_total_s"] - f["probe_latent_s"] - f["probe_codes_s"] + f["before/probe_latent_s"] + f["before/probe_codes_s"])
     # the first trial on a machine computes the pixel probes; every later one reads them
     derived(f["eval_total_first_s"], f["eval_total_s"] - f["probe_pixels_cached_s"] + f["probe_pixels_first_s"])
     derived(f["eval_total_first_share"], f["eval_total_first_s"] / f["training_10_epochs_s"])
@@ -160,21 +164,28 @@ def test_eval_cost(tmp_path):
 
 def test_probe_convergence(tmp_path):
     f = run(probe_convergence, tmp_path, "--factor", "2")["figures"]
-    keys = [f"{rep}/{probe}" for rep in ("vqvae_latent", "vqvae_codes", "pixels") for probe in ("mlp", "linear")]
-    for key in keys:
-        assert 0 <= f[f"{key}/early_acc"] <= 1 and 0 <= f[f"{key}/fixed_acc"] <= 1
-        # the fixed schedule runs exactly factor x the epochs the early-stopped probe ran
-        assert f[f"{key}/fixed_epochs"] == 2 * f[f"{key}/early_epochs"]
+    model = "vqvae-digits-K512-D64-b0.25-s0"
+    reps = (f"{model}/latent", f"{model}/codes", "pixels")
+    for rep in reps:
+        mlp, linear = f"{rep}/mlp", f"{rep}/linear"
+        assert 0 <= f[f"{mlp}/early_acc"] <= 1 and 0 <= f[f"{mlp}/fixed_acc"] <= 1
+        # the fixed schedule runs exactly factor x the epochs the early-stopped probe ran, at the grid's choice
+        assert f[f"{mlp}/fixed_epochs"] == 2 * f[f"{mlp}/early_epochs"]
+        assert f[f"{mlp}/lr"] in ProbeSettings().mlp_lrs and f[f"{mlp}/weight_decay"] in ProbeSettings().mlp_weight_decays
+        assert f[f"{mlp}/restart_spread_points"] >= 0
         # a difference of two accuracies stored to 6 significant digits: right to about 1e-4 points, whatever its size
-        assert f[f"{key}/diff_points"] == pytest.approx(100 * (f[f"{key}/early_acc"] - f[f"{key}/fixed_acc"]), abs=1e-3)
-    assert f["worst_abs_diff_points"] == max(abs(f[f"{key}/diff_points"]) for key in keys)
+        assert f[f"{mlp}/diff_points"] == pytest.approx(100 * (f[f"{mlp}/early_acc"] - f[f"{mlp}/fixed_acc"]), abs=1e-3)
+        assert f[f"{linear}/diff_points"] == pytest.approx(100 * (f[f"{linear}/acc"] - f[f"{linear}/tight_acc"]), abs=1e-3)
+        assert f[f"{linear}/l2"] > 0 and f[f"{linear}/iters"] >= 0 and f[f"{linear}/capped"] in (0.0, 1.0)
+    assert f["worst_abs_diff_points"] == max(abs(f[f"{rep}/{p}/diff_points"]) for rep in reps for p in ("mlp", "linear"))
+    assert f["worst_restart_spread_points"] == max(f[f"{rep}/mlp/restart_spread_points"] for rep in reps)
 
 
 def test_probe_convergence_probes_saved_models_and_refuses_another_dataset(tmp_path, capsys):
     config = TrialConfig(model="vae", dataset="digits", epochs=1, code_dim=8)
     path = save_model(build_model(config, 1, 10), config, tmp_path, 1, 10)
     f = run(probe_convergence, tmp_path, "--models-from", str(path))["figures"]
-    assert {key.split("/")[0] for key in f if "/" in key} == {"vae_latent", "pixels"}
+    assert {key.rsplit("/", 2)[0] for key in f if "/" in key} == {"vae-digits-D8-kl0.01-s0/latent", "pixels"}
     with pytest.raises(SystemExit) as exit:
         probe_convergence.main(["--tiny", "--dataset", "mnist", "--out", str(tmp_path / "x.jsonl"), "--models-from", str(path)])
     assert exit.value.code == 2

@@ -16,7 +16,7 @@ from benchmark.models import build_model
 from benchmark.probe import ProbeSettings, probe_all
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-QUICK = ProbeSettings(max_epochs=2, batch_size=32, knn_train_size=50)
+QUICK = ProbeSettings(max_epochs=2, batch_size=32, knn_train_size=50, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2))
 
 
 def small_dataset(seed: int = 0) -> Dataset:
@@ -53,7 +53,7 @@ def test_cached_results_are_the_uncached_computation(pixel_probe_cache, computed
     written = files(pixel_probe_cache)
     assert len(written) == 1 and written[0].suffix == ".json", "one file, no temporary left behind"
     stored = json.loads(written[0].read_text())
-    assert stored["metrics"] == direct and stored["key"]["seed"] == 3
+    assert stored["metrics"] == direct.metrics and stored["key"]["seed"] == 3
 
 
 def test_a_changed_seed_setting_or_content_misses(computed):
@@ -83,7 +83,7 @@ def test_a_corrupt_file_is_computed_again_and_replaced(pixel_probe_cache, comput
     (path,) = files(pixel_probe_cache)
     path.write_text(content)
     assert cache.pixel_probes(data, 0, QUICK) == good
-    assert len(computed) == 2 and json.loads(path.read_text())["metrics"] == good
+    assert len(computed) == 2 and json.loads(path.read_text())["metrics"] == good.metrics
 
 
 def test_a_file_of_another_key_is_not_trusted(pixel_probe_cache, computed):
@@ -92,7 +92,7 @@ def test_a_file_of_another_key_is_not_trusted(pixel_probe_cache, computed):
     good = cache.pixel_probes(data, 0, QUICK)
     (path,) = files(pixel_probe_cache)
     stored = json.loads(path.read_text())
-    path.write_text(json.dumps({"key": {**stored["key"], "seed": 99}, "metrics": {k: 0.0 for k in good}}))
+    path.write_text(json.dumps({"key": {**stored["key"], "seed": 99}, "metrics": {k: 0.0 for k in good.metrics}, "predictions": stored["predictions"]}))
     assert cache.pixel_probes(data, 0, QUICK) == good and len(computed) == 2
 
 

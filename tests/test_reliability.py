@@ -270,7 +270,7 @@ def test_tracking_server_restart_mid_sweep_loses_no_final_metrics(tmp_path, mlfl
     for rs in runs_by_config(client, "t").values():
         run = rs[0]
         assert {"probe/latent/mlp_acc", "recon/ssim", "recon/mse"} <= set(run.data.metrics)
-        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json", "model.pt"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json", "model.pt", "predictions.npz", "predictions_v3.npz"}
 
 
 # ---------------------------------------------------------------- reproducibility

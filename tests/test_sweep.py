@@ -53,7 +53,7 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
         assert 0 < metrics["recon/mse"] < 1 and -1 < metrics["recon/ssim"] <= 1
         assert ("codebook/usage" in metrics) == (config.model == "vqvae")
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert artifacts == {"reconstructions.png", "tsne.png", "config.json", "model.pt"}
+        assert artifacts == {"reconstructions.png", "tsne.png", "config.json", "model.pt", "predictions.npz", "predictions_v3.npz"}
         local = Path(client.download_artifacts(run.info.run_id, "reconstructions.png", str(tmp_path)))
         assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         for tag in ("vqbench.device", "vqbench.git_commit", "vqbench.versions", "vqbench.model", "vqbench.dataset"):
@@ -67,7 +67,7 @@ def test_sweep_logs_over_http_to_a_real_mlflow_server(tmp_path, local_ray, mlflo
     parent, kids = children(client, exp)
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
     for run in kids:
-        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json", "predictions.npz", "predictions_v3.npz"}
         assert "probe/latent/mlp_acc" in run.data.metrics
         with pytest.raises(FileNotFoundError, match="--no-log-model"):
             load_model(run.info.run_id, mlflow_server.uri)
