@@ -43,7 +43,7 @@ def store(tmp_path) -> Store:
     state = init_state(config, data, torch.device("cpu"))
     train_epoch(state, data, config)
     evaluation = evaluate(state.model, data, config, SMALL)
-    run = TrialRun.open(TrackingTarget(uri, experiment, parent), config, "cpu")
+    run = TrialRun.open(TrackingTarget(uri, experiment, parent), config, "cpu", settings=ProbeSettings().to_params())
     folder = tmp_path / "files"
     folder.mkdir()
     files = [*save_predictions(evaluation.predictions, folder), save_model(state.model, config, folder, data.channels, data.num_classes)]
