@@ -14,11 +14,31 @@ from analysis.paper import PAPER_DATASETS
 from analysis.plan import PRIMARY, SECONDARY, Plan
 from analysis.predictions import Predictions, image_differences
 from analysis.tables import (
-    DATASET_NAMES, DIFFERENCE_MEASURES, MEASURES, MODEL_NAMES, Measure, dataset_rank, finished, format_difference, format_p, markdown,
-    paired, reference_description, reference_runs,
+    DATASET_NAMES,
+    DIFFERENCE_MEASURES,
+    MEASURES,
+    MODEL_NAMES,
+    Measure,
+    dataset_rank,
+    finished,
+    format_difference,
+    format_p,
+    markdown,
+    paired,
+    reference_description,
+    reference_runs,
 )
 from analysis.verdicts import (
-    CONTRADICTED, NO_VERDICT, NOT_RESOLVED, SEED_ONLY, PairedTest, decide, holm_family, paired_test, two_level_test, with_tost,
+    CONTRADICTED,
+    NO_VERDICT,
+    NOT_RESOLVED,
+    SEED_ONLY,
+    PairedTest,
+    decide,
+    holm_family,
+    paired_test,
+    two_level_test,
+    with_tost,
 )
 
 # Knobs both models share: a VAE and a VQ-VAE run are compared only where these agree.

@@ -16,15 +16,24 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from analysis.paper import PAPER_VQ
 from analysis import plots
-from analysis.plots import legend_below, probe_vs_ssim_axes, save
-from analysis.tables import (
-    DATASET_NAMES, DEFAULT_KL_WEIGHT, MLP, SSIM, dataset_rank, finished, format_difference, format_p, markdown, paired,
-)
 from analysis.claims import verdict_text
+from analysis.paper import PAPER_VQ
 from analysis.plan import SENSITIVITY, Plan
+from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.stats import CONFIDENCE
+from analysis.tables import (
+    DATASET_NAMES,
+    DEFAULT_KL_WEIGHT,
+    MLP,
+    SSIM,
+    dataset_rank,
+    finished,
+    format_difference,
+    format_p,
+    markdown,
+    paired,
+)
 from analysis.verdicts import PairedTest, decide, holm_family, with_tost
 
 PAIR_KEYS = ["seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]

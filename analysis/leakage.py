@@ -9,8 +9,20 @@ import pandas as pd
 
 from analysis.stats import Estimate
 from analysis.tables import (
-    DATASET_NAMES, MEASURES, MLP, MODEL_NAMES, PROBES, finished, format_difference, format_estimate, format_int, format_value, group_keys,
-    markdown, paired, per_seed,
+    DATASET_NAMES,
+    MEASURES,
+    MLP,
+    MODEL_NAMES,
+    PROBES,
+    finished,
+    format_difference,
+    format_estimate,
+    format_int,
+    format_value,
+    group_keys,
+    markdown,
+    paired,
+    per_seed,
 )
 
 

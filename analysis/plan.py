@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (pyproject declares it)

@@ -15,7 +15,19 @@ from matplotlib.figure import Figure
 
 from analysis.stats import CONFIDENCE, Estimate, t_interval
 from analysis.tables import (
-    DATASET_NAMES, DEFAULT_KL_WEIGHT, KNN, LINEAR, MLP, MODEL_NAMES, PERPLEXITY, PIXEL_COLUMNS, SSIM, USAGE, Measure, dataset_rank, finished,
+    DATASET_NAMES,
+    DEFAULT_KL_WEIGHT,
+    KNN,
+    LINEAR,
+    MLP,
+    MODEL_NAMES,
+    PERPLEXITY,
+    PIXEL_COLUMNS,
+    SSIM,
+    USAGE,
+    Measure,
+    dataset_rank,
+    finished,
 )
 
 KNOBS = {"num_codes": "K (codebook size)", "code_dim": "D (code dimension)", "beta": "beta (commitment cost)", "kl_weight": "KL weight (VAE)"}

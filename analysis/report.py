@@ -163,7 +163,7 @@ def _dataset_lines(finished: pd.DataFrame) -> list[str]:
 def _plan_lines(inputs: Inputs, plan: Plan) -> list[str]:
     sizes = {PRIMARY: len(plan.endpoints), SENSITIVITY: knobs.declared_size(plan), SECONDARY: claims.secondary_size(plan)}
     lines = [f"- Analysis plan: `{plan.name}` (`{plan.path.name}`, SHA-256 `{plan.short_hash}`): {plan.description}",
-             f"- Families (Holm within each, difference and TOST p together): " + "; ".join(
+             "- Families (Holm within each, difference and TOST p together): " + "; ".join(
                  f"**{name}** ({sizes[name]} declared tests)" for name in (PRIMARY, SENSITIVITY, SECONDARY)),
              f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; equivalence margins (declared bounds, not "
              "statistics): " + "; ".join(

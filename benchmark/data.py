@@ -19,6 +19,7 @@ and a provenance note, which every run trained on it records.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
@@ -26,8 +27,6 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import hashlib
 
 import numpy as np
 import torch

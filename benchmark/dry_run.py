@@ -10,7 +10,15 @@ import json
 from ray.tune.search.sample import Categorical, Domain, Integer, LogUniform, Normal, Quantized
 
 from benchmark.config import dataset_label
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, fetch_command, image_folder_root, is_image_folder, missing_files, resolve_data_dir
+from benchmark.data import (
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    fetch_command,
+    image_folder_root,
+    is_image_folder,
+    missing_files,
+    resolve_data_dir,
+)
 from benchmark.image_folder import SPLITS
 from benchmark.progress import plural
 from benchmark.space import Study

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
-
 _held: list[tuple[int, Any]] = []  # a SIGINT waiting for the mark; process-wide, as signal handlers are
 
 

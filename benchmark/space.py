@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from dataclasses import dataclass, field
 from typing import Any
 
 from benchmark.config import ConfigError, TrialConfig

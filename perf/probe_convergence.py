@@ -46,6 +46,7 @@ from benchmark.train import init_state, pick_device, to_device, train_epoch
 from perf.record import Options, available_cores, write_record
 from perf.workload import real_data_dir
 
+
 def timed(call):
     start = time.perf_counter()
     return call(), time.perf_counter() - start

@@ -30,9 +30,9 @@ from scipy import stats
 from analysis import RunsError, claims, leakage, load_runs, tables
 from analysis.paper import paper_table, setting_differences
 from analysis.plan import DEFAULT_PLAN, Plan, load_plan
-from analysis.verdicts import holm
 from analysis.report import main as report_main
 from analysis.stats import t_interval
+from analysis.verdicts import holm
 from benchmark.config import TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]

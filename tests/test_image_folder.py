@@ -2,8 +2,6 @@
 bad input refused before Ray, the dataset's card on its runs, and the shared CIFAR-10 JPEG copy."""
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ from PIL import Image
 
 from benchmark import image_folder, sweep
 from benchmark.config import ConfigError, TrialConfig, check_dataset, dataset_label, normalise_dataset
-from benchmark.data import DataError, check_readable, load_dataset
+from benchmark.data import DataError, load_dataset
 from tests.conftest import REPO
 from tests.test_endings import refused_fast
 

@@ -17,7 +17,15 @@ from benchmark.models import build_model
 from benchmark.probe import ProbeSettings
 from benchmark.saved_model import save_model
 from perf import (
-    cluster_scale, eval_cost, gpu_packing, precision_check, probe_convergence, probe_ranking, sweep_overhead, train_probe_cost, train_throughput,
+    cluster_scale,
+    eval_cost,
+    gpu_packing,
+    precision_check,
+    probe_convergence,
+    probe_ranking,
+    sweep_overhead,
+    train_probe_cost,
+    train_throughput,
     trials_per_hour,
 )
 from perf.record import Options

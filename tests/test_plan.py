@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
@@ -19,7 +18,17 @@ from analysis.plan import DEFAULT_PLAN, PRIMARY, PlanError, deviations, load_pla
 from analysis.report import main as report_main
 from analysis.runs import read_runs_csv, write_runs_csv
 from analysis.verdicts import (
-    CONTRADICTED, EQUIVALENT, NO_VERDICT, NOT_RESOLVED, SUPPORTED, decide, holm, holm_family, paired_test, tost_p, with_tost,
+    CONTRADICTED,
+    EQUIVALENT,
+    NO_VERDICT,
+    NOT_RESOLVED,
+    SUPPORTED,
+    decide,
+    holm,
+    holm_family,
+    paired_test,
+    tost_p,
+    with_tost,
 )
 from benchmark import sweep
 from tests.test_analysis import Store, metrics_for
@@ -156,7 +165,9 @@ def test_the_primary_family_does_not_depend_on_which_runs_are_passed(planned):
     everything = claims.claims(runs, PLAN)
     mnist_only = claims.claims(runs[runs["dataset"] == "mnist"], PLAN)
     no_axes = claims.claims(runs[runs["kl_weight"].isna() | np.isclose(runs["kl_weight"].astype(float), 0.01)], PLAN)
-    pick = lambda t: t[(t["family"] == PRIMARY) & (t["id"] == "1-mnist")].iloc[0]
+    def pick(table):
+        return table[(table["family"] == PRIMARY) & (table["id"] == "1-mnist")].iloc[0]
+
     row = pick(everything)
     assert row["n"] == 5 and row["p"] < 0.05
     assert pick(mnist_only)["p_holm"] == row["p_holm"] == pick(no_axes)["p_holm"]

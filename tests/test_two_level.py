@@ -9,7 +9,6 @@ the population of images and seeds is exactly 0.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,14 +116,14 @@ def test_predictions_beside_a_runs_csv_give_the_two_level_interval_and_rows_with
     assert ssim["interval"] == SEED_ONLY  # SSIM has no per-image record
     assert report_main(["--runs", str(csv), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
-    line = next(l for l in text.splitlines() if l.startswith("| 1 ") and "probe/latent/mlp_acc" in l)
+    line = next(row for row in text.splitlines() if row.startswith("| 1 ") and "probe/latent/mlp_acc" in row)
     assert "(two-level bootstrap)" in line
-    line = next(l for l in text.splitlines() if l.startswith("| 3 ") and "MNIST" in l)
+    line = next(row for row in text.splitlines() if row.startswith("| 3 ") and "MNIST" in row)
     assert "seed-only: no per-image predictions" in line
     # without the companion file every measured row says it is seed-only
     predictions.companion(csv).unlink()
     assert report_main(["--runs", str(csv), "--out", str(tmp_path / "out2")]) == 0
-    line = next(l for l in (tmp_path / "out2" / "report.md").read_text().splitlines() if l.startswith("| 1 ") and "latent/mlp_acc" in l)
+    line = next(row for row in (tmp_path / "out2" / "report.md").read_text().splitlines() if row.startswith("| 1 ") and "latent/mlp_acc" in row)
     assert "seed-only: no per-image predictions" in line
 
 
@@ -147,7 +146,7 @@ def test_predictions_logged_as_mlflow_artifacts_are_read_by_the_report_and_expor
             s.client.log_artifact(run_id, str(folder / predictions.ARTIFACT))
             ids.append(run_id)
     assert report_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(tmp_path / "r")]) == 0
-    line = next(l for l in (tmp_path / "r" / "report.md").read_text().splitlines() if l.startswith("| 1 ") and "latent/mlp_acc" in l)
+    line = next(row for row in (tmp_path / "r" / "report.md").read_text().splitlines() if row.startswith("| 1 ") and "latent/mlp_acc" in row)
     assert "(two-level bootstrap)" in line
     csv = tmp_path / "runs.csv"
     assert export_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(csv)]) == 0

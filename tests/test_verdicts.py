@@ -13,7 +13,18 @@ import pytest
 from scipy import stats
 
 from analysis.verdicts import (
-    ALPHA, CONTRADICTED, EQUIVALENT, NO_VERDICT, NOT_RESOLVED, SUPPORTED, Margins, PairedTest, decide, holm, paired_test, sign_flip_p,
+    ALPHA,
+    CONTRADICTED,
+    EQUIVALENT,
+    NO_VERDICT,
+    NOT_RESOLVED,
+    SUPPORTED,
+    Margins,
+    PairedTest,
+    decide,
+    holm,
+    paired_test,
+    sign_flip_p,
     with_holm,
 )
 
