@@ -5,6 +5,7 @@
 
 `python -m analysis.report --experiment NAME` writes report.md and figures and logs them to the sweep run.
 """
+
 from analysis.runs import RunsError, load_runs
 
 __all__ = ["RunsError", "load_runs"]

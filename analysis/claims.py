@@ -4,6 +4,7 @@ Only FINISHED runs count. Each side contributes one value per seed (configs repe
 seed, or several K/D/beta where the paper's are absent, averaged first); the two sides are
 paired by seed and by every training setting they share.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,16 @@ NO_TEST = PairedTest(0, math.nan, math.nan, math.nan, math.nan, math.nan)
 
 
 def _test_fields(test: PairedTest) -> dict[str, object]:
-    return {"n": test.n, "difference": test.mean, "low": test.low, "high": test.high, "p": test.p,
-            "p_sign_flip": test.p_sign_flip, "p_holm": test.p_holm, "methods_disagree": test.methods_disagree}
+    return {
+        "n": test.n,
+        "difference": test.mean,
+        "low": test.low,
+        "high": test.high,
+        "p": test.p,
+        "p_sign_flip": test.p_sign_flip,
+        "p_holm": test.p_holm,
+        "methods_disagree": test.methods_disagree,
+    }
 
 
 def model_differences(runs: pd.DataFrame) -> pd.DataFrame:
@@ -68,13 +77,19 @@ def model_differences(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         for measure in DIFFERENCE_MEASURES:
             test, pairs = paired(vae, vq, measure.column, PAIR_KEYS)
-            rows.append({
-                "dataset": dataset, "label_embedding": label, "metric": measure.column,
-                "vae": pairs["a"].mean() if len(pairs) else math.nan, "vqvae": pairs["b"].mean() if len(pairs) else math.nan,
-                **_test_fields(test),
-                "vq_runs": reference_description(group, "vqvae"), "vae_runs": reference_description(group, "vae"),
-                "stand_in": dataset not in PAPER_DATASETS,
-            })
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "label_embedding": label,
+                    "metric": measure.column,
+                    "vae": pairs["a"].mean() if len(pairs) else math.nan,
+                    "vqvae": pairs["b"].mean() if len(pairs) else math.nan,
+                    **_test_fields(test),
+                    "vq_runs": reference_description(group, "vqvae"),
+                    "vae_runs": reference_description(group, "vae"),
+                    "stand_in": dataset not in PAPER_DATASETS,
+                }
+            )
     columns = ["dataset", "label_embedding", "metric", "vae", "vqvae", *TEST_COLUMNS, "vq_runs", "vae_runs", "stand_in"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -88,8 +103,9 @@ def _runs_for(done: pd.DataFrame, dataset: str, label: str) -> pd.DataFrame:
     return reference_runs(done[(done["dataset"] == dataset) & (done["label_embedding"] == label)])
 
 
-def compare_models(done: pd.DataFrame, dataset: str, label: str, metric: str, plan: Plan,
-                   predictions: Predictions | None = None) -> tuple[str, PairedTest]:
+def compare_models(
+    done: pd.DataFrame, dataset: str, label: str, metric: str, plan: Plan, predictions: Predictions | None = None
+) -> tuple[str, PairedTest]:
     """(why it cannot be tested or "", VQ-VAE minus VAE on `metric`): two-level interval where every run has predictions."""
     absent = _absent(done, dataset, label, ("vae", "vqvae"))
     if absent:
@@ -134,10 +150,34 @@ def compare_level(done: pd.DataFrame, dataset: str, label: str, metric: str, thr
     return "", paired_test([threshold] * len(values), values.to_numpy())
 
 
-def _row(endpoint_id: str, claim: int, text: str, dataset: str, metric: str, compare: str, expect: int, family: str,
-         margin: float, absent: str, test: PairedTest, threshold: float = math.nan) -> dict:
-    return {"id": endpoint_id, "claim": claim, "text": text, "part": dataset, "metric": metric, "compare": compare,
-            "expect": expect, "family": family, "threshold": threshold, "margin": margin, "absent": absent, "_test": test}
+def _row(
+    endpoint_id: str,
+    claim: int,
+    text: str,
+    dataset: str,
+    metric: str,
+    compare: str,
+    expect: int,
+    family: str,
+    margin: float,
+    absent: str,
+    test: PairedTest,
+    threshold: float = math.nan,
+) -> dict:
+    return {
+        "id": endpoint_id,
+        "claim": claim,
+        "text": text,
+        "part": dataset,
+        "metric": metric,
+        "compare": compare,
+        "expect": expect,
+        "family": family,
+        "threshold": threshold,
+        "margin": margin,
+        "absent": absent,
+        "_test": test,
+    }
 
 
 def claims(runs: pd.DataFrame, plan: Plan, predictions: Predictions | None = None) -> pd.DataFrame:
@@ -154,7 +194,9 @@ def claims(runs: pd.DataFrame, plan: Plan, predictions: Predictions | None = Non
     for e in plan.endpoints:
         if e.compare == "models":
             absent, test = compare_models(done, e.dataset, label, e.metric, plan, predictions)
-            primary.append(_row(e.id, e.claim, e.text, e.dataset, e.metric, e.compare, e.expect, PRIMARY, plan.margin(e.metric), absent, test))
+            primary.append(
+                _row(e.id, e.claim, e.text, e.dataset, e.metric, e.compare, e.expect, PRIMARY, plan.margin(e.metric), absent, test)
+            )
         else:
             value = plan.thresholds[e.threshold]
             absent, test = compare_level(done, e.dataset, label, e.metric, value)
@@ -165,16 +207,45 @@ def claims(runs: pd.DataFrame, plan: Plan, predictions: Predictions | None = Non
             continue
         for metric in plan.secondary_metrics:
             absent, test = compare_models(done, e.dataset, label, metric, plan, predictions)
-            secondary.append(_row(f"{e.id}:{metric}", e.claim, e.text, e.dataset, metric, "models", e.expect, SECONDARY,
-                                  plan.margin(metric), absent, test))
+            secondary.append(
+                _row(
+                    f"{e.id}:{metric}", e.claim, e.text, e.dataset, metric, "models", e.expect, SECONDARY, plan.margin(metric), absent, test
+                )
+            )
     for dataset in dict.fromkeys(e.dataset for e in plan.endpoints if e.metric.startswith("cluster/")):
         for metric in plan.cluster_comparators:
             absent, test = compare_models(done, dataset, label, metric, plan, predictions)
-            secondary.append(_row(f"4-{dataset}:{metric}", 4, "VQ-VAE minus VAE clustering", dataset, metric, "models", 1, SECONDARY,
-                                  plan.margin(metric), absent, test))
+            secondary.append(
+                _row(
+                    f"4-{dataset}:{metric}",
+                    4,
+                    "VQ-VAE minus VAE clustering",
+                    dataset,
+                    metric,
+                    "models",
+                    1,
+                    SECONDARY,
+                    plan.margin(metric),
+                    absent,
+                    test,
+                )
+            )
             absent, test = compare_pixels(done, dataset, label, metric)
-            secondary.append(_row(f"4-{dataset}:{metric}:pixels", 4, "VQ-VAE latents minus raw pixels clustering", dataset, metric,
-                                  "pixels", 1, SECONDARY, plan.margin(metric), absent, with_tost(test, plan.margin(metric))))
+            secondary.append(
+                _row(
+                    f"4-{dataset}:{metric}:pixels",
+                    4,
+                    "VQ-VAE latents minus raw pixels clustering",
+                    dataset,
+                    metric,
+                    "pixels",
+                    1,
+                    SECONDARY,
+                    plan.margin(metric),
+                    absent,
+                    with_tost(test, plan.margin(metric)),
+                )
+            )
     rows = []
     for family in (primary, secondary):
         adjusted = iter(holm_family([r["_test"] for r in family], len(family)))
@@ -183,12 +254,42 @@ def claims(runs: pd.DataFrame, plan: Plan, predictions: Predictions | None = Non
             if row["absent"]:
                 verdict, reason = NOT_RESOLVED, row["absent"]
             else:
-                verdict, reason = decide(test, row["expect"], row["margin"] if not math.isnan(row["margin"]) else 0.0, plan.alpha, plan.min_n)
-            rows.append({**{k: v for k, v in row.items() if not k.startswith("_") and k != "absent"}, **_test_fields(test),
-                         "seed_low": test.seed_low, "seed_high": test.seed_high, "interval": test.interval,
-                         "p_tost": test.p_tost, "p_tost_holm": test.p_tost_holm, "verdict": verdict, "reason": reason})
-    columns = ["id", "claim", "text", "part", "metric", "compare", "expect", "family", "threshold", "margin", *TEST_COLUMNS,
-               "seed_low", "seed_high", "interval", "p_tost", "p_tost_holm", "verdict", "reason"]
+                verdict, reason = decide(
+                    test, row["expect"], row["margin"] if not math.isnan(row["margin"]) else 0.0, plan.alpha, plan.min_n
+                )
+            rows.append(
+                {
+                    **{k: v for k, v in row.items() if not k.startswith("_") and k != "absent"},
+                    **_test_fields(test),
+                    "seed_low": test.seed_low,
+                    "seed_high": test.seed_high,
+                    "interval": test.interval,
+                    "p_tost": test.p_tost,
+                    "p_tost_holm": test.p_tost_holm,
+                    "verdict": verdict,
+                    "reason": reason,
+                }
+            )
+    columns = [
+        "id",
+        "claim",
+        "text",
+        "part",
+        "metric",
+        "compare",
+        "expect",
+        "family",
+        "threshold",
+        "margin",
+        *TEST_COLUMNS,
+        "seed_low",
+        "seed_high",
+        "interval",
+        "p_tost",
+        "p_tost_holm",
+        "verdict",
+        "reason",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -244,7 +345,9 @@ def _part_phrase(part: dict[str, object]) -> str:
     value = format_difference(part["difference"], part["low"], part["high"], measure) + (" pts" if measure.percent else "")
     stats_text = f"n = {part['n']}"
     if part["n"] >= 2:
-        stats_text += f", Holm p = {format_p(part['p_holm'])}, sign-flip p = {format_p(part['p_sign_flip'])}" + (" †" if part["methods_disagree"] else "")
+        stats_text += f", Holm p = {format_p(part['p_holm'])}, sign-flip p = {format_p(part['p_sign_flip'])}" + (
+            " †" if part["methods_disagree"] else ""
+        )
     return f"{label} = {value} ({stats_text}): {verdict_text(part['verdict'], part['reason'])}"
 
 
@@ -261,13 +364,19 @@ def _measure(metric: str):
 
 # --- markdown --------------------------------------------------------------------------
 
+
 def differences_markdown(differences: pd.DataFrame) -> str:
     rows = []
     for (dataset, label), group in differences.groupby(["dataset", "label_embedding"], sort=False):
         by_metric = {r["metric"]: r for r in group.to_dict("records")}
         first = group.iloc[0]
-        row = {"dataset": DATASET_NAMES.get(dataset, dataset) + (" (stand-in)" if first["stand_in"] else ""), "label emb.": label,
-               "VQ-VAE runs": first["vq_runs"], "VAE runs": first["vae_runs"], "matched seeds": str(int(first["n"]))}
+        row = {
+            "dataset": DATASET_NAMES.get(dataset, dataset) + (" (stand-in)" if first["stand_in"] else ""),
+            "label emb.": label,
+            "VQ-VAE runs": first["vq_runs"],
+            "VAE runs": first["vae_runs"],
+            "matched seeds": str(int(first["n"])),
+        }
         for measure in DIFFERENCE_MEASURES:
             r = by_metric.get(measure.column)
             name = f"Δ {measure.title.replace(' (%)', ' (pts)')} [95% paired t]"
@@ -286,17 +395,32 @@ def claims_markdown(tested: pd.DataFrame, family: str = PRIMARY) -> str:
         else:
             margin = f"±{100 * row['margin']:g} pts" if measure.percent else f"±{row['margin']:g}"
         seed_only = format_difference(row["difference"], row["seed_low"], row["seed_high"], measure) + pts
-        interval = (format_difference(row["difference"], row["low"], row["high"], measure) + pts + f" ({row['interval']})"
-                    if row["interval"] != SEED_ONLY else "seed-only: no per-image predictions" if row["n"] else "—")
+        interval = (
+            format_difference(row["difference"], row["low"], row["high"], measure) + pts + f" ({row['interval']})"
+            if row["interval"] != SEED_ONLY
+            else "seed-only: no per-image predictions"
+            if row["n"]
+            else "—"
+        )
         what = {"level": f"VQ-VAE {measure.title} − {row['threshold']:g}", "pixels": f"VQ-VAE latents − raw pixels, {row['metric']}"}.get(
-            row["compare"], f"VQ-VAE − VAE, {row['metric']}" + (" (VAE: its latent)" if "/codes/" in row["metric"] else ""))
-        rows.append({
-            "claim": str(row["claim"]), "part": dataset_title(str(row["part"])), "tested": what, "n": str(row["n"]),
-            "difference [95% seed-only t]": seed_only, "[95% seeds + test images]": interval,
-            "p": format_p(row["p"]), "Holm p": format_p(row["p_holm"]),
-            "sign-flip p": format_p(row["p_sign_flip"]) + (" †" if row["methods_disagree"] else ""),
-            "margin": margin, "TOST Holm p": format_p(row["p_tost_holm"]), "verdict": verdict_text(row["verdict"], row["reason"]),
-        })
+            row["compare"], f"VQ-VAE − VAE, {row['metric']}" + (" (VAE: its latent)" if "/codes/" in row["metric"] else "")
+        )
+        rows.append(
+            {
+                "claim": str(row["claim"]),
+                "part": dataset_title(str(row["part"])),
+                "tested": what,
+                "n": str(row["n"]),
+                "difference [95% seed-only t]": seed_only,
+                "[95% seeds + test images]": interval,
+                "p": format_p(row["p"]),
+                "Holm p": format_p(row["p_holm"]),
+                "sign-flip p": format_p(row["p_sign_flip"]) + (" †" if row["methods_disagree"] else ""),
+                "margin": margin,
+                "TOST Holm p": format_p(row["p_tost_holm"]),
+                "verdict": verdict_text(row["verdict"], row["reason"]),
+            }
+        )
     return markdown(pd.DataFrame(rows))
 
 
@@ -307,4 +431,3 @@ def verdict_text(verdict: str, reason: str) -> str:
     if verdict == NO_VERDICT:
         return f"{NO_VERDICT}: {reason}"
     return verdict + (f" ({reason})" if reason else "")
-

@@ -9,6 +9,7 @@ run's tags that the report reads. Runs with per-image test predictions (the `pre
 get them in `<csv-stem>.predictions.npz` beside the CSV (keys `{run_id}/labels`, `{run_id}/{rep}/{probe}`). The runs in scope are the report's: the latest sweep, the
 one given by --parent-run-id, or all of them with --all-sweeps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ from benchmark.tracking import DEFAULT_EXPERIMENT
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT}, the sweep's)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)")
+    parser.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT}, the sweep's)"
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the CSV file to write")
     parser.add_argument("--parent-run-id", default=None, help="the sweep run to export (default: the latest)")
     parser.add_argument("--all-sweeps", action="store_true", help="export the trials of every sweep in the experiment")

@@ -5,6 +5,7 @@ how far the VAE's latents are pulled toward the prior, so claim 1 (VAE latents p
 re-tested here against the VQ-VAE at the paper's K, D and beta, once per KL weight, with the
 verdict rule of `analysis.verdicts` (Holm across the weights of one dataset and label setting).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,27 @@ def _vq_centre(runs: pd.DataFrame) -> pd.DataFrame:
     return vq[pick]
 
 
-COLUMNS = ["dataset", "label_embedding", "knob", "value", "vae", "vqvae", "n", "difference", "low", "high", "p", "p_sign_flip",
-           "methods_disagree", "p_tost", "p_holm", "p_tost_holm", "declared", "verdict", "reason"]
+COLUMNS = [
+    "dataset",
+    "label_embedding",
+    "knob",
+    "value",
+    "vae",
+    "vqvae",
+    "n",
+    "difference",
+    "low",
+    "high",
+    "p",
+    "p_sign_flip",
+    "methods_disagree",
+    "p_tost",
+    "p_holm",
+    "p_tost_holm",
+    "declared",
+    "verdict",
+    "reason",
+]
 
 
 def _raw(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFrame, pd.DataFrame]], plan: Plan) -> list[dict]:
@@ -60,9 +80,17 @@ def _raw(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFr
     for knob, value, vae, vq in comparisons:
         test, pairs = paired(vae, vq, metric, PAIR_KEYS)
         test = with_tost(test, plan.margin(metric))
-        rows.append({"dataset": dataset, "label_embedding": label, "knob": knob, "value": float(value),
-                     "vae": pairs["a"].mean() if len(pairs) else np.nan, "vqvae": pairs["b"].mean() if len(pairs) else np.nan,
-                     "_test": test})
+        rows.append(
+            {
+                "dataset": dataset,
+                "label_embedding": label,
+                "knob": knob,
+                "value": float(value),
+                "vae": pairs["a"].mean() if len(pairs) else np.nan,
+                "vqvae": pairs["b"].mean() if len(pairs) else np.nan,
+                "_test": test,
+            }
+        )
     return rows
 
 
@@ -108,17 +136,35 @@ def _decided(kl_rows: list[dict], vq_rows: list[dict], plan: Plan) -> tuple[pd.D
                 verdict, reason = "exploratory", "not a declared row of the plan: no verdict"
             else:
                 verdict, reason = decide(test, plan.sensitivity_expect, plan.margin(plan.sensitivity_metric), plan.alpha, plan.min_n)
-            out.append({**{k: v for k, v in row.items() if k != "_test"}, "n": test.n, "difference": test.mean, "low": test.low,
-                        "high": test.high, "p": test.p, "p_sign_flip": test.p_sign_flip, "methods_disagree": test.methods_disagree,
-                        "p_tost": test.p_tost, "p_holm": test.p_holm if key else np.nan, "p_tost_holm": test.p_tost_holm if key else np.nan,
-                        "declared": key is not None, "verdict": verdict, "reason": reason})
+            out.append(
+                {
+                    **{k: v for k, v in row.items() if k != "_test"},
+                    "n": test.n,
+                    "difference": test.mean,
+                    "low": test.low,
+                    "high": test.high,
+                    "p": test.p,
+                    "p_sign_flip": test.p_sign_flip,
+                    "methods_disagree": test.methods_disagree,
+                    "p_tost": test.p_tost,
+                    "p_holm": test.p_holm if key else np.nan,
+                    "p_tost_holm": test.p_tost_holm if key else np.nan,
+                    "declared": key is not None,
+                    "verdict": verdict,
+                    "reason": reason,
+                }
+            )
         frames.append(out)
     return _ordered(frames[0], ["dataset", "label_embedding", "value"]), _ordered(frames[1], ["dataset", "label_embedding"])
 
 
 def _ordered(rows: list[dict], by: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.sort_values(by, key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c, ignore_index=True, kind="stable") if len(frame) else frame
+    return (
+        frame.sort_values(by, key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c, ignore_index=True, kind="stable")
+        if len(frame)
+        else frame
+    )
 
 
 def _kl_rows(runs: pd.DataFrame, plan: Plan) -> list[dict]:
@@ -144,8 +190,11 @@ def _vq_rows(runs: pd.DataFrame, plan: Plan) -> list[dict]:
                 if key != knob:
                     others &= np.isclose(vq[key].astype(float), value)
             along = vq[others]
-            comparisons += [(knob, v, vae, along[np.isclose(along[knob].astype(float), v)])
-                            for v in sorted(along[knob].dropna().unique()) if not np.isclose(v, paper_value)]
+            comparisons += [
+                (knob, v, vae, along[np.isclose(along[knob].astype(float), v)])
+                for v in sorted(along[knob].dropna().unique())
+                if not np.isclose(v, paper_value)
+            ]
         if len(comparisons) >= 2 and not vae.empty:
             rows += _raw(dataset, label, comparisons, plan)
     return rows
@@ -176,17 +225,29 @@ def vq_axis_verdicts(runs: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 def _test_cells(r: dict) -> dict[str, str]:
     """The columns every claim-1 table ends with: seeds, difference, p-values, sign-flip p, verdict."""
     verdict = r["verdict"] if r["verdict"] == "exploratory" else verdict_text(r["verdict"], r["reason"])
-    return {"n": str(r["n"]), "VQ-VAE − VAE [95% seed-only t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
-            "p": format_p(r["p"]), "Holm p": format_p(r["p_holm"]),
-            "sign-flip p": format_p(r["p_sign_flip"]) + (" †" if r["methods_disagree"] else ""),
-            "TOST Holm p": format_p(r["p_tost_holm"]), "claim 1": verdict}
+    return {
+        "n": str(r["n"]),
+        "VQ-VAE − VAE [95% seed-only t] (pts)": format_difference(r["difference"], r["low"], r["high"], MLP),
+        "p": format_p(r["p"]),
+        "Holm p": format_p(r["p_holm"]),
+        "sign-flip p": format_p(r["p_sign_flip"]) + (" †" if r["methods_disagree"] else ""),
+        "TOST Holm p": format_p(r["p_tost_holm"]),
+        "claim 1": verdict,
+    }
 
 
 def kl_markdown(table: pd.DataFrame) -> str:
-    rows = [{
-        "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "label emb.": r["label_embedding"], "VAE KL weight": f"{r['kl_weight']:g}",
-        "VAE probe MLP (%)": f"{100 * r['vae']:.2f}", "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", **_test_cells(r),
-    } for r in table.to_dict("records")]
+    rows = [
+        {
+            "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]),
+            "label emb.": r["label_embedding"],
+            "VAE KL weight": f"{r['kl_weight']:g}",
+            "VAE probe MLP (%)": f"{100 * r['vae']:.2f}",
+            "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}",
+            **_test_cells(r),
+        }
+        for r in table.to_dict("records")
+    ]
     return markdown(pd.DataFrame(rows))
 
 
@@ -194,10 +255,14 @@ def flips(table: pd.DataFrame) -> list[str]:
     """Plain sentences: where claim 1's verdict changes along the KL weight."""
     sentences = []
     for (dataset, label), group in table.groupby(["dataset", "label_embedding"], sort=False):
-        verdicts = [(w, v if v == "exploratory" else verdict_text(v, r)) for w, v, r in zip(group["kl_weight"], group["verdict"], group["reason"])]
+        verdicts = [
+            (w, v if v == "exploratory" else verdict_text(v, r)) for w, v, r in zip(group["kl_weight"], group["verdict"], group["reason"])
+        ]
         name = f"{DATASET_NAMES.get(dataset, dataset)} (label_embedding={label})"
         if len({v for _, v in verdicts}) == 1:
-            sentences.append(f"{name}: claim 1 is *{verdicts[0][1]}* at every KL weight tested ({', '.join(f'{w:g}' for w, _ in verdicts)}).")
+            sentences.append(
+                f"{name}: claim 1 is *{verdicts[0][1]}* at every KL weight tested ({', '.join(f'{w:g}' for w, _ in verdicts)})."
+            )
             continue
         steps = "; ".join(f"KL weight {w:g}: {v}" for w, v in verdicts)
         sentences.append(f"{name}: the verdict depends on the VAE's KL weight, which the paper does not state ({steps}).")
@@ -215,11 +280,17 @@ def vq_setting(row: dict) -> str:
 
 
 def vq_markdown(table: pd.DataFrame) -> str:
-    rows = [{
-        "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "label emb.": r["label_embedding"], "VQ-VAE": vq_setting(r),
-        "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}", f"VAE (KL {DEFAULT_KL_WEIGHT:g}) probe MLP (%)": f"{100 * r['vae']:.2f}",
-        **_test_cells(r),
-    } for r in table.to_dict("records")]
+    rows = [
+        {
+            "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]),
+            "label emb.": r["label_embedding"],
+            "VQ-VAE": vq_setting(r),
+            "VQ-VAE probe MLP (%)": f"{100 * r['vqvae']:.2f}",
+            f"VAE (KL {DEFAULT_KL_WEIGHT:g}) probe MLP (%)": f"{100 * r['vae']:.2f}",
+            **_test_cells(r),
+        }
+        for r in table.to_dict("records")
+    ]
     return markdown(pd.DataFrame(rows))
 
 
@@ -246,8 +317,18 @@ def _points(runs: pd.DataFrame, model: str, along: str) -> pd.DataFrame:
     rows = []
     for value, at in here.groupby(along, sort=True):
         ssim, mlp = plots.per_seed_interval(at, SSIM.column), plots.per_seed_interval(at, MLP.column)
-        rows.append({"value": float(value), "ssim": ssim.mean, "ssim_low": ssim.low, "ssim_high": ssim.high,
-                     "mlp": mlp.mean, "mlp_low": mlp.low, "mlp_high": mlp.high, "n": min(ssim.n, mlp.n)})
+        rows.append(
+            {
+                "value": float(value),
+                "ssim": ssim.mean,
+                "ssim_low": ssim.low,
+                "ssim_high": ssim.high,
+                "mlp": mlp.mean,
+                "mlp_low": mlp.low,
+                "mlp_high": mlp.high,
+                "n": min(ssim.n, mlp.n),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -263,8 +344,11 @@ def frontier_plot(runs: pd.DataFrame) -> Figure | None:
     done = finished(runs)
     done = done[done["label_embedding"] == "none"]
     curves = {("vae", "kl_weight"): "VAE along the KL weight", ("vqvae", "num_codes"): "VQ-VAE along K (D=64, beta=0.25)"}
-    datasets = [d for d in sorted(done["dataset"].unique(), key=dataset_rank)
-                if any(len(_points(done[done["dataset"] == d], m, k)) >= 2 for m, k in curves)]
+    datasets = [
+        d
+        for d in sorted(done["dataset"].unique(), key=dataset_rank)
+        if any(len(_points(done[done["dataset"] == d], m, k)) >= 2 for m, k in curves)
+    ]
     if not datasets:
         return None
     fig = Figure(figsize=(max(4.8 * len(datasets), 5.5), 4.4), layout="constrained", dpi=plots.DPI)
@@ -278,28 +362,73 @@ def frontier_plot(runs: pd.DataFrame) -> Figure | None:
                 continue
             counts += list(points["n"])
             xerr = [points["ssim"] - points["ssim_low"].fillna(points["ssim"]), points["ssim_high"].fillna(points["ssim"]) - points["ssim"]]
-            yerr = [100 * (points["mlp"] - points["mlp_low"].fillna(points["mlp"])), 100 * (points["mlp_high"].fillna(points["mlp"]) - points["mlp"])]
-            ax.errorbar(points["ssim"], 100 * points["mlp"], xerr=xerr, yerr=yerr, color=COLOURS[model], marker="o", markersize=5,
-                        capsize=2, linewidth=1.2, label=f"{name} ({plots.seeds_label(points['n'])} per point)")
+            yerr = [
+                100 * (points["mlp"] - points["mlp_low"].fillna(points["mlp"])),
+                100 * (points["mlp_high"].fillna(points["mlp"]) - points["mlp"]),
+            ]
+            ax.errorbar(
+                points["ssim"],
+                100 * points["mlp"],
+                xerr=xerr,
+                yerr=yerr,
+                color=COLOURS[model],
+                marker="o",
+                markersize=5,
+                capsize=2,
+                linewidth=1.2,
+                label=f"{name} ({plots.seeds_label(points['n'])} per point)",
+            )
             shown = (lambda v: f"KL {v:.3g}") if knob == "kl_weight" else (lambda v: f"K={v:g}")
             for row in points.itertuples():
-                text = ax.annotate(shown(row.value), (row.ssim, 100 * row.mlp), textcoords="offset points", xytext=(4, 4),
-                                   fontsize=7, color=COLOURS[model], arrowprops={"arrowstyle": "-", "color": COLOURS[model], "lw": 0.5,
-                                                                                  "shrinkA": 0, "shrinkB": 2})
+                text = ax.annotate(
+                    shown(row.value),
+                    (row.ssim, 100 * row.mlp),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=COLOURS[model],
+                    arrowprops={"arrowstyle": "-", "color": COLOURS[model], "lw": 0.5, "shrinkA": 0, "shrinkB": 2},
+                )
                 text.set_in_layout(False)
                 labels.append(text)
-        probe_vs_ssim_axes(ax, here, f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM", "SSIM (test reconstructions)",
-                           "raw pixels, MLP probe")
+        probe_vs_ssim_axes(
+            ax,
+            here,
+            f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM",
+            "SSIM (test reconstructions)",
+            "raw pixels, MLP probe",
+        )
     legend_below(fig, axes, max_columns=2)
-    plots.suptitle(fig, "Probe accuracy against reconstruction quality, label embedding none\n"
-                   f"mean over seeds ({plots.seeds_label(counts)} per point); " + plots.band_clause(counts, "bar"))
+    plots.suptitle(
+        fig,
+        "Probe accuracy against reconstruction quality, label embedding none\n"
+        f"mean over seeds ({plots.seeds_label(counts)} per point); " + plots.band_clause(counts, "bar"),
+    )
     place_labels(fig, labels)
     return fig
 
 
 # Offsets (points) tried in turn for a point's label: beside it first, then further out; a thin line joins a moved label to its point.
-LABEL_OFFSETS = [(4, 4), (4, -11), (-8, 6), (-8, -12), (10, 14), (10, -20), (-16, 16), (-16, -22), (18, 26), (18, -32),
-                 (-26, 28), (-26, -34), (28, 40), (28, -46), (-36, 42), (-36, -48), (4, 56), (4, -62)]
+LABEL_OFFSETS = [
+    (4, 4),
+    (4, -11),
+    (-8, 6),
+    (-8, -12),
+    (10, 14),
+    (10, -20),
+    (-16, 16),
+    (-16, -22),
+    (18, 26),
+    (18, -32),
+    (-26, 28),
+    (-26, -34),
+    (28, 40),
+    (28, -46),
+    (-36, 42),
+    (-36, -48),
+    (4, 56),
+    (4, -62),
+]
 
 
 def place_labels(fig: Figure, labels: list) -> None:
@@ -347,45 +476,69 @@ def _overlap(a, b) -> float:
 def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[list[str], list[Path]]:
     """The report's "Does the answer depend on the knobs?" section and the figures it drew."""
     kl, vq = sensitivity(runs, plan)
-    section = ["## Does the answer depend on the knobs?", "",
-               f"Family **{SENSITIVITY}** ({declared_size(plan)} declared tests, 2 hypotheses each: difference and TOST; "
-               f"Holm across all of them, both tables together, the centre counted once): {plan.families[SENSITIVITY]} "
-               f"Rows the plan does not declare are *exploratory*: shown, never given a verdict. Below n = {plan.min_n} seeds a row "
-               "reads *no verdict*: the numbers are shown, and an unresolved row is not evidence of no effect.",
-               "", "### Claim 1 at each VAE KL weight", "",
-               "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
-               "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
-               "matched seeds (seed-only t interval: the knob tables do not read per-image predictions)."]
+    section = [
+        "## Does the answer depend on the knobs?",
+        "",
+        f"Family **{SENSITIVITY}** ({declared_size(plan)} declared tests, 2 hypotheses each: difference and TOST; "
+        f"Holm across all of them, both tables together, the centre counted once): {plan.families[SENSITIVITY]} "
+        f"Rows the plan does not declare are *exploratory*: shown, never given a verdict. Below n = {plan.min_n} seeds a row "
+        "reads *no verdict*: the numbers are shown, and an unresolved row is not evidence of no effect.",
+        "",
+        "### Claim 1 at each VAE KL weight",
+        "",
+        "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
+        "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
+        "matched seeds (seed-only t interval: the knob tables do not read per-image predictions).",
+    ]
     if kl.empty:
-        section += ["", "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
-                        "beside them (the `sensitivity` space runs both)."]
+        section += [
+            "",
+            "Skipped: the finished runs do not vary the VAE's KL weight, or have no VQ-VAE at the paper's K, D and beta "
+            "beside them (the `sensitivity` space runs both).",
+        ]
     else:
         section += [""] + [f"- {s}" for s in flips(kl)] + ["", kl_markdown(kl)]
-    section += ["", "### Claim 1 along the VQ-VAE's K, D and beta", "",
-                f"Each row: the VQ-VAE one knob away from the paper's K=512, D=64, beta=0.25 minus the VAE at the default KL weight "
-                f"({DEFAULT_KL_WEIGHT:g}), MLP probe, over matched seeds, in the same family."]
+    section += [
+        "",
+        "### Claim 1 along the VQ-VAE's K, D and beta",
+        "",
+        f"Each row: the VQ-VAE one knob away from the paper's K=512, D=64, beta=0.25 minus the VAE at the default KL weight "
+        f"({DEFAULT_KL_WEIGHT:g}), MLP probe, over matched seeds, in the same family.",
+    ]
     if vq.empty:
-        section += ["", "Skipped: the finished runs do not vary the VQ-VAE's K, D or beta around the paper's setting, or have no VAE "
-                        f"at KL weight {DEFAULT_KL_WEIGHT:g} beside them."]
+        section += [
+            "",
+            "Skipped: the finished runs do not vary the VQ-VAE's K, D or beta around the paper's setting, or have no VAE "
+            f"at KL weight {DEFAULT_KL_WEIGHT:g} beside them.",
+        ]
     else:
         section += [""] + [f"- {s}" for s in vq_flips(vq)] + ["", vq_markdown(vq)]
     made = []
     path = frontier_figure(runs, figures / "frontier.png")
     section += ["", "### Label information for reconstruction quality", ""]
     if path is None:
-        section.append("Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at D=64, beta=0.25) takes two values in the finished runs.")
+        section.append(
+            "Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at D=64, beta=0.25) takes two values in the finished runs."
+        )
     else:
         made.append(path)
-        section += ["Which family buys more label information (MLP probe, y) for the same reconstruction quality (SSIM, x): "
-                    "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K; point: the mean over seeds, bars: "
-                    f"{CONFIDENCE:.0%} t interval over seeds on the metric's bounded scale (see Intervals), the seed count n in the legend.", "",
-                    f"![frontier]({path.relative_to(out).as_posix()})"]
-    section += ["", "### Each knob", "",
-                f"Lines: mean over seeds; bands: {CONFIDENCE:.0%} t interval over seeds on the metric's bounded scale (see Intervals; "
-                "none where a point has one seed), n seeds per point in each figure's title. Where other knobs vary "
-                "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
-                "so do codebook usage and perplexity; the KL weight to the VAE only. Dashed: the VAE at the default KL weight and "
-                "the raw-pixel probe, with their bands. A search with many distinct values (e.g. Optuna) is one point per run."]
+        section += [
+            "Which family buys more label information (MLP probe, y) for the same reconstruction quality (SSIM, x): "
+            "a point per config, the VAE's joined along the KL weight, the VQ-VAE's along K; point: the mean over seeds, bars: "
+            f"{CONFIDENCE:.0%} t interval over seeds on the metric's bounded scale (see Intervals), the seed count n in the legend.",
+            "",
+            f"![frontier]({path.relative_to(out).as_posix()})",
+        ]
+    section += [
+        "",
+        "### Each knob",
+        "",
+        f"Lines: mean over seeds; bands: {CONFIDENCE:.0%} t interval over seeds on the metric's bounded scale (see Intervals; "
+        "none where a point has one seed), n seeds per point in each figure's title. Where other knobs vary "
+        "too (a grid), each seed's runs at a point are averaged over them first. K and beta apply to the VQ-VAE only, and "
+        "so do codebook usage and perplexity; the KL weight to the VAE only. Dashed: the VAE at the default KL weight and "
+        "the raw-pixel probe, with their bands. A search with many distinct values (e.g. Optuna) is one point per run.",
+    ]
     for knob, title in plots.KNOBS.items():
         path = plots.sensitivity_figure(runs, knob, figures / f"sensitivity_{knob}.png")
         if path is None:

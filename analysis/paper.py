@@ -3,6 +3,7 @@
 Radman, "Image Classification Using Discrete Representations": one run per setting, no
 intervals. Accuracies are kept as fractions, like the metrics the trials log.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,16 +53,36 @@ class Claim:
 
 
 CLAIMS = (
-    Claim(1, "On MNIST the continuous VAE latents probe better than the VQ-VAE's", ("mnist",), "probe/latent/mlp_acc", -1,
-          "80.05% vs 69.60%"),
-    Claim(2, "On CIFAR-100 the discrete VQ-VAE latents probe better than the VAE's", ("cifar100",), "probe/latent/mlp_acc", +1,
-          "40.13% vs 24.34%"),
-    Claim(3, "The VAE reconstructs better than the VQ-VAE on both datasets", ("mnist", "cifar100"), "recon/ssim", -1,
-          "SSIM 0.981 vs 0.906 (MNIST), 0.950 vs 0.598 (CIFAR-100)"),
-    Claim(4, "VQ-VAE latents cluster well by class on MNIST, only moderately (by superclass) on CIFAR-100", ("mnist", "cifar100"),
-          "probe/latent/knn_acc", +1, "t-SNE plots (Fig. 3)", compare="datasets",
-          proxy="kNN probe accuracy on the VQ-VAE latents, MNIST minus CIFAR-100 (on 100 classes, not the paper's 20 "
-                "superclasses); the paper judged t-SNE plots by eye"),
+    Claim(
+        1, "On MNIST the continuous VAE latents probe better than the VQ-VAE's", ("mnist",), "probe/latent/mlp_acc", -1, "80.05% vs 69.60%"
+    ),
+    Claim(
+        2,
+        "On CIFAR-100 the discrete VQ-VAE latents probe better than the VAE's",
+        ("cifar100",),
+        "probe/latent/mlp_acc",
+        +1,
+        "40.13% vs 24.34%",
+    ),
+    Claim(
+        3,
+        "The VAE reconstructs better than the VQ-VAE on both datasets",
+        ("mnist", "cifar100"),
+        "recon/ssim",
+        -1,
+        "SSIM 0.981 vs 0.906 (MNIST), 0.950 vs 0.598 (CIFAR-100)",
+    ),
+    Claim(
+        4,
+        "VQ-VAE latents cluster well by class on MNIST, only moderately (by superclass) on CIFAR-100",
+        ("mnist", "cifar100"),
+        "probe/latent/knn_acc",
+        +1,
+        "t-SNE plots (Fig. 3)",
+        compare="datasets",
+        proxy="kNN probe accuracy on the VQ-VAE latents, MNIST minus CIFAR-100 (on 100 classes, not the paper's 20 "
+        "superclasses); the paper judged t-SNE plots by eye",
+    ),
 )
 
 

@@ -5,6 +5,7 @@ are drawn from every finished trial's test-split evaluation (MLP probe on the la
 numbers the rest of the report uses, so they describe the trade-off rather than choose a model.
 Trials ASHA stopped early have no final evaluation and are on no front; the section counts them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,10 @@ def counts_sentence(runs: pd.DataFrame, table: pd.DataFrame) -> str:
     searched = search_runs(runs)
     left = outcome(searched).drop(table.index, errors="ignore").value_counts()
     objectives = ", ".join(sorted(searched["objectives"].dropna().unique()))
-    text = (f"{len(searched)} trial run(s) of searches ranked on {objectives}; {len(table)} finished with both a test-split "
-            f"MLP probe and an SSIM, and {int(table['on_front'].sum())} of them are on a front.")
+    text = (
+        f"{len(searched)} trial run(s) of searches ranked on {objectives}; {len(table)} finished with both a test-split "
+        f"MLP probe and an SSIM, and {int(table['on_front'].sum())} of them are on a front."
+    )
     if len(left):
         text += " Left out: " + ", ".join(f"{n} {status}" for status, n in left.items()) + " (no final evaluation)."
     return text
@@ -78,12 +81,25 @@ def front_figure(table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | 
             colour = COLOURS.get(model)
             dominated, front = family[~family["on_front"]], family[family["on_front"]].sort_values(SSIM.column)
             if len(dominated):
-                ax.scatter(dominated[SSIM.column], 100 * dominated[MLP.column], color=colour, alpha=0.25, s=18, edgecolors="none",
-                           label=f"{name}, dominated")
-            ax.plot(front[SSIM.column], 100 * front[MLP.column], color=colour, marker="o", markersize=6, linewidth=1.4, label=f"{name}, front")
-        probe_vs_ssim_axes(ax, runs[runs["dataset"] == dataset], f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM",
-                           "SSIM (test reconstructions)",
-                           "raw pixels, MLP probe")
+                ax.scatter(
+                    dominated[SSIM.column],
+                    100 * dominated[MLP.column],
+                    color=colour,
+                    alpha=0.25,
+                    s=18,
+                    edgecolors="none",
+                    label=f"{name}, dominated",
+                )
+            ax.plot(
+                front[SSIM.column], 100 * front[MLP.column], color=colour, marker="o", markersize=6, linewidth=1.4, label=f"{name}, front"
+            )
+        probe_vs_ssim_axes(
+            ax,
+            runs[runs["dataset"] == dataset],
+            f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM",
+            "SSIM (test reconstructions)",
+            "raw pixels, MLP probe",
+        )
     legend_below(fig, axes, max_columns=3)
     plots.suptitle(fig, "Pareto fronts of the search: label information against reconstruction\none point per finished trial (no interval)")
     return save(fig, path)
@@ -91,15 +107,27 @@ def front_figure(table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | 
 
 def front_markdown(table: pd.DataFrame) -> str:
     """The front's configs, per dataset and family, by SSIM."""
-    front = table[table["on_front"]].sort_values(["dataset", "model", SSIM.column], key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c)
-    rows = [{
-        "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]), "model": MODEL_NAMES.get(r["model"], r["model"]),
-        "K": _shown(r["num_codes"], "d"), "D": _shown(r["code_dim"], "d"), "beta": _shown(r["beta"], ".3g"),
-        "KL weight": _shown(r["kl_weight"], ".3g"), "lr": _shown(r["lr"], ".2g"), "epochs": _shown(r["epochs"], "d"),
-        "probe MLP (%)": f"{100 * r[MLP.column]:.2f}", "SSIM": f"{r[SSIM.column]:.3f}",
-        "train probe linear (%)": _shown(100 * r.get("train_probe/linear_acc", np.nan), ".2f"),
-        "train SSIM": _shown(r.get("train_probe/ssim", np.nan), ".3f"), "run": f"`{r['run_name'] or r['run_id']}`",
-    } for r in front.to_dict("records")]
+    front = table[table["on_front"]].sort_values(
+        ["dataset", "model", SSIM.column], key=lambda c: c.map(dataset_rank) if c.name == "dataset" else c
+    )
+    rows = [
+        {
+            "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]),
+            "model": MODEL_NAMES.get(r["model"], r["model"]),
+            "K": _shown(r["num_codes"], "d"),
+            "D": _shown(r["code_dim"], "d"),
+            "beta": _shown(r["beta"], ".3g"),
+            "KL weight": _shown(r["kl_weight"], ".3g"),
+            "lr": _shown(r["lr"], ".2g"),
+            "epochs": _shown(r["epochs"], "d"),
+            "probe MLP (%)": f"{100 * r[MLP.column]:.2f}",
+            "SSIM": f"{r[SSIM.column]:.3f}",
+            "train probe linear (%)": _shown(100 * r.get("train_probe/linear_acc", np.nan), ".2f"),
+            "train SSIM": _shown(r.get("train_probe/ssim", np.nan), ".3f"),
+            "run": f"`{r['run_name'] or r['run_id']}`",
+        }
+        for r in front.to_dict("records")
+    ]
     return markdown(pd.DataFrame(rows))
 
 
@@ -113,14 +141,18 @@ def section(runs: pd.DataFrame, figures: Path, out: Path) -> tuple[list[str], li
     """The report's Pareto-front section and the figure it drew."""
     section = ["## Pareto fronts of the search", ""]
     if search_runs(runs).empty:
-        section.append("Skipped: these runs are not a search (no trial run is tagged `vqbench.objectives`); "
-                       "`python -m benchmark.sweep --space pareto` runs one.")
+        section.append(
+            "Skipped: these runs are not a search (no trial run is tagged `vqbench.objectives`); "
+            "`python -m benchmark.sweep --space pareto` runs one."
+        )
         return section, []
     table = fronts(runs)
-    section += ["Per dataset and model family, the finished trials that no other trial of the family beats on both the MLP probe "
-                "on the test latents and the test SSIM; dominated trials are faded, the dashed line is the raw pixels' MLP probe. "
-                "The search itself ranked trials on held-out train images only (its objectives below); these test-split numbers "
-                "describe the trade-off it found. " + counts_sentence(runs, table)]
+    section += [
+        "Per dataset and model family, the finished trials that no other trial of the family beats on both the MLP probe "
+        "on the test latents and the test SSIM; dominated trials are faded, the dashed line is the raw pixels' MLP probe. "
+        "The search itself ranked trials on held-out train images only (its objectives below); these test-split numbers "
+        "describe the trade-off it found. " + counts_sentence(runs, table)
+    ]
     path = front_figure(table, runs, figures / "pareto_fronts.png")
     if path is None:
         section += ["", "No finished search trial has both objectives, so there is no front to draw."]

@@ -8,6 +8,7 @@ probe, metric, claimed direction), the test, the margins and why, the families, 
 and the pooling rules. The sweep registers its name and SHA-256 (of the file's bytes) on the
 runs; the report enforces it and flags deviations (`deviations`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,19 @@ PLAN_TAG, PLAN_HASH_TAG = "vqbench.plan", "vqbench.plan_hash"
 PRIMARY, SENSITIVITY, SECONDARY = "primary", "sensitivity", "secondary"
 POOLING_KEYS = ("precision", "probe_protocol", "code_version")
 METRIC_KINDS = ("accuracy", "ssim", "clustering")
-TOP_KEYS = {"name", "description", "test", "primary", "margins", "thresholds", "pooling", "families", "endpoints", "sensitivity", "secondary"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "test",
+    "primary",
+    "margins",
+    "thresholds",
+    "pooling",
+    "families",
+    "endpoints",
+    "sensitivity",
+    "secondary",
+}
 ENDPOINT_KEYS = {"id", "claim", "text", "paper", "dataset", "metric", "compare", "expect", "threshold"}
 
 
@@ -186,7 +199,9 @@ def load_plan(path: str | Path) -> Plan:
         value = float(_need(entry, "value", (int, float), f"[margins.{kind}]", path))
         why = _need(entry, "why", str, f"[margins.{kind}]", path).strip()
         if not 0 < value < widest[kind]:
-            raise PlanError(f"plan {path}: [margins.{kind}].value = {value} must lie above 0 and below {widest[kind]:g}, the metric's range")
+            raise PlanError(
+                f"plan {path}: [margins.{kind}].value = {value} must lie above 0 and below {widest[kind]:g}, the metric's range"
+            )
         if not why:
             raise PlanError(f"plan {path}: [margins.{kind}].why is empty: a margin needs its justification")
         margins[kind] = Margin(value, why)
@@ -223,14 +238,26 @@ def load_plan(path: str | Path) -> Plan:
             raise PlanError(f"plan {path}: {where}.metric = {metric!r} is not a metric name such as probe/latent/mlp_acc")
         threshold = entry.get("threshold", "")
         if compare == "level" and threshold not in thresholds:
-            raise PlanError(f"plan {path}: {where} compares a level but its threshold {threshold!r} is not in [thresholds] "
-                            f"({', '.join(thresholds) or 'none'})")
+            raise PlanError(
+                f"plan {path}: {where} compares a level but its threshold {threshold!r} is not in [thresholds] "
+                f"({', '.join(thresholds) or 'none'})"
+            )
         dataset = _need(entry, "dataset", str, where, path).strip()
         if not dataset:
             raise PlanError(f"plan {path}: {where}.dataset is empty")
-        endpoints.append(Endpoint(_need(entry, "id", str, where, path), _need(entry, "claim", int, where, path),
-                                  _need(entry, "text", str, where, path), str(entry.get("paper", "")), dataset, metric, compare,
-                                  expect, str(threshold)))
+        endpoints.append(
+            Endpoint(
+                _need(entry, "id", str, where, path),
+                _need(entry, "claim", int, where, path),
+                _need(entry, "text", str, where, path),
+                str(entry.get("paper", "")),
+                dataset,
+                metric,
+                compare,
+                expect,
+                str(threshold),
+            )
+        )
     ids = [e.id for e in endpoints]
     if len(set(ids)) != len(ids):
         raise PlanError(f"plan {path}: endpoint ids repeat ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))}): make each unique")
@@ -238,7 +265,9 @@ def load_plan(path: str | Path) -> Plan:
     _unknown(sens, {"metric", "expect", "kl_weight", "vq"}, "[sensitivity]", path)
     kl_weights = {}
     for entry in sens.get("kl_weight", []):
-        kl_weights[_need(entry, "dataset", str, "[[sensitivity.kl_weight]]", path)] = _numbers(entry.get("values"), "[[sensitivity.kl_weight]].values", path)
+        kl_weights[_need(entry, "dataset", str, "[[sensitivity.kl_weight]]", path)] = _numbers(
+            entry.get("values"), "[[sensitivity.kl_weight]].values", path
+        )
     vq_axes = {}
     for entry in sens.get("vq", []):
         _unknown(entry, {"dataset", "num_codes", "code_dim", "beta"}, "[[sensitivity.vq]]", path)
@@ -247,17 +276,34 @@ def load_plan(path: str | Path) -> Plan:
     secondary = data.get("secondary", {})
     _unknown(secondary, {"metrics", "cluster_comparators"}, "[secondary]", path)
     return Plan(
-        name=name, description=str(data.get("description", "")), sha256=hashlib.sha256(raw).hexdigest(), path=path,
-        alpha=alpha, confidence=confidence, min_n=min_n, bootstrap_reps=reps, bootstrap_seed=int(test.get("bootstrap_seed", 0)),
-        representation=representation, probe=probe, label_embedding=label, margins=margins, thresholds=thresholds,
-        pooling=pooling, families=families, endpoints=tuple(endpoints),
-        sensitivity_metric=str(sens.get("metric", f"probe/{representation}/{probe}_acc")), sensitivity_expect=int(sens.get("expect", -1)),
-        kl_weights=kl_weights, vq_axes=vq_axes,
-        secondary_metrics=tuple(secondary.get("metrics", [])), cluster_comparators=tuple(secondary.get("cluster_comparators", [])),
+        name=name,
+        description=str(data.get("description", "")),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        path=path,
+        alpha=alpha,
+        confidence=confidence,
+        min_n=min_n,
+        bootstrap_reps=reps,
+        bootstrap_seed=int(test.get("bootstrap_seed", 0)),
+        representation=representation,
+        probe=probe,
+        label_embedding=label,
+        margins=margins,
+        thresholds=thresholds,
+        pooling=pooling,
+        families=families,
+        endpoints=tuple(endpoints),
+        sensitivity_metric=str(sens.get("metric", f"probe/{representation}/{probe}_acc")),
+        sensitivity_expect=int(sens.get("expect", -1)),
+        kl_weights=kl_weights,
+        vq_axes=vq_axes,
+        secondary_metrics=tuple(secondary.get("metrics", [])),
+        cluster_comparators=tuple(secondary.get("cluster_comparators", [])),
     )
 
 
 # --- registration, read back --------------------------------------------------------------------
+
 
 def deviations(plan: Plan, runs: pd.DataFrame) -> list[str]:
     """Every way the runs and the command line depart from the plan, in words; [] when none."""
@@ -266,16 +312,22 @@ def deviations(plan: Plan, runs: pd.DataFrame) -> list[str]:
     hashes = runs["plan_hash"] if "plan_hash" in runs else pd.Series([None] * len(runs), index=runs.index)
     unregistered = int(names.isna().sum())
     if unregistered:
-        found.append(f"{unregistered} run(s) were registered under no plan (logged before plans were registered, or without one): "
-                     f"the plan `{plan.name}` is applied to them after the fact")
+        found.append(
+            f"{unregistered} run(s) were registered under no plan (logged before plans were registered, or without one): "
+            f"the plan `{plan.name}` is applied to them after the fact"
+        )
     registered = pd.DataFrame({"plan": names, "hash": hashes}).dropna(subset=["plan"])
     for (name, digest), group in registered.groupby(["plan", "hash"], dropna=False):
         if name != plan.name:
             found.append(f"{len(group)} run(s) were registered under another plan, `{name}` (`{str(digest)[:12]}`), not `{plan.name}`")
         elif str(digest) != plan.sha256:
-            found.append(f"the plan `{plan.name}` was edited after {len(group)} run(s) were registered under it "
-                         f"(registered `{str(digest)[:12]}`, now `{plan.short_hash}`)")
+            found.append(
+                f"the plan `{plan.name}` was edited after {len(group)} run(s) were registered under it "
+                f"(registered `{str(digest)[:12]}`, now `{plan.short_hash}`)"
+            )
     for kind, value in plan.overridden.items():
-        found.append(f"the {kind} margin was overridden on the command line: ±{value:g} instead of the plan's declared "
-                     f"±{plan.declared_margins.get(kind, math.nan):g} (metric units; accuracies as fractions)")
+        found.append(
+            f"the {kind} margin was overridden on the command line: ±{value:g} instead of the plan's declared "
+            f"±{plan.declared_margins.get(kind, math.nan):g} (metric units; accuracies as fractions)"
+        )
     return found

@@ -3,6 +3,7 @@
 Figures are built with matplotlib's object API (no pyplot), so no GUI backend and no
 global figure state: safe from a notebook, a test or a headless server.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,24 +31,38 @@ from analysis.tables import (
     finished,
 )
 
-KNOBS = {"num_codes": "K (codebook size)", "code_dim": "D (code dimension)", "beta": "beta (commitment cost)", "kl_weight": "KL weight (VAE)"}
+KNOBS = {
+    "num_codes": "K (codebook size)",
+    "code_dim": "D (code dimension)",
+    "beta": "beta (commitment cost)",
+    "kl_weight": "KL weight (VAE)",
+}
 SENSITIVITY_MEASURES = (MLP, LINEAR, SSIM, USAGE, PERPLEXITY)
 COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
 MARKERS = {"none": "o", "add": "^"}
 # What each metric can take. A figure's band or bar for a mean over seeds is a t interval computed on a scale that
 # cannot leave this range (logit of the position inside a closed range, log above a lower bound), then mapped back:
 # with 2 seeds a t interval on the metric's own scale is 12.7 standard errors wide and passes 100% or SSIM 1.
-METRIC_RANGE = {MLP.column: (0.0, 1.0), LINEAR.column: (0.0, 1.0), KNN.column: (0.0, 1.0), USAGE.column: (0.0, 1.0),
-                SSIM.column: (-1.0, 1.0), PERPLEXITY.column: (0.0, np.inf), **{c: (0.0, 1.0) for c in PIXEL_COLUMNS.values()}}
+METRIC_RANGE = {
+    MLP.column: (0.0, 1.0),
+    LINEAR.column: (0.0, 1.0),
+    KNN.column: (0.0, 1.0),
+    USAGE.column: (0.0, 1.0),
+    SSIM.column: (-1.0, 1.0),
+    PERPLEXITY.column: (0.0, np.inf),
+    **{c: (0.0, 1.0) for c in PIXEL_COLUMNS.values()},
+}
 EDGE = 1e-4  # values at a bound are moved this fraction of the range inside it before the logit (logit(0) is -inf)
-INTERVAL_RULE = (f"Bands and error bars in the figures: the mean over seeds with a {CONFIDENCE:.0%} Student t interval (n - 1 degrees "
-                 "of freedom, n = seeds) computed on a scale that cannot leave the metric's range and mapped back: the logit of "
-                 "accuracies, codebook usage and other proportions (range [0, 1]) and of (SSIM + 1) / 2 (SSIM's range [-1, 1]), the "
-                 "log of perplexity (> 0), so no band passes 0, 100% or SSIM 1; values at a bound are moved 0.01% of the range "
-                 "inside it first, and seeds that agree exactly give a band of zero width. The ± in the tables is the half-width "
-                 "of the symmetric t interval on the metric's own scale (the verdict arithmetic's), which can pass a bound at "
-                 "small n. The verdicts' intervals of differences (paired t, two-level bootstrap) are intervals of a difference, "
-                 "not of a bounded metric, and are not bounded this way.")
+INTERVAL_RULE = (
+    f"Bands and error bars in the figures: the mean over seeds with a {CONFIDENCE:.0%} Student t interval (n - 1 degrees "
+    "of freedom, n = seeds) computed on a scale that cannot leave the metric's range and mapped back: the logit of "
+    "accuracies, codebook usage and other proportions (range [0, 1]) and of (SSIM + 1) / 2 (SSIM's range [-1, 1]), the "
+    "log of perplexity (> 0), so no band passes 0, 100% or SSIM 1; values at a bound are moved 0.01% of the range "
+    "inside it first, and seeds that agree exactly give a band of zero width. The ± in the tables is the half-width "
+    "of the symmetric t interval on the metric's own scale (the verdict arithmetic's), which can pass a bound at "
+    "small n. The verdicts' intervals of differences (paired t, two-level bootstrap) are intervals of a difference, "
+    "not of a bounded metric, and are not bounded this way."
+)
 DPI = 110  # every figure is saved at this resolution
 PROBE_AXIS = "MLP-probe accuracy on the test latents (%)"
 MAX_LINE_POINTS = 12
@@ -177,8 +192,9 @@ def _cut_open_bands(ax) -> None:
     top = OPEN_VIEW * max(means)
     if ax.dataLim.y1 > top:
         ax.set_ylim(0, top)
-        ax.text(0.99, 0.97, "band cut at the top edge: it runs higher", transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                color="0.3")
+        ax.text(
+            0.99, 0.97, "band cut at the top edge: it runs higher", transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.3"
+        )
 
 
 def _reference_bands(ax, runs: pd.DataFrame, knob: str, measure: Measure) -> None:
@@ -196,8 +212,13 @@ def _reference_bands(ax, runs: pd.DataFrame, knob: str, measure: Measure) -> Non
     for name, colour, est in references:
         if np.isnan(est.mean):
             continue
-        ax.axhline(est.mean * scale, color=colour, linestyle="--", linewidth=1,
-                   label=f"{name} (mean{f', band {CONFIDENCE:.0%} t' if est.has_interval else ''}, {seeds_label([est.n])})")
+        ax.axhline(
+            est.mean * scale,
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            label=f"{name} (mean{f', band {CONFIDENCE:.0%} t' if est.has_interval else ''}, {seeds_label([est.n])})",
+        )
         if est.has_interval:
             ax.axhspan(est.low * scale, est.high * scale, color=colour, alpha=0.12, linewidth=0)
 
@@ -236,8 +257,16 @@ def ssim_vs_probe_figure(runs: pd.DataFrame, path: Path) -> Path | None:
         here = done[done["dataset"] == dataset]
         for (model, label), group in _by_model_and_label(here):
             name = MODEL_NAMES.get(model, model) + (" + label emb." if label == "add" else "")
-            ax.scatter(group[MLP.column] * 100, group[SSIM.column], color=COLOURS.get(model), marker=MARKERS.get(label, "o"),
-                       s=22, alpha=0.75, label=name, edgecolors="none")
+            ax.scatter(
+                group[MLP.column] * 100,
+                group[SSIM.column],
+                color=COLOURS.get(model),
+                marker=MARKERS.get(label, "o"),
+                s=22,
+                alpha=0.75,
+                label=name,
+                edgecolors="none",
+            )
         ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: MLP probe against SSIM", fontsize=10)
         ax.set_xlabel(PROBE_AXIS)
         ax.set_ylabel("SSIM (test reconstructions)")

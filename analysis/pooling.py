@@ -4,6 +4,7 @@ A cell is what one side of a comparison averages over: the finished runs of one 
 setting and training configuration (every config knob but the seed and the keys checked here). The report
 refuses such a cell (exit 2, naming the runs) unless --allow-pooling, and then says so in its header.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -20,7 +21,11 @@ def probe_protocol(runs: pd.DataFrame) -> pd.Series:
     """The `probe.protocol` param where recorded, else the probe.* settings the run was probed with, as text."""
     columns = sorted(c for c in runs.columns if c.startswith(PROBE_PARAMS) and c != PROTOCOL_PARAM)
     settings = runs[columns].astype(object).map(lambda v: "?" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v))
-    described = settings.apply(lambda row: ",".join(f"{c[len(PROBE_PARAMS):]}={v}" for c, v in row.items()), axis=1) if columns else pd.Series("", index=runs.index)
+    described = (
+        settings.apply(lambda row: ",".join(f"{c[len(PROBE_PARAMS) :]}={v}" for c, v in row.items()), axis=1)
+        if columns
+        else pd.Series("", index=runs.index)
+    )
     if PROTOCOL_PARAM in runs:
         return runs[PROTOCOL_PARAM].astype(object).where(runs[PROTOCOL_PARAM].notna(), described)
     return described
@@ -51,8 +56,14 @@ def violations(runs: pd.DataFrame, refuse: tuple[str, ...]) -> list[str]:
         for cell, group in frame.groupby(keys, dropna=False, sort=False):
             if group["_value"].nunique() <= 1:
                 continue
-            where = ", ".join(f"{k}={v}" for k, v in zip(keys, cell) if k in ("model", "dataset", "label_embedding", "num_codes", "code_dim", "beta", "kl_weight") and not pd.isna(v))
-            parts = "; ".join(f"{str(v)[:40]}: {', '.join(g['run_id'].astype(str).head(6))}{' ...' if len(g) > 6 else ''}"
-                              for v, g in group.groupby("_value", sort=True))
+            where = ", ".join(
+                f"{k}={v}"
+                for k, v in zip(keys, cell)
+                if k in ("model", "dataset", "label_embedding", "num_codes", "code_dim", "beta", "kl_weight") and not pd.isna(v)
+            )
+            parts = "; ".join(
+                f"{str(v)[:40]}: {', '.join(g['run_id'].astype(str).head(6))}{' ...' if len(g) > 6 else ''}"
+                for v, g in group.groupby("_value", sort=True)
+            )
             found.append(f"{CHECKED[key]} differs within one cell ({where}): {parts}")
     return found

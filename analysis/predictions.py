@@ -5,6 +5,7 @@ A trial logs `predictions.npz`: `labels` (int, test order) and one int array per
 (e.g. `latent/mlp`, `codes/linear`, `pixels/mlp`). An exported batch keeps them beside its CSV as
 `<csv-stem>.predictions.npz`, with keys `{run_id}/labels` and `{run_id}/{rep}/{probe}`.
 """
+
 from __future__ import annotations
 
 import re
@@ -92,8 +93,9 @@ def from_store(client, run_ids: list[str]) -> Predictions:
     return found
 
 
-def image_differences(a: pd.DataFrame, b: pd.DataFrame, seeds: list, metric: str, predictions: Predictions | None,
-                      metric_a: str | None = None) -> np.ndarray | None:
+def image_differences(
+    a: pd.DataFrame, b: pd.DataFrame, seeds: list, metric: str, predictions: Predictions | None, metric_a: str | None = None
+) -> np.ndarray | None:
     """d[seed, image] = b's correctness minus a's (runs of a seed averaged), on the same test images; None unless
     every run of both sides at those seeds has predictions for the metric's probe, on test sets of one length."""
     key, key_a = key_for(metric), key_for(metric_a or metric)

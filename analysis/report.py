@@ -15,6 +15,7 @@ or none, a plan edited since, margins overridden here, cells pooled with --allow
 input (a bad plan, unknown experiment, unreachable store, unreadable CSV, no finished runs, runs
 the plan refuses to pool) prints one message and exits 2 before anything is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,15 @@ def gather_csv(paths: list[Path]) -> Inputs:
     runs = read_runs_csv(paths)
     _check_finished(runs, ", ".join(str(p) for p in paths))
     folders = tuple(dict.fromkeys(p.resolve().parent / "figures" for p in paths))
-    return Inputs(None, None, runs, 0, "runs CSV " + ", ".join(f"`{p.name}`" for p in paths), predictions=predictions.from_csvs(paths),
-                  figure_folders=folders)
+    return Inputs(
+        None,
+        None,
+        runs,
+        0,
+        "runs CSV " + ", ".join(f"`{p.name}`" for p in paths),
+        predictions=predictions.from_csvs(paths),
+        figure_folders=folders,
+    )
 
 
 def check_pooling(inputs: Inputs, plan: Plan, allow: bool) -> None:
@@ -79,15 +87,19 @@ def check_pooling(inputs: Inputs, plan: Plan, allow: bool) -> None:
     found = pooling.violations(inputs.runs, plan.pooling)
     if found and not allow:
         listed = "\n  ".join(found[:10]) + (f"\n  ... and {len(found) - 10} more" if len(found) > 10 else "")
-        raise RunsError(f"the plan `{plan.name}` refuses to pool these runs into one cell:\n  {listed}\n"
-                        "report on one precision, probe protocol and code version at a time, or pass --allow-pooling (the header will say so)")
+        raise RunsError(
+            f"the plan `{plan.name}` refuses to pool these runs into one cell:\n  {listed}\n"
+            "report on one precision, probe protocol and code version at a time, or pass --allow-pooling (the header will say so)"
+        )
     inputs.pooled = tuple(found)
 
 
 def _check_finished(runs: pd.DataFrame, where: str) -> None:
     if tables.finished(runs).empty:
         counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
-        raise RunsError(f"no FINISHED trial runs in {where} ({counts}): wait for the sweep to finish, or look at their vqbench.error tags and rerun it")
+        raise RunsError(
+            f"no FINISHED trial runs in {where} ({counts}): wait for the sweep to finish, or look at their vqbench.error tags and rerun it"
+        )
 
 
 def write_report(inputs: Inputs, out: Path) -> list[Path]:
@@ -124,15 +136,21 @@ def log_report(inputs: Inputs, files: list[Path], out: Path) -> None:
 
 # --- sections ------------------------------------------------------------------------------
 
+
 def _header(inputs: Inputs, plan: Plan) -> str:
     runs = inputs.runs
     experiments = ", ".join(f"`{e}`" for e in sorted(runs["experiment"].dropna().unique())) or "?"
     lines = [f"# vqbench report: experiment {experiments}", "", f"- Read from: {inputs.origin}"]
     sweeps = runs.groupby(runs["parent_run_id"].fillna("none"), sort=False).agg(sweep=("sweep", "first"), trials=("run_id", "size"))
-    listed = [f"`{name or 'unnamed'}` (`{run_id}`, {row_trials} trial run(s))" for run_id, name, row_trials in zip(sweeps.index, sweeps["sweep"], sweeps["trials"])]
+    listed = [
+        f"`{name or 'unnamed'}` (`{run_id}`, {row_trials} trial run(s))"
+        for run_id, name, row_trials in zip(sweeps.index, sweeps["sweep"], sweeps["trials"])
+    ]
     lines.append(f"- Sweeps covered ({len(listed)}): " + "; ".join(listed))
     if inputs.outside:
-        lines.append(f"- Left out: {inputs.outside} trial run(s) of other sweeps in this experiment (pass --parent-run-id to report on another sweep, --all-sweeps for all)")
+        lines.append(
+            f"- Left out: {inputs.outside} trial run(s) of other sweeps in this experiment (pass --parent-run-id to report on another sweep, --all-sweeps for all)"
+        )
     commits = sorted(runs["git_commit"].dropna().unique())
     lines.append(f"- Code version of the trials (git commit): {', '.join(f'`{c[:10]}`' for c in commits) or 'unknown'}")
     lines += _dataset_lines(tables.finished(runs))
@@ -155,61 +173,82 @@ def _dataset_lines(finished: pd.DataFrame) -> list[str]:
     lines = [f"- Datasets: {'; '.join(parts) or 'none'}"]
     channels = pd.to_numeric(finished["dataset.channels"], errors="coerce") if "dataset.channels" in finished else pd.Series(dtype=float)
     if (channels == 3).any() or finished["dataset"].isin(["cifar10", "cifar100"]).any():
-        lines.append("- SSIM on colour images: scikit-image's `structural_similarity` with `channel_axis` (7x7 window, data range 1), "
-                     "the mean of the three channels' SSIM per image, then the mean over images")
+        lines.append(
+            "- SSIM on colour images: scikit-image's `structural_similarity` with `channel_axis` (7x7 window, data range 1), "
+            "the mean of the three channels' SSIM per image, then the mean over images"
+        )
     return lines
 
 
 def _plan_lines(inputs: Inputs, plan: Plan) -> list[str]:
     sizes = {PRIMARY: len(plan.endpoints), SENSITIVITY: knobs.declared_size(plan), SECONDARY: claims.secondary_size(plan)}
-    lines = [f"- Analysis plan: `{plan.name}` (`{plan.path.name}`, SHA-256 `{plan.short_hash}`): {plan.description}",
-             "- Families (Holm within each, difference and TOST p together): " + "; ".join(
-                 f"**{name}** ({sizes[name]} declared tests)" for name in (PRIMARY, SENSITIVITY, SECONDARY)),
-             f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; equivalence margins (declared bounds, not "
-             "statistics): " + "; ".join(
-                 f"{kind} ±{m.value:g}" for kind, m in plan.margins.items())]
+    lines = [
+        f"- Analysis plan: `{plan.name}` (`{plan.path.name}`, SHA-256 `{plan.short_hash}`): {plan.description}",
+        "- Families (Holm within each, difference and TOST p together): "
+        + "; ".join(f"**{name}** ({sizes[name]} declared tests)" for name in (PRIMARY, SENSITIVITY, SECONDARY)),
+        f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; equivalence margins (declared bounds, not "
+        "statistics): " + "; ".join(f"{kind} ±{m.value:g}" for kind, m in plan.margins.items()),
+    ]
     for text in deviations(plan, inputs.runs):
         lines.append(f"- **Deviation from the plan:** {text}")
     if inputs.pooled:
-        lines.append(f"- **Pooled with --allow-pooling ({len(inputs.pooled)} cell(s)), against the plan's pooling rule:** "
-                     + "; ".join(inputs.pooled[:5]) + (" ..." if len(inputs.pooled) > 5 else ""))
+        lines.append(
+            f"- **Pooled with --allow-pooling ({len(inputs.pooled)} cell(s)), against the plan's pooling rule:** "
+            + "; ".join(inputs.pooled[:5])
+            + (" ..." if len(inputs.pooled) > 5 else "")
+        )
     return lines
 
 
 def _settings_lines(finished: pd.DataFrame) -> list[str]:
     """The precisions and probe settings the numbers come from; a warning where runs were probed differently."""
-    lines = [f"- Precision: {', '.join(f'{p} ({n} run(s))' for p, n in finished['precision'].value_counts().sort_index().items()) or 'none'}"]
+    lines = [
+        f"- Precision: {', '.join(f'{p} ({n} run(s))' for p, n in finished['precision'].value_counts().sort_index().items()) or 'none'}"
+    ]
     columns = sorted(c for c in finished.columns if c.startswith(PROBE_PARAMS))
     settings = finished[columns].astype(object).map(lambda v: "?" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v))
-    described = settings.apply(lambda row: ", ".join(f"{c[len(PROBE_PARAMS):]}={v}" for c, v in row.items()), axis=1)
+    described = settings.apply(lambda row: ", ".join(f"{c[len(PROBE_PARAMS) :]}={v}" for c, v in row.items()), axis=1)
     counts = described.value_counts()
     listed = "; ".join(f"{text or 'not recorded'} ({n} run(s))" for text, n in counts.items())
     lines.append(f"- Probe settings: {listed or 'none'}")
     if len(counts) > 1:
-        lines.append(f"- **Warning:** these runs were probed in {len(counts)} different ways; probe accuracies from different "
-                     "settings are not comparable, and the paired comparisons below mix them. Report on one setting at a time.")
+        lines.append(
+            f"- **Warning:** these runs were probed in {len(counts)} different ways; probe accuracies from different "
+            "settings are not comparable, and the paired comparisons below mix them. Report on one setting at a time."
+        )
     return lines
 
 
 def _runs_section(runs: pd.DataFrame) -> str:
     counts = tables.status_counts(runs)
     done = int(counts.loc[counts["status"] == tables.FINISHED, "runs"].iloc[0])
-    text = ["## Runs", "", tables.markdown(counts.astype(str)), "",
-            f"Only the {done} FINISHED run(s) enter the numbers below; runs stopped early by the scheduler (no final evaluation), "
-            "failed, killed and still-running runs are counted here and left out."]
+    text = [
+        "## Runs",
+        "",
+        tables.markdown(counts.astype(str)),
+        "",
+        f"Only the {done} FINISHED run(s) enter the numbers below; runs stopped early by the scheduler (no final evaluation), "
+        "failed, killed and still-running runs are counted here and left out.",
+    ]
     repeats = tables.finished(runs)["config_id"].dropna().duplicated().sum()
     if repeats:
-        text.append(f"\n{repeats} finished run(s) repeat a config (same config_id, so the same seed) of another run; "
-                    "they are averaged within their seed first, so n counts seeds, not runs.")
+        text.append(
+            f"\n{repeats} finished run(s) repeat a config (same config_id, so the same seed) of another run; "
+            "they are averaged within their seed first, so n counts seeds, not runs."
+        )
     bad = runs.drop(tables.finished(runs).index)
     if len(bad):
         listed = bad.head(MAX_LISTED_FAILURES)
-        frame = pd.DataFrame({
-            "run": [f"`{r}`" for r in listed["run_name"].fillna(listed["run_id"])],
-            "status": tables.outcome(listed),
-            "model": listed["model"].fillna("?"), "dataset": listed["dataset"].fillna("?"), "seed": listed["seed"].astype(str),
-            "error": [str(e).splitlines()[0][:160] if isinstance(e, str) and e else "" for e in listed["error"]],
-        })
+        frame = pd.DataFrame(
+            {
+                "run": [f"`{r}`" for r in listed["run_name"].fillna(listed["run_id"])],
+                "status": tables.outcome(listed),
+                "model": listed["model"].fillna("?"),
+                "dataset": listed["dataset"].fillna("?"),
+                "seed": listed["seed"].astype(str),
+                "error": [str(e).splitlines()[0][:160] if isinstance(e, str) and e else "" for e in listed["error"]],
+            }
+        )
         text += ["", tables.markdown(frame)]
         if len(bad) > len(listed):
             text.append(f"\n... and {len(bad) - len(listed)} more.")
@@ -224,8 +263,10 @@ def _intervals_section() -> str:
 def _seed_note(table: pd.DataFrame) -> str:
     models = table[table["model"] != "pixels"]
     if (models["n"] <= 1).all():
-        return ("**Single seed:** every row rests on one run, so the tables give means without intervals "
-                "and no difference between models can be resolved by this data. Run more seeds (e.g. `--seeds 3`).")
+        return (
+            "**Single seed:** every row rests on one run, so the tables give means without intervals "
+            "and no difference between models can be resolved by this data. Run more seeds (e.g. `--seeds 3`)."
+        )
     notes = []
     if (models["n"] <= 1).any():
         notes.append("Rows with n = 1 rest on a single seed: they show the mean without an interval.")
@@ -236,14 +277,16 @@ def _seed_note(table: pd.DataFrame) -> str:
 
 def _table1_section(runs: pd.DataFrame) -> list[str]:
     table = tables.table1(runs)
-    intro = (f"Each cell: mean ± half-width of the symmetric {CONFIDENCE:.0%} Student t interval over the row's n seeds (the n "
-             "column; a cell with fewer seeds says its own n), on the metric's own scale, so it can pass 100% or SSIM 1 at small n "
-             "(see Intervals); runs repeating a config within a seed are averaged first. "
-             "Accuracies in % (probe on the latents: MLP = the paper's feed-forward probe, linear, kNN). "
-             "The paper's numbers (one run each, K=512, D=64, beta=0.25, label embedding `add`, 10 epochs) stand beside every "
-             "row of their model and dataset; *vs paper setting* says which rows match that setting. VAE rows have no K or beta "
-             "(they mean nothing to a VAE). The *raw pixels* rows are the same probes on the flattened pixels, averaged per seed "
-             "over all runs on the dataset: the reference any latent should beat.")
+    intro = (
+        f"Each cell: mean ± half-width of the symmetric {CONFIDENCE:.0%} Student t interval over the row's n seeds (the n "
+        "column; a cell with fewer seeds says its own n), on the metric's own scale, so it can pass 100% or SSIM 1 at small n "
+        "(see Intervals); runs repeating a config within a seed are averaged first. "
+        "Accuracies in % (probe on the latents: MLP = the paper's feed-forward probe, linear, kNN). "
+        "The paper's numbers (one run each, K=512, D=64, beta=0.25, label embedding `add`, 10 epochs) stand beside every "
+        "row of their model and dataset; *vs paper setting* says which rows match that setting. VAE rows have no K or beta "
+        "(they mean nothing to a VAE). The *raw pixels* rows are the same probes on the flattened pixels, averaged per seed "
+        "over all runs on the dataset: the reference any latent should beat."
+    )
     section = ["## Table 1, rebuilt", "", intro]
     note = _seed_note(table)
     if note:
@@ -258,27 +301,39 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
     differences = claims.model_differences(runs)
     primary = tested[tested["family"] == PRIMARY]
     seed_only = int(((primary["interval"] == "seed-only t") & (primary["n"] > 0)).sum())
-    intro = (f"Each endpoint is declared in the plan `{plan.name}`: VQ-VAE minus VAE over matched seeds (same dataset, seed, "
-             "precision and shared training settings), or, for claim 4, the VQ-VAE's clustering ARI minus the plan's threshold "
-             f"('well' {plan.thresholds.get('well', float('nan')):g}, 'moderately' {plan.thresholds.get('moderately', float('nan')):g}). "
-             f"Runs with label_embedding={plan.label_embedding} only. Test: the paired t over seeds (p, Holm p), the exact sign-flip p "
-             f"beside it ('†' where the two disagree at {plan.alpha:g}; its floor is 2/2^n), and TOST for |difference| < margin "
-             f"(p < {plan.alpha:g} exactly when the 90% interval lies inside the margin). Both p-values of every endpoint are "
-             f"Holm-adjusted together in family **{PRIMARY}** ({len(plan.endpoints)} declared endpoints, so "
-             f"{2 * len(plan.endpoints)} hypotheses, whatever runs were passed: an endpoint without runs counts). *supported* / "
-             f"*contradicted*: Holm p < {plan.alpha:g} with the interval on the claimed / the other side of 0; *within the margin*: "
-             "Holm-adjusted TOST p below it; both are said where both hold; *not resolved* otherwise; *no verdict* below "
-             f"n = {plan.min_n}. The primary interval holds seeds and test images (two-level bootstrap over per-image predictions) "
-             f"where every run saved them; {seed_only} measured endpoint(s) here rest on runs without per-image predictions (or on a "
-             "metric without a per-image record: SSIM, ARI) and so carry the seed-only t interval, which ignores that every seed "
-             "shares one test set: each such row says so.")
+    intro = (
+        f"Each endpoint is declared in the plan `{plan.name}`: VQ-VAE minus VAE over matched seeds (same dataset, seed, "
+        "precision and shared training settings), or, for claim 4, the VQ-VAE's clustering ARI minus the plan's threshold "
+        f"('well' {plan.thresholds.get('well', float('nan')):g}, 'moderately' {plan.thresholds.get('moderately', float('nan')):g}). "
+        f"Runs with label_embedding={plan.label_embedding} only. Test: the paired t over seeds (p, Holm p), the exact sign-flip p "
+        f"beside it ('†' where the two disagree at {plan.alpha:g}; its floor is 2/2^n), and TOST for |difference| < margin "
+        f"(p < {plan.alpha:g} exactly when the 90% interval lies inside the margin). Both p-values of every endpoint are "
+        f"Holm-adjusted together in family **{PRIMARY}** ({len(plan.endpoints)} declared endpoints, so "
+        f"{2 * len(plan.endpoints)} hypotheses, whatever runs were passed: an endpoint without runs counts). *supported* / "
+        f"*contradicted*: Holm p < {plan.alpha:g} with the interval on the claimed / the other side of 0; *within the margin*: "
+        "Holm-adjusted TOST p below it; both are said where both hold; *not resolved* otherwise; *no verdict* below "
+        f"n = {plan.min_n}. The primary interval holds seeds and test images (two-level bootstrap over per-image predictions) "
+        f"where every run saved them; {seed_only} measured endpoint(s) here rest on runs without per-image predictions (or on a "
+        "metric without a per-image record: SSIM, ARI) and so carry the seed-only t interval, which ignores that every seed "
+        "shares one test set: each such row says so."
+    )
     section = ["## The paper's claims, tested under the plan", "", intro, ""]
     section += [f"- {s}" for s in claims.claim_sentences(tested)]
-    section += ["", claims.claims_markdown(tested, PRIMARY), "", "### Secondary: other representations and probes", "",
-                f"Family **{SECONDARY}** ({claims.secondary_size(plan)} declared tests): {plan.families[SECONDARY]} Holm within this "
-                "family only; these describe, they are not the verdict.",
-                "", claims.claims_markdown(tested, SECONDARY), "", "### VQ-VAE minus VAE, per dataset", "",
-                "Paired t interval and unadjusted p: these describe, they are not claims."]
+    section += [
+        "",
+        claims.claims_markdown(tested, PRIMARY),
+        "",
+        "### Secondary: other representations and probes",
+        "",
+        f"Family **{SECONDARY}** ({claims.secondary_size(plan)} declared tests): {plan.families[SECONDARY]} Holm within this "
+        "family only; these describe, they are not the verdict.",
+        "",
+        claims.claims_markdown(tested, SECONDARY),
+        "",
+        "### VQ-VAE minus VAE, per dataset",
+        "",
+        "Paired t interval and unadjusted p: these describe, they are not claims.",
+    ]
     if differences.empty:
         section.append("No dataset has finished runs of both models, so no difference can be computed.")
     else:
@@ -286,16 +341,22 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
         stand_ins = sorted(differences.loc[differences["stand_in"], "dataset"].unique())
         if stand_ins:
             names = ", ".join(tables.DATASET_NAMES.get(d, d) for d in stand_ins)
-            section += ["", f"{names}: not the paper's datasets; their differences are reported for what they show, "
-                            "and only a dataset the plan declares enters a verdict."]
+            section += [
+                "",
+                f"{names}: not the paper's datasets; their differences are reported for what they show, "
+                "and only a dataset the plan declares enters a verdict.",
+            ]
     return section
 
 
 def _label_section(runs: pd.DataFrame) -> list[str]:
-    section = ["## Label embedding: how much of the accuracy is the leaked label", "",
-               "The paper added a label embedding to the latent before quantization, and then probed that latent for the label. "
-               "`add` runs do the same; `none` runs do not. The difference, add minus none over matched seeds (paired t "
-               f"{CONFIDENCE:.0%} interval), is the accuracy that the leaked label buys."]
+    section = [
+        "## Label embedding: how much of the accuracy is the leaked label",
+        "",
+        "The paper added a label embedding to the latent before quantization, and then probed that latent for the label. "
+        "`add` runs do the same; `none` runs do not. The difference, add minus none over matched seeds (paired t "
+        f"{CONFIDENCE:.0%} interval), is the accuracy that the leaked label buys.",
+    ]
     effect = leakage.label_embedding_effect(runs)
     if effect.empty:
         used = sorted(tables.finished(runs)["label_embedding"].dropna().unique())
@@ -307,19 +368,26 @@ def _label_section(runs: pd.DataFrame) -> list[str]:
 
 
 def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[str], list[Path]]:
-    section = ["## Figures 1-3: reconstructions and t-SNE of representative runs", "",
-               "For each model, dataset and label setting, the finished run with the median MLP-probe accuracy. Reconstructions: "
-               "originals on top, reconstructions below (the paper's Fig. 1-2). t-SNE of the test latents, coloured by class "
-               "(CIFAR-100: the 20 superclasses; the paper's Fig. 3)."]
+    section = [
+        "## Figures 1-3: reconstructions and t-SNE of representative runs",
+        "",
+        "For each model, dataset and label setting, the finished run with the median MLP-probe accuracy. Reconstructions: "
+        "originals on top, reconstructions below (the paper's Fig. 1-2). t-SNE of the test latents, coloured by class "
+        "(CIFAR-100: the 20 superclasses; the paper's Fig. 3).",
+    ]
     written = []
     absent = []
     picked = tables.representative_runs(inputs.runs)
     for row in picked.to_dict("records"):
         accuracy = row.get(tables.MLP.column)
         shown = "—" if accuracy is None or pd.isna(accuracy) else f"{100 * accuracy:.2f}%"
-        section += ["", f"### {tables.MODEL_NAMES.get(row['model'], row['model'])} on {tables.DATASET_NAMES.get(row['dataset'], row['dataset'])}, "
-                        f"label_embedding={row['label_embedding']}",
-                    "", f"Run `{row['run_name'] or row['run_id']}` (`{row['run_id']}`), seed {row['seed']}, MLP probe {shown}."]
+        section += [
+            "",
+            f"### {tables.MODEL_NAMES.get(row['model'], row['model'])} on {tables.DATASET_NAMES.get(row['dataset'], row['dataset'])}, "
+            f"label_embedding={row['label_embedding']}",
+            "",
+            f"Run `{row['run_name'] or row['run_id']}` (`{row['run_id']}`), seed {row['seed']}, MLP probe {shown}.",
+        ]
         for name in RUN_FIGURES:
             target = figures / f"{row['model']}_{row['dataset']}_{row['label_embedding']}_{name}"
             if inputs.source is not None and download_artifact(inputs.source, row["run_id"], name, target):
@@ -335,8 +403,10 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
         if inputs.source is not None:
             why = "not among the run's MLflow artifacts (the trial logged no such figure)"
         else:
-            why = ("a runs CSV carries no artifacts, and neither this report's `figures/` nor the `figures/` folder beside the runs "
-                   "CSV (where a results folder carries its runs' figures) has the file")
+            why = (
+                "a runs CSV carries no artifacts, and neither this report's `figures/` nor the `figures/` folder beside the runs "
+                "CSV (where a results folder carries its runs' figures) has the file"
+            )
         section += ["", f"**Absent figures ({len(absent)}):** {'; '.join(absent)}: {why}."]
     if picked.empty:
         section += ["", "No finished runs."]
@@ -358,28 +428,55 @@ def _carry(target: Path, folders: tuple[Path, ...]) -> bool:
 
 # --- command line --------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (or id) the sweep logged to (default: {DEFAULT_EXPERIMENT}, the sweep's)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)")
+    parser.add_argument(
+        "--experiment",
+        default=DEFAULT_EXPERIMENT,
+        help=f"MLflow experiment name (or id) the sweep logged to (default: {DEFAULT_EXPERIMENT}, the sweep's)",
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)"
+    )
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md and figures/ (default: report/)")
     parser.add_argument("--parent-run-id", default=None, help="the sweep run to report on and log to (default: the latest)")
     parser.add_argument("--all-sweeps", action="store_true", help="include the trials of every sweep in the experiment")
-    parser.add_argument("--runs", type=Path, nargs="+", default=None, metavar="CSV",
-                        help="build the report from runs CSVs (`python -m analysis.export`) instead of an MLflow store")
-    parser.add_argument("--plan", type=Path, default=DEFAULT_PLAN, help="the analysis plan (TOML) the report enforces (default: analysis/plans/paper.toml)")
-    parser.add_argument("--allow-pooling", action="store_true",
-                        help="average runs of different precisions, probe protocols or code versions into one cell anyway (the header says so)")
-    parser.add_argument("--accuracy-margin", type=float, default=None,
-                        help="override the plan's equivalence margin for accuracies, in points (a deviation the header names)")
-    parser.add_argument("--ssim-margin", type=float, default=None, help="override the plan's equivalence margin for SSIM (a deviation the header names)")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="CSV",
+        help="build the report from runs CSVs (`python -m analysis.export`) instead of an MLflow store",
+    )
+    parser.add_argument(
+        "--plan", type=Path, default=DEFAULT_PLAN, help="the analysis plan (TOML) the report enforces (default: analysis/plans/paper.toml)"
+    )
+    parser.add_argument(
+        "--allow-pooling",
+        action="store_true",
+        help="average runs of different precisions, probe protocols or code versions into one cell anyway (the header says so)",
+    )
+    parser.add_argument(
+        "--accuracy-margin",
+        type=float,
+        default=None,
+        help="override the plan's equivalence margin for accuracies, in points (a deviation the header names)",
+    )
+    parser.add_argument(
+        "--ssim-margin", type=float, default=None, help="override the plan's equivalence margin for SSIM (a deviation the header names)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded figure is noise
     for name, widest in (("accuracy_margin", 100.0), ("ssim_margin", 2.0)):  # the width of each metric's whole range
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and 0 < value < widest):
-            print(f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a number above 0 and below {widest:g}, "
-                  "the metric's whole range (a margin that wide calls everything equivalent)", file=sys.stderr)
+            print(
+                f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a number above 0 and below {widest:g}, "
+                "the metric's whole range (a margin that wide calls everything equivalent)",
+                file=sys.stderr,
+            )
             return 2
     if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri):
         print("error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id and --all-sweeps", file=sys.stderr)
@@ -413,11 +510,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log_report(inputs, files, out)
     except Exception as err:  # the artifact store may be elsewhere than the tracking store
-        print(f"error: the report is written but could not be logged to run {inputs.sweep.info.run_id} ({err}): check the artifact store", file=sys.stderr)
+        print(
+            f"error: the report is written but could not be logged to run {inputs.sweep.info.run_id} ({err}): check the artifact store",
+            file=sys.stderr,
+        )
         return 1
     run_id = inputs.sweep.info.run_id
-    print(f"logged under {ARTIFACT_DIR}/ of sweep run {run_id}: in `mlflow ui`, "
-          f"#/experiments/{inputs.source.experiment_id}/runs/{run_id} -> Artifacts")
+    print(
+        f"logged under {ARTIFACT_DIR}/ of sweep run {run_id}: in `mlflow ui`, "
+        f"#/experiments/{inputs.source.experiment_id}/runs/{run_id} -> Artifacts"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ Params come back from MLflow as strings; they are typed here from `TrialConfig`'
 Knobs that mean nothing for a model are NA in its rows (K, beta and the EMA/restart
 switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on them.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,10 +49,25 @@ TAG_COLUMNS = {
     "dataset.train_images": "dataset.train_images",
     "dataset.test_images": "dataset.test_images",
 }
-DATASET_TAGS = ("dataset.hash", "dataset.note", "dataset.classes", "dataset.class_names", "dataset.channels", "dataset.root",
-                "dataset.train_images", "dataset.test_images")  # the dataset's card (benchmark.data.DatasetCard)
+DATASET_TAGS = (
+    "dataset.hash",
+    "dataset.note",
+    "dataset.classes",
+    "dataset.class_names",
+    "dataset.channels",
+    "dataset.root",
+    "dataset.train_images",
+    "dataset.test_images",
+)  # the dataset's card (benchmark.data.DatasetCard)
 LATER_TAGS = ("stopped_at_epoch", "study", "objectives", "plan", "plan_hash", *DATASET_TAGS)
-TEXT_COLUMNS = ("plan", "plan_hash", "dataset.hash", "dataset.note", "dataset.class_names", "dataset.root")  # never typed as numbers (a hash may be all digits)
+TEXT_COLUMNS = (
+    "plan",
+    "plan_hash",
+    "dataset.hash",
+    "dataset.note",
+    "dataset.class_names",
+    "dataset.root",
+)  # never typed as numbers (a hash may be all digits)
 # Config fields added after runs were published, with the value that describes the runs logged before them.
 LATER_CONFIG = {"train_probe_every": 0}  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.
@@ -85,7 +101,7 @@ def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
         raise RunsError(str(err)) from None
     if uri.startswith("sqlite:///"):
         # MLflow would silently create an empty database here; a missing file is a wrong path.
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         if not path.is_file():
             raise RunsError(f"no MLflow store at {path}: pass --tracking-uri sqlite:////abs/path/mlflow.db pointing at the sweep's store")
     try:
@@ -96,7 +112,9 @@ def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
         if found is None:
             names = sorted(e.name for e in client.search_experiments())
     except MlflowException as err:
-        raise RunsError(f"cannot read the MLflow store {uri} ({_first_line(err)}): check --tracking-uri and that the store/server is up") from None
+        raise RunsError(
+            f"cannot read the MLflow store {uri} ({_first_line(err)}): check --tracking-uri and that the store/server is up"
+        ) from None
     except Exception as err:  # network errors, a corrupt database
         raise RunsError(f"cannot reach the MLflow store {uri} ({type(err).__name__}: {_first_line(err)}): check --tracking-uri") from None
     if found is None:
@@ -121,7 +139,9 @@ def runs_frame(source: Source) -> pd.DataFrame:
     runs = _search(source, f"tags.`{ROLE_TAG}` = 'trial'")
     parents = {run.info.run_id: run for run in sweep_runs(source)}
     sweeps = {run_id: run.info.run_name for run_id, run in parents.items()}
-    rows = [{"experiment": source.experiment_name, "sweep": sweeps.get(run.data.tags.get("mlflow.parentRunId")), **_row(run)} for run in runs]
+    rows = [
+        {"experiment": source.experiment_name, "sweep": sweeps.get(run.data.tags.get("mlflow.parentRunId")), **_row(run)} for run in runs
+    ]
     for row in rows:  # a trial without the plan tags inherits its sweep's registration
         parent = parents.get(row["parent_run_id"])
         for tag, column in (("vqbench.plan", "plan"), ("vqbench.plan_hash", "plan_hash")):
@@ -140,7 +160,9 @@ def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise RunsError(f"cannot read runs CSV {path} ({type(err).__name__}: {_first_line(err)}): pass a file written by `python -m analysis.export`") from None
+            raise RunsError(
+                f"cannot read runs CSV {path} ({type(err).__name__}: {_first_line(err)}): pass a file written by `python -m analysis.export`"
+            ) from None
         check_runs_csv(frame, path)
         frames.append(frame)
     if not frames:
@@ -148,7 +170,9 @@ def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True)
     duplicated = frame["run_id"].duplicated()
     if duplicated.any():
-        raise RunsError(f"run {frame.loc[duplicated, 'run_id'].iloc[0]} appears in more than one row of the runs CSVs: pass each export once")
+        raise RunsError(
+            f"run {frame.loc[duplicated, 'run_id'].iloc[0]} appears in more than one row of the runs CSVs: pass each export once"
+        )
     return typed_runs(frame)
 
 
@@ -156,21 +180,27 @@ def check_runs_csv(frame: pd.DataFrame, path: Path) -> None:
     """Every column the analysis reads, and values it can use: a hand-edited or foreign CSV fails here, not as a traceback."""
     missing = [c for c in CSV_COLUMNS if c not in frame]
     if missing:
-        raise RunsError(f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`")
+        raise RunsError(
+            f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`"
+        )
     blank = frame["dataset"].notna() & (frame["dataset"].astype(str).str.strip() == "")
     if blank.any():
         raise RunsError(f"{path}: run {frame.loc[blank, 'run_id'].iloc[0]} has an empty dataset name; fix the row or export the runs again")
     for column, allowed in (("model", MODELS), ("status", STATUSES)):  # any dataset name: image folders name their own
         bad = frame[column].notna() & ~frame[column].isin(allowed)
         if bad.any():
-            raise RunsError(f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}; "
-                            f"allowed: {', '.join(allowed)}. Fix the row or export the runs again")
+            raise RunsError(
+                f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}; "
+                f"allowed: {', '.join(allowed)}. Fix the row or export the runs again"
+            )
     numeric = [c for c, kind in CONFIG_TYPES.items() if kind in ("int", "float") and c in frame] + [c for c in frame.columns if "/" in c]
     for column in numeric:
         bad = frame[column].notna() & pd.to_numeric(frame[column], errors="coerce").isna()
         if bad.any():
-            raise RunsError(f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}, not a number; "
-                            "fix the row or export the runs again")
+            raise RunsError(
+                f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}, not a number; "
+                "fix the row or export the runs again"
+            )
 
 
 def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -188,8 +218,19 @@ def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = None
     for column, before in LATER_CONFIG.items():
         frame[column] = frame[column].fillna(str(before)) if column in frame else str(before)
-    for column in ("experiment", "sweep", "error", "git_commit", "device", "config_id", "run_name", "parent_run_id", "study", "objectives",
-                   *TEXT_COLUMNS):
+    for column in (
+        "experiment",
+        "sweep",
+        "error",
+        "git_commit",
+        "device",
+        "config_id",
+        "run_name",
+        "parent_run_id",
+        "study",
+        "objectives",
+        *TEXT_COLUMNS,
+    ):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return _typed(frame, metric_names)
 
@@ -210,7 +251,9 @@ def scope_runs(source: Source, parent_run_id: str | None, all_sweeps: bool) -> S
     runs = every if all_sweeps or sweep is None else every[every["parent_run_id"] == sweep.info.run_id]
     if runs.empty:
         where = f"experiment {source.experiment_name!r}" + (f", sweep run {sweep.info.run_id}" if sweep and not all_sweeps else "")
-        raise RunsError(f"no trial runs (tag vqbench.role=trial) in {where}: run a sweep into it first, or pick another --experiment / --parent-run-id")
+        raise RunsError(
+            f"no trial runs (tag vqbench.role=trial) in {where}: run a sweep into it first, or pick another --experiment / --parent-run-id"
+        )
     return Scope(runs.reset_index(drop=True), sweep, len(every) - len(runs))
 
 

@@ -3,6 +3,7 @@
 The paper reports single runs; these say whether a difference is larger than what
 changing the seed does. With one value there is no interval: low/high are NaN.
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ Only FINISHED runs enter the numbers. Means come with Student t intervals over s
 differences between models (or label settings) with a paired t interval over matched seeds.
 Accuracies stay fractions in the DataFrames; the markdown shows them in % like the paper.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,14 @@ BASE_KEYS = ["model", "dataset", "label_embedding", "num_codes", "code_dim", "be
 NOT_SETTINGS = {"seed", "fail_at_epoch", "train_probe_every"}  # not what was trained: the seed, or test and evaluation switches
 MODEL_ORDER = {"vae": 0, "vqvae": 1, "pixels": 2}
 MODEL_NAMES = {"vae": "VAE", "vqvae": "VQ-VAE", "pixels": "raw pixels"}
-DATASET_NAMES = {"mnist": "MNIST", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits",
-                 "CIFAR-10-images": "CIFAR-10 (JPEG copy)"}
+DATASET_NAMES = {
+    "mnist": "MNIST",
+    "cifar100": "CIFAR-100",
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "digits": "digits",
+    "CIFAR-10-images": "CIFAR-10 (JPEG copy)",
+}
 DEFAULT_KL_WEIGHT = 0.01  # TrialConfig's default: the VAE counterpart of the paper's setting
 EXTRA_TITLES = {"kl_weight": "KL weight", "batch_norm": "BatchNorm", "batch_size": "batch", "restart_dead_codes": "restart dead"}
 
@@ -56,6 +63,7 @@ MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE, PERPLEXITY)}
 
 
 # --- selection -------------------------------------------------------------------------
+
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs with a final evaluation: FINISHED, and not stopped early by the scheduler."""
@@ -100,7 +108,11 @@ def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for (model, _, _), group in runs.groupby(["model", "dataset", "label_embedding"], dropna=False, sort=False):
         if model == "vqvae":
-            pick = _is(group["num_codes"], PAPER_VQ["num_codes"]) & _is(group["code_dim"], PAPER_VQ["code_dim"]) & _is(group["beta"], PAPER_VQ["beta"])
+            pick = (
+                _is(group["num_codes"], PAPER_VQ["num_codes"])
+                & _is(group["code_dim"], PAPER_VQ["code_dim"])
+                & _is(group["beta"], PAPER_VQ["beta"])
+            )
             parts.append(group[pick] if pick.any() else group)
         else:
             pick = _is(group["code_dim"], PAPER_VQ["code_dim"])
@@ -127,6 +139,7 @@ def reference_description(runs: pd.DataFrame, model: str) -> str:
 
 
 # --- Table 1 ---------------------------------------------------------------------------
+
 
 def summarise(frame: pd.DataFrame, keys: list[str], measures: dict[str, str]) -> pd.DataFrame:
     """Mean, t-interval bounds and n of each metric per group: columns <short>, _low, _high, _n.
@@ -212,6 +225,7 @@ def _sorted(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 # --- pairing ---------------------------------------------------------------------------
 
+
 def seed_pairs(a: pd.DataFrame, b: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
     """One (a, b) pair per seed: runs averaged per key on each side, matched on the keys, then averaged per seed."""
     if metric not in a or metric not in b or a.empty or b.empty:
@@ -243,6 +257,7 @@ def representative_runs(runs: pd.DataFrame, metric: str = MLP.column) -> pd.Data
 
 
 # --- markdown --------------------------------------------------------------------------
+
 
 def format_value(value: object) -> str:
     if value is None or pd.isna(value):
@@ -317,7 +332,9 @@ def table1_markdown(table: pd.DataFrame) -> str:
             "paper acc. (%)": "" if pd.isna(row.get("paper_acc")) else f"{100 * row['paper_acc']:.2f}",
             "paper MSE": "" if pd.isna(row.get("paper_mse")) else f"{row['paper_mse']:.3f}",
             "paper SSIM": "" if pd.isna(row.get("paper_ssim")) else f"{row['paper_ssim']:.3f}",
-            "vs paper setting": "" if pixels or pd.isna(row.get("paper_acc")) else ("matches" if row["matches_paper"] else f"differs: {row['differs_from_paper']}"),
+            "vs paper setting": ""
+            if pixels or pd.isna(row.get("paper_acc"))
+            else ("matches" if row["matches_paper"] else f"differs: {row['differs_from_paper']}"),
         }
         rows.append(shown)
     return markdown(pd.DataFrame(rows))

@@ -11,6 +11,7 @@ declares). A comparison can be both different and within the margin; below the p
 there is no verdict. Where per-image test predictions exist, `two_level_test` puts the test-set
 variance into the interval too (seeds, then test images, paired on the same images).
 """
+
 from __future__ import annotations
 
 import math
@@ -128,8 +129,9 @@ def with_tost(test: PairedTest, margin: float) -> PairedTest:
     return replace(test, p_tost=tost_p(test.mean, test.se, test.df, margin))
 
 
-def two_level_test(d: np.ndarray, confidence: float = CONFIDENCE, reps: int = 2000, seed: int = 0,
-                   seed_only: PairedTest | None = None) -> PairedTest:
+def two_level_test(
+    d: np.ndarray, confidence: float = CONFIDENCE, reps: int = 2000, seed: int = 0, seed_only: PairedTest | None = None
+) -> PairedTest:
     """Mean of per-image paired differences d[seed, image] (b - a, on the same test images for every seed) with
     a two-level bootstrap: resample seeds, then test images (the same images for both models and every seed),
     so the interval holds the seed-to-seed and the test-set variance. The bootstrap standard error (seed level
@@ -157,8 +159,9 @@ def two_level_test(d: np.ndarray, confidence: float = CONFIDENCE, reps: int = 20
         return replace(base, interval=TWO_LEVEL)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
-    return replace(base, mean=mean, low=mean - half, high=mean + half, p=p, se=se, df=n - 1, interval=TWO_LEVEL,
-                   seed_low=base.low, seed_high=base.high)
+    return replace(
+        base, mean=mean, low=mean - half, high=mean + half, p=p, se=se, df=n - 1, interval=TWO_LEVEL, seed_low=base.low, seed_high=base.high
+    )
 
 
 def sign_flip_p(differences: np.ndarray) -> float:
@@ -166,9 +169,7 @@ def sign_flip_p(differences: np.ndarray) -> float:
     d = _clean(differences)
     if len(d) < 2:
         return math.nan
-    result = stats.permutation_test(
-        (d,), np.mean, permutation_type="samples", alternative="two-sided", n_resamples=np.inf, vectorized=True
-    )
+    result = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="two-sided", n_resamples=np.inf, vectorized=True)
     return float(min(1.0, result.pvalue))
 
 
@@ -199,8 +200,10 @@ def holm_family(tests: Sequence[PairedTest], declared: int | None = None) -> lis
     tost = [1.0 if math.isnan(t.p_tost) else t.p_tost for t in tests]
     adjusted = holm(diff + tost + [1.0] * (2 * (size - len(tests))))
     k = len(tests)
-    return [replace(t, p_holm=math.nan if math.isnan(t.p) else adjusted[i],
-                    p_tost_holm=math.nan if math.isnan(t.p_tost) else adjusted[k + i]) for i, t in enumerate(tests)]
+    return [
+        replace(t, p_holm=math.nan if math.isnan(t.p) else adjusted[i], p_tost_holm=math.nan if math.isnan(t.p_tost) else adjusted[k + i])
+        for i, t in enumerate(tests)
+    ]
 
 
 def decide(test: PairedTest, expect: int, margin: float, alpha: float = ALPHA, min_n: int = MIN_SEEDS) -> tuple[str, str]:

@@ -1,4 +1,5 @@
 """vqbench's library. `benchmark.load_model(run_id, tracking_uri)` reloads a trial's trained model."""
+
 from __future__ import annotations
 
 from typing import Any

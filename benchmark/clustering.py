@@ -8,6 +8,7 @@ unrelated to the labels, 1 for the labels exactly, whatever the number of classe
 classes and CIFAR-100's 100 are on one scale, where kNN accuracy is bound by each one's chance
 level. Normalised mutual information is logged beside it, as clustering papers report it.
 """
+
 from __future__ import annotations
 
 import numpy as np

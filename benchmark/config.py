@@ -3,6 +3,7 @@
 Its dict form is what MLflow stores as params, so a run can be rebuilt from its params
 with `TrialConfig.from_params(run.data.params)`.
 """
+
 from __future__ import annotations
 
 import dataclasses

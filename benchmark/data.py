@@ -17,6 +17,7 @@ image folders of another square size are resized bilinearly.
 Every dataset carries a card (`DatasetCard`): its name, root, content hash, classes, image counts
 and a provenance note, which every run trained on it records.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,10 +76,15 @@ class DatasetCard:
 
     def tags(self) -> dict[str, str]:
         return {
-            "dataset.name": self.name, "dataset.root": self.root, "dataset.hash": self.content_hash, "dataset.note": self.note,
-            "dataset.classes": str(len(self.class_names)), "dataset.class_names": ",".join(self.class_names)[:4000],
+            "dataset.name": self.name,
+            "dataset.root": self.root,
+            "dataset.hash": self.content_hash,
+            "dataset.note": self.note,
+            "dataset.classes": str(len(self.class_names)),
+            "dataset.class_names": ",".join(self.class_names)[:4000],
             "dataset.channels": str(self.channels),
-            "dataset.train_images": str(self.train_images), "dataset.test_images": str(self.test_images),
+            "dataset.train_images": str(self.train_images),
+            "dataset.test_images": str(self.test_images),
         }
 
 
@@ -196,7 +202,9 @@ def fetch(name: str, data_dir: str | os.PathLike | None) -> None:
         return
     from torchvision import datasets
 
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[
+        name
+    ]
     root = resolve_data_dir(data_dir)
     try:
         for train in (True, False):
@@ -275,7 +283,9 @@ def _load_folder(name: str, data_dir: str | os.PathLike | None) -> Dataset:
     except ImageFolderError as err:
         raise DataError(str(err)) from None
     label = dataset_label(name)
-    card = DatasetCard(label, str(root), found.content_hash, found.classes, found.train_x.shape[1], len(found.train_y), len(found.test_y), note)
+    card = DatasetCard(
+        label, str(root), found.content_hash, found.classes, found.train_x.shape[1], len(found.train_y), len(found.test_y), note
+    )
     tensors = [torch.from_numpy(a) for a in (found.train_x, found.train_y, found.test_x, found.test_y)]
     return Dataset(label, *tensors, len(found.classes), card=card)
 
@@ -364,15 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m benchmark.data", description=main.__doc__)
-    parser.add_argument("datasets", nargs="+", help=f"any of {', '.join(NUM_CLASSES)}, or an image folder (its name inside the data root, or a path)")
-    parser.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "datasets", nargs="+", help=f"any of {', '.join(NUM_CLASSES)}, or an image folder (its name inside the data root, or a path)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})"
+    )
     parser.add_argument("--download", action="store_true", help="fetch what is missing through torchvision (needs internet)")
     args = parser.parse_args(argv)
     try:
         for name in args.datasets:
             ds = load_dataset(normalise_dataset(name), args.data_dir, args.download)
-            print(f"{ds.name}: train {tuple(ds.train_x.shape)}, test {tuple(ds.test_x.shape)}, {ds.num_classes} classes, "
-                  f"in {ds.card.root}, sha256 {ds.card.content_hash[:16]}" + (f"; {ds.card.note}" if ds.card.note else ""))
+            print(
+                f"{ds.name}: train {tuple(ds.train_x.shape)}, test {tuple(ds.test_x.shape)}, {ds.num_classes} classes, "
+                f"in {ds.card.root}, sha256 {ds.card.content_hash[:16]}" + (f"; {ds.card.note}" if ds.card.note else "")
+            )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 A person plans a sweep before fetching its datasets, so a missing dataset is reported with
 the command that fetches it, not raised.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,9 +56,12 @@ def data_lines(datasets: list[str], data_dir: str | None, download: bool) -> lis
         if is_image_folder(name):  # its splits only: a dry run reads no image
             folder = image_folder_root(name, data_dir)
             absent = [split for split in SPLITS if not (folder / split).is_dir()]
-            status = (f"image folder {folder}" if not absent else
-                      f"missing: no {'/ or '.join(absent)}/ in {folder}; pass --data-dir (or ${DATA_DIR_ENV}) naming the folder "
-                      f"that holds {dataset_label(name)}/, or the image folder's path")
+            status = (
+                f"image folder {folder}"
+                if not absent
+                else f"missing: no {'/ or '.join(absent)}/ in {folder}; pass --data-dir (or ${DATA_DIR_ENV}) naming the folder "
+                f"that holds {dataset_label(name)}/, or the image folder's path"
+            )
             lines.append(f"  {dataset_label(name)}: {status}")
             continue
         if name == "digits":
@@ -67,8 +71,10 @@ def data_lines(datasets: list[str], data_dir: str | None, download: bool) -> lis
         elif download:
             status = "missing; fetched once, on this machine, before Ray starts (--download)"
         else:
-            status = (f"missing in {root} (--data-dir, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}); point --data-dir or "
-                      f"${DATA_DIR_ENV} at a data root that holds it, or fetch it with `{fetch_command(name, root)}`")
+            status = (
+                f"missing in {root} (--data-dir, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}); point --data-dir or "
+                f"${DATA_DIR_ENV} at a data root that holds it, or fetch it with `{fetch_command(name, root)}`"
+            )
         lines.append(f"  {name}: {status}")
     return lines
 

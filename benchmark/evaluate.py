@@ -1,4 +1,5 @@
 """The end of every trial, on the trial's device: probes, reconstruction, codebook, figure data."""
+
 from __future__ import annotations
 
 import time

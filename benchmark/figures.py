@@ -1,4 +1,5 @@
 """The paper's figures for one trial: a reconstruction grid (Figures 1-2) and a t-SNE plot (Figure 3)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,7 +40,9 @@ def save_tsne(latents: torch.Tensor, labels: torch.Tensor, seed: int, title: str
     points = tsne_embedding(latents, seed)
     classes = int(labels.max().item()) + 1
     fig, ax = plt.subplots(figsize=(6, 5.5), dpi=110)
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab20" if classes > 10 else "tab10", s=6, vmin=0, vmax=max(classes - 1, 1))
+    scatter = ax.scatter(
+        points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab20" if classes > 10 else "tab10", s=6, vmin=0, vmax=max(classes - 1, 1)
+    )
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -12,6 +12,7 @@ Images must all share one mode (L: 1 channel, RGB: 3) and one square size; a siz
 32x32 is resized to 32x32 with Pillow's bilinear filter, which is antialiased when it shrinks.
 Anything else is refused before any work starts, naming the file and the fix.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -191,12 +192,20 @@ def _read_cache(path: Path, listing: FolderListing) -> ImageFolderData | None:
     try:
         with np.load(path, allow_pickle=False) as saved:
             data = ImageFolderData(
-                saved["train_x"], saved["train_y"], saved["test_x"], saved["test_y"],
-                tuple(str(c) for c in saved["classes"]), str(saved["content_hash"]),
+                saved["train_x"],
+                saved["train_y"],
+                saved["test_x"],
+                saved["test_y"],
+                tuple(str(c) for c in saved["classes"]),
+                str(saved["content_hash"]),
             )
             checksum = str(saved["checksum"])
-        if (data.classes != listing.classes or checksum != _checksum(data)
-                or len(data.train_y) != len(listing.files["train"]) or len(data.test_y) != len(listing.files["test"])):
+        if (
+            data.classes != listing.classes
+            or checksum != _checksum(data)
+            or len(data.train_y) != len(listing.files["train"])
+            or len(data.test_y) != len(listing.files["test"])
+        ):
             raise ValueError("its contents do not match its checksum or the folder")
         return data
     except Exception as err:  # zipfile.BadZipFile, KeyError, ValueError, EOFError: all mean "do not trust it"
@@ -209,8 +218,16 @@ def _write_cache(path: Path, data: ImageFolderData) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            np.savez(handle, train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
-                     classes=np.array(data.classes), content_hash=np.array(data.content_hash), checksum=np.array(_checksum(data)))
+            np.savez(
+                handle,
+                train_x=data.train_x,
+                train_y=data.train_y,
+                test_x=data.test_x,
+                test_y=data.test_y,
+                classes=np.array(data.classes),
+                content_hash=np.array(data.content_hash),
+                checksum=np.array(_checksum(data)),
+            )
         os.replace(handle.name, path)
     except OSError as err:
         warnings.warn(f"image cache {path.parent} is not writable ({err}): set ${CACHE_ENV} to a writable folder")
@@ -231,7 +248,7 @@ def read_note(root: Path, content_hash: str) -> str:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ImageFolderError(f"{toml_card} is not valid TOML ({err}): fix it, or remove it") from None
         if not isinstance(note, str):
-            raise ImageFolderError(f"{toml_card}: note must be a string, e.g. note = \"my photos, 64x64 PNG\"")
+            raise ImageFolderError(f'{toml_card}: note must be a string, e.g. note = "my photos, 64x64 PNG"')
         return note.strip()
     if md_card.is_file():
         lines = [line.strip().lstrip("#").strip() for line in md_card.read_text(errors="replace").splitlines()]

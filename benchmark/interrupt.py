@@ -8,6 +8,7 @@ late to correct what they write. So the first SIGINT is held for one step of Tun
 marks its MLflow parent run interrupted, then hands the signal to Tune, which stops the trials;
 each reads the mark before it ends its run.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ mirrors it with transposed convolutions. BatchNorm is optional (on for the CIFAR
 The paper's label embedding, when on, adds a learned embedding of the true label to the
 encoder output before sampling/quantization, at train and test time, as the paper did.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Where a command will write, checked before any work: a bad --out or --figures fails in a second, not after the run."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ key, written to a temporary file and renamed, so a trial never reads another's h
 a file that cannot be read is computed again. Two trials that miss at once both compute and both
 write the same numbers.
 """
+
 from __future__ import annotations
 
 import hashlib

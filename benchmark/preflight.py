@@ -3,6 +3,7 @@
 Bad input is a ConfigError naming the option, the value and the fix; the sweep prints it and
 exits 2 with no MLflow store, run or Ray results created.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,9 @@ def ray_log_level(verbose: bool) -> int:
 def check_gpus_per_trial(gpus: float) -> None:
     """Ray packs fractions that divide one GPU evenly; 0.3 would strand a tenth of every GPU."""
     if gpus < 0 or gpus > 1:
-        raise ConfigError(f"--gpus-per-trial={gpus} is not allowed: use 0, 1, or 1/n such as 0.5 or 0.25 (multi-GPU trials are not supported)")
+        raise ConfigError(
+            f"--gpus-per-trial={gpus} is not allowed: use 0, 1, or 1/n such as 0.5 or 0.25 (multi-GPU trials are not supported)"
+        )
     if 0 < gpus < 1 and abs(1 / round(1 / gpus) - gpus) > 1e-9:
         raise ConfigError(f"--gpus-per-trial={gpus} does not pack: use 1/n for n trials per GPU, e.g. 0.5, 0.25 or 0.125")
 
@@ -42,8 +45,10 @@ def check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--cpus-per-trial={args.cpus_per_trial} is not allowed: it must be > 0")
     for key in ("cpus_per_trial", "gpus_per_trial"):
         if 0 < getattr(args, key) < RAY_RESOURCE_UNIT:
-            raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is below the smallest share of a resource Ray can reserve "
-                              f"({RAY_RESOURCE_UNIT}): use at least that")
+            raise ConfigError(
+                f"--{key.replace('_', '-')}={getattr(args, key)} is below the smallest share of a resource Ray can reserve "
+                f"({RAY_RESOURCE_UNIT}): use at least that"
+            )
     check_gpus_per_trial(args.gpus_per_trial)
     for key in ("seeds", "epochs", "num_samples"):
         value = getattr(args, key)
@@ -77,8 +82,10 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (ValueError, OSError) as err:
         reason = "not HOST:PORT" if isinstance(err, ValueError) else str(err)
-        raise ConfigError(f"--address {address}: no Ray head answers there ({reason}); pass the head's HOST:PORT, auto on a cluster node, "
-                          "or leave it out to start a local Ray") from None
+        raise ConfigError(
+            f"--address {address}: no Ray head answers there ({reason}); pass the head's HOST:PORT, auto on a cluster node, "
+            "or leave it out to start a local Ray"
+        ) from None
 
 
 def connect_ray(args: argparse.Namespace) -> bool:
@@ -92,10 +99,14 @@ def connect_ray(args: argparse.Namespace) -> bool:
         started = True
         check_address(args.address)
         try:
-            ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False, logging_level=ray_log_level(args.verbose))
+            ray.init(
+                address=args.address or "local", include_dashboard=False, log_to_driver=False, logging_level=ray_log_level(args.verbose)
+            )
         except Exception as err:
-            raise ConfigError(f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                              "use auto on a cluster node, or leave it out to start a local Ray") from None
+            raise ConfigError(
+                f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                "use auto on a cluster node, or leave it out to start a local Ray"
+            ) from None
     if args.address is None:
         have = ray.cluster_resources()
         for key, option in (("CPU", "--cpus-per-trial"), ("GPU", "--gpus-per-trial")):
@@ -103,5 +114,7 @@ def connect_ray(args: argparse.Namespace) -> bool:
             if wanted > have.get(key, 0):
                 if started:
                     ray.shutdown()
-                raise ConfigError(f"{option}={wanted}: this machine's Ray has {have.get(key, 0):g} {key}(s), so no trial could ever start; lower it")
+                raise ConfigError(
+                    f"{option}={wanted}: this machine's Ray has {have.get(key, 0):g} {key}(s), so no trial could ever start; lower it"
+                )
     return started

@@ -25,6 +25,7 @@ multiplies by a sparse CSR one-hot matrix. The linear probe's cost on a CPU (MNI
 its L-BFGS iterations: it fits dense features in their eigenbasis, preconditioned (`Basis`), and keeps
 float32 denormals out of its backward pass (`fit_logistic`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -494,8 +495,12 @@ class Probed:
     predictions: dict[str, torch.Tensor]  # probe name -> predicted class of each test image, in test order
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Probed) and self.metrics == other.metrics and self.predictions.keys() == other.predictions.keys()
-                and all(torch.equal(v, other.predictions[k]) for k, v in self.predictions.items()))
+        return (
+            isinstance(other, Probed)
+            and self.metrics == other.metrics
+            and self.predictions.keys() == other.predictions.keys()
+            and all(torch.equal(v, other.predictions[k]) for k, v in self.predictions.items())
+        )
 
 
 def probe_all(
@@ -526,8 +531,13 @@ def probe_all(
         results.update(mlp_epochs=float(fitted.best_epoch), mlp_lr=lr, mlp_weight_decay=weight_decay)
     linear = linear_probe(train_x, train_y, num_classes, seed, settings, num_codes)
     scores["linear"] = linear_scores(linear.fit, test_x, num_codes)
-    results.update(linear_l2=linear.fit.l2, linear_iters=float(linear.fit.iterations), linear_grad_norm=linear.fit.grad_norm,
-                   linear_capped=float(linear.fit.capped), linear_path_capped=float(linear.path_capped))
+    results.update(
+        linear_l2=linear.fit.l2,
+        linear_iters=float(linear.fit.iterations),
+        linear_grad_norm=linear.fit.grad_norm,
+        linear_capped=float(linear.fit.capped),
+        linear_path_capped=float(linear.path_capped),
+    )
     for n, rows in balanced_subsets(train_y, num_classes, settings.label_budgets, seed).items():
         rows = rows.to(train_x.device)
         few = linear_probe(train_x[rows], train_y[rows], num_classes, seed, settings, num_codes)

@@ -7,6 +7,7 @@ under its default output engine (ray-project/ray#38202), so the reporter is a Tu
 while it trains, and when it ends; an overall line follows every ended trial and every
 `every_s` seconds: trials done / failed / running of the total, elapsed, time left.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,19 @@ from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 
 HEADER_EVERY_ROWS = 40
 # (header, width); the trial name's width is set per sweep
-COLUMNS = (("model", 5), ("dataset", 13), ("K", 5), ("D", 4), ("beta/kl", 7), ("seed", 4), ("epoch", 7),
-           ("recon_loss", 10), ("perplexity", 10), ("status", 10), ("mlflow_run_id", 32))
+COLUMNS = (
+    ("model", 5),
+    ("dataset", 13),
+    ("K", 5),
+    ("D", 4),
+    ("beta/kl", 7),
+    ("seed", 4),
+    ("epoch", 7),
+    ("recon_loss", 10),
+    ("perplexity", 10),
+    ("status", 10),
+    ("mlflow_run_id", 32),
+)
 LEFT_ALIGNED = {"trial", "model", "dataset", "status", "mlflow_run_id"}
 
 
@@ -42,8 +54,11 @@ def ray_output(verbose: bool) -> Iterator[None]:
     Tune's default output engine prints a configuration box and a TensorBoard hint even at
     verbose=0, its legacy engine nothing."""
     quiet = {} if verbose else {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
-    levels = {"ray": ray_log_level(verbose), "ray.tune": logging.INFO if verbose else logging.WARNING,
-              "ray.tune.utils.util": ray_log_level(verbose)}
+    levels = {
+        "ray": ray_log_level(verbose),
+        "ray.tune": logging.INFO if verbose else logging.WARNING,
+        "ray.tune.utils.util": ray_log_level(verbose),
+    }
     saved_env = {key: os.environ.get(key) for key in quiet}
     saved_levels = {name: logging.getLogger(name).level for name in levels}
     os.environ.update(quiet)
@@ -153,10 +168,18 @@ class SweepProgress(Callback):
         vq = config.model == "vqvae"
         recon, perplexity = result.get("train/recon_loss"), result.get("train/perplexity")
         return (
-            config.name, config.model, config.dataset, str(config.num_codes) if vq else "-", str(config.code_dim),
-            f"{config.beta if vq else config.kl_weight:g}", str(config.seed), f"{result.get(EPOCH, 0)}/{config.epochs}",
-            f"{recon:.4f}" if recon is not None else "-", f"{perplexity:.1f}" if perplexity is not None else "-",
-            status, result.get(MLFLOW_RUN_ID, "-"),
+            config.name,
+            config.model,
+            config.dataset,
+            str(config.num_codes) if vq else "-",
+            str(config.code_dim),
+            f"{config.beta if vq else config.kl_weight:g}",
+            str(config.seed),
+            f"{result.get(EPOCH, 0)}/{config.epochs}",
+            f"{recon:.4f}" if recon is not None else "-",
+            f"{perplexity:.1f}" if perplexity is not None else "-",
+            status,
+            result.get(MLFLOW_RUN_ID, "-"),
         )
 
     def format(self, cells: tuple[str, ...]) -> str:

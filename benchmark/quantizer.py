@@ -3,6 +3,7 @@
 Options beyond the paper, off by default: EMA codebook updates (no codebook loss) and
 restarting dead codes from random encoder outputs, the standard cures for codebook collapse.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Reconstruction quality on [0, 1] pixels: MSE, SSIM (Wang et al., 2004) and PSNR, means over images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,10 +21,12 @@ def ssim_per_image(original: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
     a = original.detach().float().cpu().numpy()
     b = recon.detach().float().cpu().numpy()
     colour = a.shape[1] > 1
-    return np.array([
-        structural_similarity(x, y, data_range=1.0, channel_axis=0 if colour else None)
-        for x, y in zip(a if colour else a[:, 0], b if colour else b[:, 0])
-    ])
+    return np.array(
+        [
+            structural_similarity(x, y, data_range=1.0, channel_axis=0 if colour else None)
+            for x, y in zip(a if colour else a[:, 0], b if colour else b[:, 0])
+        ]
+    )
 
 
 def reconstruction_metrics(original: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:

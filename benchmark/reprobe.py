@@ -18,6 +18,7 @@ recomputed metrics are compared with those the run holds for the protocol, and t
 one differs. Numbers are reproduced exactly on the same device type with the same torch threads as the trial
 (`--threads`, 1 for a sweep's default `--cpus-per-trial 1`): float32 sums depend on both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ def protocol_metrics(run_metrics: dict[str, float], run_params: dict[str, str], 
     prefix = versioned_prefix(protocol)
     held = {k: v for k, v in run_metrics.items() if k.startswith(prefix)}
     if not held and run_params.get(f"{PARAM_PREFIX}protocol") == protocol:
-        held = {prefix + k[len("probe/"):]: v for k, v in run_metrics.items() if k.startswith("probe/")}
+        held = {prefix + k[len("probe/") :]: v for k, v in run_metrics.items() if k.startswith("probe/")}
     return held
 
 
@@ -89,11 +90,14 @@ def reprobe_run(
         same = held.keys() == found.keys() and all(held[k] == found[k] for k in found)
         return Reprobed(run_id, "checked" if same else "differs", found)
     stamp = int(run.info.end_time or run.info.start_time or 0)
-    params = {f"probe_v{settings.protocol}.{key[len(PARAM_PREFIX):]}": value for key, value in settings.to_params().items()}
-    with_retries(lambda: client.log_batch(
-        run_id, metrics=[Metric(k, float(v), stamp, config.epochs) for k, v in found.items()],
-        params=[Param(k, v) for k, v in params.items() if run.data.params.get(k) != v],
-    ))
+    params = {f"probe_v{settings.protocol}.{key[len(PARAM_PREFIX) :]}": value for key, value in settings.to_params().items()}
+    with_retries(
+        lambda: client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), stamp, config.epochs) for k, v in found.items()],
+            params=[Param(k, v) for k, v in params.items() if run.data.params.get(k) != v],
+        )
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = write_predictions(predictions, Path(folder) / versioned_predictions_file(settings.protocol))
         with_retries(lambda: client.log_artifact(run_id, str(path)))
@@ -115,15 +119,21 @@ def select_runs(client: MlflowClient, run_ids: list[str] | None, experiment: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.reprobe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.reprobe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", nargs="+", help="trial run ids")
     which.add_argument("--experiment", help="every trial run of this MLflow experiment (by name)")
     which.add_argument("--sweep", metavar="PARENT_RUN_ID", help="every trial run of this sweep (its parent run's id)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
-    parser.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads; the trial's own count reproduces its numbers (default: 1)")
-    parser.add_argument("--check", action="store_true", help="recompute and compare with what each run holds for this protocol; log nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="recompute and compare with what each run holds for this protocol; log nothing"
+    )
     parser.add_argument("--force", action="store_true", help="probe runs that hold this protocol's metrics already, and log again")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -138,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except (TrackingError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"protocol {PROTOCOL}: {len(run_ids)} run(s); " + ", ".join(
-        f"{status} {sum(o.status.split(':')[0] == status for o in outcomes)}" for status in ("logged", "checked", "differs", "skipped")))
+    print(
+        f"protocol {PROTOCOL}: {len(run_ids)} run(s); "
+        + ", ".join(
+            f"{status} {sum(o.status.split(':')[0] == status for o in outcomes)}" for status in ("logged", "checked", "differs", "skipped")
+        )
+    )
     return 1 if any(o.status == "differs" for o in outcomes) else 0
 
 

@@ -1,6 +1,7 @@
 """The keys the trainable reports to Ray Tune beside its metrics: a contract between
 `benchmark.tune_trial`, which reports them, and every callback that reads them (`benchmark.progress`).
 Named once here, so that a key renamed on one side cannot leave the other reading a key no one writes."""
+
 from __future__ import annotations
 
 EPOCH = "epoch"  # epochs trained so far (the epoch it failed or stopped at, in a final report)

@@ -4,6 +4,7 @@
 folder's are known only from its files) in torch's own format, loadable with `weights_only=True`: no pickled classes, so it loads in any later version of this code that
 builds the same architecture. The paper's models are about 1 MB.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -44,8 +45,6 @@ def load_model(run_id: str, tracking_uri: str | None = None, device: str | torch
     """The trained model of a trial's MLflow run and its config; the store defaults to ./mlflow.db, as the sweep's."""
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     if MODEL_FILE not in {a.path for a in client.list_artifacts(run_id)}:
-        raise FileNotFoundError(
-            f"run {run_id} has no {MODEL_FILE}: its trial failed before the end, or its sweep ran with --no-log-model"
-        )
+        raise FileNotFoundError(f"run {run_id} has no {MODEL_FILE}: its trial failed before the end, or its sweep ran with --no-log-model")
     with tempfile.TemporaryDirectory() as folder:
         return read_model(client.download_artifacts(run_id, MODEL_FILE, folder), device)

@@ -4,6 +4,7 @@ A space defines its trials; the command line narrows them (`--only`), sets prope
 rather than of the space (`--precision`, `--train-probe-every`) and picks the scheduler. The
 checks here run before Ray starts, so a selection that cannot work exits 2 with nothing started.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,9 @@ def only(study: Study, selector: str | None) -> Study:
     for part in selector.split(","):
         key, equals, values = part.partition("=")
         if not key.strip() or not equals or "" in values.split("|"):
-            raise ConfigError(f"--only {selector}: {part!r} is not KEY=VALUE; write e.g. --only model=vae or --only model=vae,kl_weight=0.001|0.1")
+            raise ConfigError(
+                f"--only {selector}: {part!r} is not KEY=VALUE; write e.g. --only model=vae or --only model=vae,kl_weight=0.001|0.1"
+            )
         try:  # validates keys and values, and compares 0.10 with 0.1
             wanted[key] = {TrialConfig.from_dict({key: value}).to_dict()[key] for value in values.split("|")}
         except ConfigError as err:
@@ -54,12 +57,16 @@ def scheduler_for(study: Study, chosen: str | None) -> str:
 def check_ranking(study: Study, scheduler: str, trials: list[TrialConfig]) -> None:
     """What ranks trials must be able to: ASHA one objective, and a per-epoch probe metric must be there every epoch."""
     if scheduler == "asha" and study.is_multi_objective:
-        raise ConfigError(f"--scheduler asha: study {study.label} has {len(study.objectives)} objectives and ASHA ranks trials on one; "
-                          "use --scheduler fifo")
+        raise ConfigError(
+            f"--scheduler asha: study {study.label} has {len(study.objectives)} objectives and ASHA ranks trials on one; "
+            "use --scheduler fifo"
+        )
     ranked = [metric for metric, _ in study.objectives if metric.startswith(TRAIN_PROBE_PREFIX)]
     if not ranked or not (study.is_search or scheduler == "asha"):
         return
     for trial in trials:
         if trial.train_probe_every != 1:
-            raise ConfigError(f"study {study.label} ranks trials on {', '.join(ranked)} at every epoch: it needs train_probe_every=1, "
-                              f"not {trial.train_probe_every}; leave --train-probe-every out")
+            raise ConfigError(
+                f"study {study.label} ranks trials on {', '.join(ranked)} at every epoch: it needs train_probe_every=1, "
+                f"not {trial.train_probe_every}; leave --train-probe-every out"
+            )

@@ -4,6 +4,7 @@ A space is a module in `search_spaces/` with a one-line `DESCRIPTION` (what
 `python -m benchmark.sweep --list-spaces` shows) and `studies(options) -> list[Study]`.
 Adding a space means adding one file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -113,12 +114,16 @@ def space_studies(module: ModuleType, name: str, options: SpaceOptions) -> list[
     labels = [s.label for s in found]
     for study in found:
         if not isinstance(study.label, str) or not study.label.strip() or "/" in study.label or labels.count(study.label) > 1:
-            raise ConfigError(f"space {name!r}: study label {study.label!r} must be a unique, non-empty name without '/' "
-                              "(it names the study's folder under --storage-path)")
+            raise ConfigError(
+                f"space {name!r}: study label {study.label!r} must be a unique, non-empty name without '/' "
+                "(it names the study's folder under --storage-path)"
+            )
         for key, domain in study.search.items():
             if not callable(getattr(domain, "sample", None)):
-                raise ConfigError(f"space {name!r}: study {study.label} searches {key}={domain!r}, which is not a Ray Tune domain; "
-                                  "use e.g. tune.choice([...]) or tune.loguniform(a, b)")
+                raise ConfigError(
+                    f"space {name!r}: study {study.label} searches {key}={domain!r}, which is not a Ray Tune domain; "
+                    "use e.g. tune.choice([...]) or tune.loguniform(a, b)"
+                )
     return list(found)
 
 

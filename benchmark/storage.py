@@ -6,6 +6,7 @@ says so only when a trial on another node writes its first checkpoint. So the sw
 a URI (s3://, gs://, ...) is left to Ray; a path must be seen by every live node (NFS or EFS
 mounted at the same path, or nodes sharing one machine, as in the tests).
 """
+
 from __future__ import annotations
 
 import os
@@ -89,7 +90,9 @@ def check_shared(storage_path: str) -> None:
     marker.touch()
     try:
         probe = ray.remote(num_cpus=0)(_exists)
-        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker)) for n in nodes])
+        seen = ray.get(
+            [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker)) for n in nodes]
+        )
     finally:
         marker.unlink()
     blind = sorted({n["NodeManagerAddress"] for n, sees in zip(nodes, seen) if not sees})

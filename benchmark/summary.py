@@ -8,6 +8,7 @@ still says why. A trial ends one of five ways:
 - failed: FAILED otherwise, or KILLED when the sweep was not interrupted (its worker died);
 - interrupted: KILLED because the sweep was interrupted; `--resume` continues it.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -108,8 +109,10 @@ def table(outcome: Outcome) -> pd.DataFrame:
     return found.loc[:, (found != 0).any(axis=0) | ~found.columns.isin(["stopped_early", "diverged", "failed", "interrupted"])]
 
 
-SPREAD_CAPTION = ("each cell: mean ± sd over the n finished trials (sd: their sample standard deviation, a spread, not a "
-                  "confidence interval; accuracies and SSIM as fractions); analysis.report gives the intervals")
+SPREAD_CAPTION = (
+    "each cell: mean ± sd over the n finished trials (sd: their sample standard deviation, a spread, not a "
+    "confidence interval; accuracies and SSIM as fractions); analysis.report gives the intervals"
+)
 
 
 def _mean_sd(values: pd.Series) -> str:
@@ -122,8 +125,12 @@ def _mean_sd(values: pd.Series) -> str:
 
 def render(outcome: Outcome, name: str, wall_s: float, target: TrackingTarget, experiment: str, resume_command: str) -> str:
     """The lines printed at the end of a sweep; the last one says what to do next."""
-    counts = ", ".join(f"{outcome.count(e)} {e}" for e in ("finished", "stopped early", "diverged", "failed", "interrupted") if outcome.count(e))
-    lines = [f"sweep {name} {'interrupted' if outcome.interrupted else 'ended'} after {wall_s:.0f} s: {counts or 'no trial runs were logged'}"]
+    counts = ", ".join(
+        f"{outcome.count(e)} {e}" for e in ("finished", "stopped early", "diverged", "failed", "interrupted") if outcome.count(e)
+    )
+    lines = [
+        f"sweep {name} {'interrupted' if outcome.interrupted else 'ended'} after {wall_s:.0f} s: {counts or 'no trial runs were logged'}"
+    ]
     found = table(outcome)
     if not found.empty:
         lines += ["", SPREAD_CAPTION, found.to_string(index=False)]

@@ -4,6 +4,7 @@ Paths are saved absolute, so the resume command the sweep prints works from any 
 resumed sweep runs as it was started, so options that would change it are refused rather than
 silently ignored.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ def read_state(folder: Path | RemoteFolder) -> tuple[TrackingTarget, dict[str, A
         state = json.loads(path.read_text())
         return TrackingTarget(**state["tracking"]), dict(state["args"])
     except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"--resume: the sweep's state file {path} is damaged ({type(err).__name__}: {err}); "
-                          "start the sweep again under a new --name") from None
+        raise ConfigError(
+            f"--resume: the sweep's state file {path} is damaged ({type(err).__name__}: {err}); start the sweep again under a new --name"
+        ) from None
 
 
 def resumed_args(given: argparse.Namespace, defaults: argparse.Namespace) -> argparse.Namespace:
@@ -50,10 +52,21 @@ def resumed_args(given: argparse.Namespace, defaults: argparse.Namespace) -> arg
     changed = [key for key, value in vars(given).items() if key not in RESUME_OPTIONS and value != getattr(defaults, key)]
     if changed:
         flags = ", ".join(f"--{key.replace('_', '-')}" for key in changed)
-        raise ConfigError(f"--resume continues sweep {given.resume} with the options it was started with; leave out {flags} "
-                          "(to change them, start a new sweep)")
+        raise ConfigError(
+            f"--resume continues sweep {given.resume} with the options it was started with; leave out {flags} "
+            "(to change them, start a new sweep)"
+        )
     folder = storage_folder(given.storage_path) / given.resume
     _, saved = read_state(folder)
-    return argparse.Namespace(**{**vars(defaults), **saved, "storage_path": str(folder.parent), "resume": given.resume,
-                                 "dry_run": given.dry_run, "verbose": given.verbose, "list_spaces": False,
-                                 "address": given.address or saved.get("address")})
+    return argparse.Namespace(
+        **{
+            **vars(defaults),
+            **saved,
+            "storage_path": str(folder.parent),
+            "resume": given.resume,
+            "dry_run": given.dry_run,
+            "verbose": given.verbose,
+            "list_spaces": False,
+            "address": given.address or saved.get("address"),
+        }
+    )

@@ -4,6 +4,7 @@ Everything goes through an explicit `MlflowClient(uri)`: no fluent global state,
 reused Ray actor would carry from one trial into the next. The tracking URI and the parent
 run id travel in the trial's config, so workers on other nodes log to the same place.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,7 +55,7 @@ def resolve_tracking_uri(uri: str | None, workdir: Path | None = None) -> str:
     if not uri:
         return f"sqlite:///{workdir / DEFAULT_STORE}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(workdir / uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{(workdir / uri[len('sqlite:///') :]).resolve()}"
     scheme = uri.split("://", 1)[0] if "://" in uri else None
     if scheme not in SCHEMES or uri == f"{scheme}://" or (scheme == "sqlite" and not uri.startswith("sqlite:///")):
         what = "is not a URI" if scheme is None else f"is not a tracking store mlflow can use (scheme {scheme!r})"
@@ -68,7 +69,7 @@ def resolve_tracking_uri(uri: str | None, workdir: Path | None = None) -> str:
 def artifact_root(uri: str) -> str | None:
     """Local stores keep artifacts beside the database; a server decides for itself."""
     if uri.startswith("sqlite:///"):
-        return str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts")
+        return str(Path(uri[len("sqlite:///") :]).parent / "mlartifacts")
     return None
 
 
@@ -85,7 +86,7 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             ) from None
         return
     if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         if not path.parent.is_dir():
             raise TrackingError(f"tracking store folder {path.parent} does not exist: create it or pass another --tracking-uri")
         if path.exists() and not path.is_file():
@@ -95,7 +96,9 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
         if path.is_file() and path.stat().st_size:
             with path.open("rb") as db:
                 if db.read(16) != b"SQLite format 3\x00":
-                    raise TrackingError(f"tracking store {path} is not an SQLite database: pass another --tracking-uri (a new file name creates one)")
+                    raise TrackingError(
+                        f"tracking store {path} is not an SQLite database: pass another --tracking-uri (a new file name creates one)"
+                    )
         return
     if uri.split("://", 1)[0] in DATABASE_SCHEMES:
         _check_database(uri)
@@ -111,12 +114,15 @@ def _check_database(uri: str) -> None:
             pass
         engine.dispose()
     except ModuleNotFoundError as err:
-        raise TrackingError(f"tracking store {uri}: its database driver is not installed ({err}); "
-                            "install the package that provides it, or pass another --tracking-uri") from None
+        raise TrackingError(
+            f"tracking store {uri}: its database driver is not installed ({err}); "
+            "install the package that provides it, or pass another --tracking-uri"
+        ) from None
     except Exception as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise TrackingError(f"tracking store {uri} cannot be reached ({type(err).__name__}: {first}); "
-                            "start the database or pass a reachable --tracking-uri") from None
+        raise TrackingError(
+            f"tracking store {uri} cannot be reached ({type(err).__name__}: {first}); start the database or pass a reachable --tracking-uri"
+        ) from None
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -129,6 +135,7 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 
 def read_git_commit(folder: Path) -> str:
     """HEAD of the checkout holding `folder`, with "-dirty" when tracked files differ from it; "unknown" outside git."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=folder).stdout.strip()
 
@@ -158,10 +165,20 @@ def package_versions() -> dict[str, str]:
 
 
 # MLflow's answers that say the request itself is wrong: asking again gets the same answer.
-DETERMINISTIC_CODES = frozenset({
-    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "BAD_REQUEST",
-    "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED",
-})
+DETERMINISTIC_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_STATE",
+        "BAD_REQUEST",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "ENDPOINT_NOT_FOUND",
+        "FEATURE_DISABLED",
+        "NOT_IMPLEMENTED",
+    }
+)
 
 
 def is_transient(error: Exception) -> bool:
@@ -187,7 +204,9 @@ def with_retries(call: Callable[[], T], attempts: int = 6, first_wait_s: float =
 
 
 def start_sweep_run(client: MlflowClient, experiment_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    run = client.create_run(experiment_id, run_name=run_name, tags={"vqbench.role": "sweep", "vqbench.git_commit": GIT_COMMIT, **SOURCE_TAGS, **tags})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={"vqbench.role": "sweep", "vqbench.git_commit": GIT_COMMIT, **SOURCE_TAGS, **tags}
+    )
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return run.info.run_id
 
@@ -201,6 +220,8 @@ INTERRUPTED_TAG = "vqbench.interrupted"  # set on a sweep's parent run by Ctrl-C
 def mark_interrupted(uri: str, parent_run_id: str) -> None:
     """Called by the driver on Ctrl-C; --resume deletes the mark."""
     MlflowClient(uri).set_tag(parent_run_id, INTERRUPTED_TAG, "true")
+
+
 EPOCH_METRIC = "train/loss"  # logged once per epoch: its history says which epochs a run already holds
 
 
@@ -217,7 +238,12 @@ class TrialRun:
 
     @classmethod
     def open(
-        cls, target: TrackingTarget, config: TrialConfig, device: str, run_id: str | None = None, tags: dict[str, str] | None = None,
+        cls,
+        target: TrackingTarget,
+        config: TrialConfig,
+        device: str,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> "TrialRun":
         """`tags` (where the trial runs; its study and objectives in a search) are set on a new run at its
@@ -294,7 +320,9 @@ class TrialRun:
         for path in files:
             with_retries(lambda: self.client.log_artifact(self.run_id, str(path)))
 
-    def finish(self, metrics: dict[str, float], step: int, files: list[Path], config: TrialConfig, tags: dict[str, str] | None = None) -> None:
+    def finish(
+        self, metrics: dict[str, float], step: int, files: list[Path], config: TrialConfig, tags: dict[str, str] | None = None
+    ) -> None:
         """`tags`: what only the trial knows once it has read its data (the dataset's card), in the final metrics' batch."""
         self.log_metrics(metrics, step, tags)
         with tempfile.TemporaryDirectory() as tmp:

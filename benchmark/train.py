@@ -5,6 +5,7 @@ picks each batch, and pixels are scaled to [0, 1] per batch. An epoch's order de
 on (seed, epoch), and so does torch's global generator (VAE noise, code restarts): a trial
 resumed from a checkpoint computes what it would have computed uninterrupted.
 """
+
 from __future__ import annotations
 
 import contextlib

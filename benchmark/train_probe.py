@@ -8,6 +8,7 @@ scores it on `HELD` other train images, whose first `SSIM_IMAGES` also give the 
 it stayed within 0.005 of the test SSIM: perf/README.md, "Ranking agreement"). It never reads the test split,
 so ASHA and Optuna may rank trials on it. Measured cost: perf/README.md ("The per-epoch probe").
 """
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@
 prints one JSON object with every metric. The Ray Tune trainable (`benchmark.tune_trial`)
 runs the same `run_trial`, adding checkpoints and MLflow logging through `on_epoch`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process
 HELP = {
     "model": "vae (continuous Gaussian latent) or vqvae (discrete codes)",
     "dataset": "digits (embedded), mnist, fashion_mnist, cifar10, cifar100, or an image folder: its name inside --data-dir "
-               "(e.g. CIFAR-10-images) or its path",
+    "(e.g. CIFAR-10-images) or its path",
     "seed": "seeds torch, numpy, Python and the batch order",
     "epochs": "training epochs (paper: 10)",
     "batch_size": "training batch size (paper: 64)",
@@ -113,21 +114,31 @@ def print_epoch(config: TrialConfig, state: TrainState, metrics: dict[str, float
     if LINEAR_ACC in metrics:
         extra += f", train probe {metrics[LINEAR_ACC]:.3f}, SSIM {metrics[SSIM]:.3f}"
     then = "; evaluating (probes, reconstruction, codebook)" if state.epoch == config.epochs else ""
-    print(f"epoch {state.epoch}/{config.epochs}: loss {metrics['train/loss']:.4f}, recon {metrics['train/recon_loss']:.4f}"
-          f"{extra}, {metrics['train/epoch_s']:.1f} s{then}", file=sys.stderr, flush=True)
+    print(
+        f"epoch {state.epoch}/{config.epochs}: loss {metrics['train/loss']:.4f}, recon {metrics['train/recon_loss']:.4f}"
+        f"{extra}, {metrics['train/epoch_s']:.1f} s{then}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrialConfig()
     for field in dataclasses.fields(TrialConfig):
         default = "on except for digits, mnist and fashion_mnist" if field.name == "batch_norm" else getattr(defaults, field.name)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None, help=f"{HELP[field.name]} (default: {default})")
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", dest=field.name, default=None, help=f"{HELP[field.name]} (default: {default})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.trial", description="Train and evaluate one VAE or VQ-VAE; print every metric as JSON.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.trial", description="Train and evaluate one VAE or VQ-VAE; print every metric as JSON."
+    )
     add_config_arguments(parser)
-    parser.add_argument("--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--data-dir", default=None, help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR})"
+    )
     parser.add_argument("--download", action="store_true", help="let torchvision fetch a missing dataset (needs internet)")
     parser.add_argument("--figures", type=Path, default=None, help="folder for reconstructions.png and tsne.png (default: none)")
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ How a trial ends decides what Ray and MLflow are told:
 - a crash worth retrying (`RETRYABLE`, or the worker process dying): FAILED, and Ray retries
   it into the same run.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,9 @@ def tune_trial(params: dict[str, Any]) -> None:
         tune.report({**finished, EPOCH: config.epochs, FAILED: 0.0, DIVERGED: 0.0, MLFLOW_RUN_ID: resume["mlflow_run_id"]})
         return
     tags = {"vqbench.ray_node_id": ray.get_runtime_context().get_node_id(), **params.get("study_tags", {})}
-    run = TrialRun.open(target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=tags,
-                        settings=ProbeSettings().to_params())
+    run = TrialRun.open(
+        target, config, str(pick_device()), resume["mlflow_run_id"] if resume else None, tags=tags, settings=ProbeSettings().to_params()
+    )
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
         run.log_epoch(metrics, state.epoch)
@@ -100,4 +102,3 @@ def tune_trial(params: dict[str, Any]) -> None:
         run.fail(err, "KILLED")
         raise
     tune.report({**result.metrics, EPOCH: config.epochs, FAILED: 0.0, DIVERGED: 0.0, MLFLOW_RUN_ID: run.run_id})
-

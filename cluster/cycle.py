@@ -9,6 +9,7 @@ launcher's side, the server stopped, `ray down`, and then whatever Ray or MLflow
 listening port is left. The report (JSON) holds the timings and every observation; the test
 (`tests/test_cluster.py`) decides what they must be. Needs root, sshd, rsync and `unshare`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ RAY_OR_MLFLOW = re.compile(r"raylet|gcs_server|ray::|ray[/.]|mlflow|uvicorn|guni
 
 def sweep_command(cpus_per_trial: int) -> str:
     """The README's submission with the smoke space; ~/ray_results is shared here (one filesystem)."""
-    return ("cd ~/vqbench && python -m benchmark.sweep --address auto --tracking-uri $(cat ~/mlflow/uri) "
-            f"--space smoke --experiment cycle --name cycle --cpus-per-trial {cpus_per_trial} --storage-path ~/ray_results")
+    return (
+        "cd ~/vqbench && python -m benchmark.sweep --address auto --tracking-uri $(cat ~/mlflow/uri) "
+        f"--space smoke --experiment cycle --name cycle --cpus-per-trial {cpus_per_trial} --storage-path ~/ray_results"
+    )
 
 
 class Cycle:
@@ -51,7 +54,9 @@ class Cycle:
         start = time.perf_counter()
         self.log.write(f"\n$ ray {' '.join(args)}\n")
         self.log.flush()
-        done = subprocess.run([RAY, *args], env={**os.environ, **V1_AUTOSCALER}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(
+            [RAY, *args], env={**os.environ, **V1_AUTOSCALER}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.log.write(done.stdout)
         self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 1)
         if check and done.returncode != 0:
@@ -85,8 +90,12 @@ def runs_on_server(uri: str, artifacts: Path) -> dict[str, Any]:
     return {
         "parents": [p.info.status for p in parents],
         "children": [
-            {"status": c.info.status, "node": c.data.tags.get("vqbench.ray_node_id"), "model": c.data.params.get("model"),
-             "artifacts": sorted(a.path for a in client.list_artifacts(c.info.run_id))}
+            {
+                "status": c.info.status,
+                "node": c.data.tags.get("vqbench.ray_node_id"),
+                "model": c.data.params.get("model"),
+                "artifacts": sorted(a.path for a in client.list_artifacts(c.info.run_id)),
+            }
             for c in children
         ],
         "artifact_files_on_head": sorted(p.name for p in artifacts.rglob("*.png")),
@@ -98,9 +107,22 @@ def stop_ray_on(ip: str, ssh_key: Path) -> str:
     stops Ray on the head only and leaves a worker's agents and log monitor running for good
     (seen with Ray 2.60); on AWS the instances are terminated."""
     done = subprocess.run(
-        ["ssh", "-i", str(ssh_key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-         f"root@{ip}", "bash --login -c -i 'source ~/.bashrc; ray stop'"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        [
+            "ssh",
+            "-i",
+            str(ssh_key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            f"root@{ip}",
+            "bash --login -c -i 'source ~/.bashrc; ray stop'",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
     return next((line.strip() for line in (done.stdout + done.stderr).splitlines() if "stopped" in line or "Did not find" in line), "")
 
@@ -163,10 +185,17 @@ def run_cycle(workspace: Path, cpus_per_trial: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.cycle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.cycle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workspace", type=Path, required=True, help="an empty folder for the sandbox's files (removable afterwards)")
     parser.add_argument("--report", type=Path, required=True, help="where the JSON report goes")
-    parser.add_argument("--cpus-per-trial", type=int, default=os.cpu_count() or 1, help="a whole machine per trial spreads the two trials over both (default: all CPUs)")
+    parser.add_argument(
+        "--cpus-per-trial",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="a whole machine per trial spreads the two trials over both (default: all CPUs)",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.inside:
@@ -175,8 +204,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot run the cluster cycle here: {reason}", file=sys.stderr)
             return 2
         args.workspace.mkdir(parents=True, exist_ok=True)
-        inner = [sys.executable, "-m", "cluster.cycle", "--inside", "--workspace", str(args.workspace.resolve()),
-                 "--report", str(args.report), "--cpus-per-trial", str(args.cpus_per_trial)]
+        inner = [
+            sys.executable,
+            "-m",
+            "cluster.cycle",
+            "--inside",
+            "--workspace",
+            str(args.workspace.resolve()),
+            "--report",
+            str(args.report),
+            "--cpus-per-trial",
+            str(args.cpus_per_trial),
+        ]
         code = subprocess.run(sandbox.isolated_command(inner), cwd=REPO).returncode
         if (args.workspace / "report.json").is_file():  # the sandbox's /tmp is its own: the report comes out through the workspace
             shutil.copy(args.workspace / "report.json", args.report)

@@ -7,6 +7,7 @@ Only what describes machines changes: the provider, the ssh login, and the node 
 provider refuses `available_node_types` and `head_node_type`; it makes one type of its own).
 File-mount sources are made absolute against the checkout, as `ray up` from its root would read them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ def load(path: Path = AWS_CONFIG) -> dict[str, Any]:
 
 
 def local_config(
-    config: dict[str, Any], head_ip: str, worker_ips: list[str], ssh_user: str, ssh_key: Path,
-    checkout: Path = REPO, mount_sources: dict[str, Path] | None = None,
+    config: dict[str, Any],
+    head_ip: str,
+    worker_ips: list[str],
+    ssh_user: str,
+    ssh_key: Path,
+    checkout: Path = REPO,
+    mount_sources: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """The same cluster on machines reached by ssh; `mount_sources` replaces a file mount's source."""
     local = {k: copy.deepcopy(v) for k, v in config.items() if k not in MACHINE_KEYS}
@@ -42,7 +48,9 @@ def local_config(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=AWS_CONFIG, help="the AWS cluster config (default: cluster.yaml)")
     parser.add_argument("--head-ip", required=True)
     parser.add_argument("--worker-ips", required=True, help="comma-separated")

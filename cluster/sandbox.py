@@ -15,6 +15,7 @@ stays at its own path wherever it lives, under /tmp or the home included (`cover
 `/opt/pytorch/bin/activate` puts that environment on PATH, as it does on the AWS Deep Learning AMI:
 the commands of `cluster.yaml` then run unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,7 +88,9 @@ def cover_plan(target: Path, source: Path, needed: Iterable[Path], handles: Path
     kept = [p for p in outermost(needed) if p != target and p.is_relative_to(target)]
     hidden = [str(p) for p in kept if p.is_relative_to(handles)]
     if hidden:
-        raise RuntimeError(f"{', '.join(hidden)}: the sandbox keeps its handles in {handles}, which would hide it; move it out of {handles}")
+        raise RuntimeError(
+            f"{', '.join(hidden)}: the sandbox keeps its handles in {handles}, which would hide it; move it out of {handles}"
+        )
     slots = [handles / str(index) for index in range(len(kept))]
     take = [["mount", "-t", "tmpfs", "tmpfs", str(handles)]] if kept else []
     for path, slot in zip(kept, slots):
@@ -162,9 +165,26 @@ def start_machine(sandbox: Sandbox, ip: str, hostname: str) -> subprocess.Popen:
     hosts.write_text(f"127.0.0.1 localhost\n{ip} {hostname}\n")
     log = open(sandbox.workspace / f"sshd-{hostname}.log", "w")
     process = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--uts", "--propagation", "private",
-         sys.executable, "-m", "cluster.sandbox", ip, hostname, str(hosts)],
-        stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[1],
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-m",
+            "cluster.sandbox",
+            ip,
+            hostname,
+            str(hosts),
+        ],
+        stdout=log,
+        stderr=log,
+        cwd=Path(__file__).resolve().parents[1],
     )
     deadline = time.monotonic() + 30
     while True:
@@ -190,7 +210,9 @@ def _machine_main(ip: str, hostname: str, hosts: str) -> int:
     """First process of a stand-in machine: name it, run its sshd, reap whatever gets orphaned."""
     socket.sethostname(hostname)
     _sh("mount", "--bind", hosts, "/etc/hosts")
-    sshd = subprocess.Popen([shutil.which("sshd", path=TOOL_DIRS) or "sshd", "-D", "-e", "-o", f"ListenAddress={ip}", "-o", "PidFile=none", "-o", "UsePAM=no"])
+    sshd = subprocess.Popen(
+        [shutil.which("sshd", path=TOOL_DIRS) or "sshd", "-D", "-e", "-o", f"ListenAddress={ip}", "-o", "PidFile=none", "-o", "UsePAM=no"]
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a namespace's first process ignores unhandled signals
     while True:
         pid, _ = os.wait()

@@ -7,6 +7,7 @@
 keeps a server that answers, appends to its log, and records its pid for `stop`. The URL that
 workers use (the head's address as Ray sees it) is written to ~/mlflow/uri for the sweep.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,30 @@ def start(folder: Path = FOLDER, port: int = PORT, host: str = "0.0.0.0", worker
         # mlflow's Host header check admits exactly the names it is reached by (its default misses 127.0.0.2).
         hosts = f"{uri.split('//')[1]},localhost:{port},127.0.0.1:{port}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers), "--allowed-hosts", hosts,
-             "--uvicorn-opts", f"--timeout-worker-healthcheck {int(START_TIMEOUT_S)}",
-             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--allowed-hosts",
+                hosts,
+                "--uvicorn-opts",
+                f"--timeout-worker-healthcheck {int(START_TIMEOUT_S)}",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         (folder / "server.pid").write_text(str(process.pid))
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -90,7 +111,9 @@ def stop(folder: Path = FOLDER, timeout_s: float = 30.0) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.tracking_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.tracking_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--folder", type=Path, default=FOLDER, help=f"its store, artifacts, log, pid and uri files (default: {FOLDER})")
     parser.add_argument("--port", type=int, default=PORT, help=f"(default: {PORT})")

@@ -11,6 +11,7 @@ proxied), as on a cluster's head. Each trial times its own calls; trials are gro
 order into buckets, so a latency or a per-trial cost that grows with the number of runs already
 on the server, or with Tune's experiment state, shows from one bucket to the next.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,9 +81,25 @@ def stop_server(server: subprocess.Popen) -> None:
 
 def start_server(folder: Path, port: int, workers: int) -> subprocess.Popen:
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "w"), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "server.log", "w"),
+        start_new_session=True,
     )
     deadline = time.monotonic() + 240
     while True:
@@ -130,7 +147,9 @@ def run(folder: Path, trials: int, nodes: int, server_workers: int) -> tuple[flo
             tune.with_resources(scale_trial, {"cpu": 1}),
             param_space={"i": tune.grid_search(list(range(trials))), "tracking": tracking, "log": str(log)},
             tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name="scale", storage_path=str(folder / "ray"), verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+            run_config=tune.RunConfig(
+                name="scale", storage_path=str(folder / "ray"), verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)
+            ),
         )
         start = time.perf_counter()
         results = tuner.fit()
@@ -139,7 +158,9 @@ def run(folder: Path, trials: int, nodes: int, server_workers: int) -> tuple[flo
         if errors:
             raise RuntimeError(f"{errors} of {trials} trials errored")
         client.set_terminated(parent, "FINISHED")
-        finished = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'FINISHED'", max_results=50_000)
+        finished = client.search_runs(
+            [experiment], f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'FINISHED'", max_results=50_000
+        )
         state = sum(p.stat().st_size for p in (folder / "ray" / "scale").glob("experiment_state*.json"))
         return wall, [json.loads(line) for line in log.read_text().splitlines()], state, len(finished)
     finally:
@@ -160,14 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         wall, timings, state_bytes, finished = run(Path(tmp), args.trials, args.nodes, args.server_workers)
     timings.sort(key=lambda t: t["start"])
     size = max(1, len(timings) // args.buckets)
-    figures: dict[str, float] = {"trials": float(len(timings)), "nodes": float(args.nodes), "sweep_wall_s": wall,
-                                 "trials_per_minute": 60 * len(timings) / wall, "experiment_state_bytes": float(state_bytes),
-                                 "finished_runs_on_server": float(finished)}
-    print(f"{len(timings)} trials on {args.nodes} nodes in {wall:.0f} s ({figures['trials_per_minute']:.0f}/min); Tune experiment state {state_bytes / 1e3:.0f} kB")
+    figures: dict[str, float] = {
+        "trials": float(len(timings)),
+        "nodes": float(args.nodes),
+        "sweep_wall_s": wall,
+        "trials_per_minute": 60 * len(timings) / wall,
+        "experiment_state_bytes": float(state_bytes),
+        "finished_runs_on_server": float(finished),
+    }
+    print(
+        f"{len(timings)} trials on {args.nodes} nodes in {wall:.0f} s ({figures['trials_per_minute']:.0f}/min); Tune experiment state {state_bytes / 1e3:.0f} kB"
+    )
     print("| trials | per trial p50 s | open p50 ms | log_metrics p50 / p95 ms | finish p50 ms |")
     print("| --- | --- | --- | --- | --- |")
     for b in range(args.buckets):
-        chunk = timings[b * size:(b + 1) * size] if b < args.buckets - 1 else timings[b * size:]
+        chunk = timings[b * size : (b + 1) * size] if b < args.buckets - 1 else timings[b * size :]
         if not chunk:
             continue
         writes = [s for t in chunk for s in t["log_metrics_s"]]
@@ -179,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             "finish_ms_p50": 1000 * statistics.median(t["finish_s"] for t in chunk),
         }
         figures.update({f"bucket{b + 1}_{k}": v for k, v in row.items()})
-        print(f"| {b * size + 1}-{b * size + len(chunk)} | {row['trial_s_p50']:.2f} | {row['open_ms_p50']:.0f} | "
-              f"{row['log_metrics_ms_p50']:.0f} / {row['log_metrics_ms_p95']:.0f} | {row['finish_ms_p50']:.0f} |")
+        print(
+            f"| {b * size + 1}-{b * size + len(chunk)} | {row['trial_s_p50']:.2f} | {row['open_ms_p50']:.0f} | "
+            f"{row['log_metrics_ms_p50']:.0f} / {row['log_metrics_ms_p95']:.0f} | {row['finish_ms_p50']:.0f} |"
+        )
     write_record(args, figures)
     return 0
 

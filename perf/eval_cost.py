@@ -16,6 +16,7 @@ trial pays (hashing the dataset, reading the cached file), and the first trial's
 computes them, is printed beside it. Probes are trained models, so their cost does not depend
 on how well the autoencoder was trained; encoding does not either.
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,7 +42,9 @@ def probes_before(train_x, train_y, test_x, classes: int, seed: int, num_codes: 
     """Protocol 2's probes of one representation (what a trial ran before protocol 3), for their seconds."""
     settings = ProbeSettings()
     if num_codes is None:
-        subset = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))[: settings.knn_train_size].to(train_x.device)
+        subset = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))[: settings.knn_train_size].to(
+            train_x.device
+        )
         knn_predict(train_x[subset].float(), train_y[subset], test_x.float(), settings.knn_k, classes)
         train_x, test_x = standardise(train_x.float(), test_x.float())
     for hidden in (MLP_HIDDEN, None):
@@ -56,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     options.sized("--threads", available_cores(), 1, "torch threads; the default is all cores")
     options.add_argument("--model", default="vqvae", choices=("vae", "vqvae"), help="model (default: vqvae)")
     options.add_argument("--trial-epochs", type=int, default=10, help="epochs of the trial the shares refer to (default: 10, the paper's)")
-    options.add_argument("--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)")
+    options.add_argument(
+        "--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)"
+    )
     args = options.parse(argv)
     torch.set_num_threads(args.threads)
     device = pick_device()
@@ -73,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     before = {"probe_latent": seconds(lambda: probes_before(train["latent"], data.train_y, test["latent"], classes, seed), device)}
     times["probe_latent"] = seconds(lambda: probe_all(train["latent"], data.train_y, test["latent"], data.test_y, classes, seed), device)
     if "codes" in train:
-        before["probe_codes"] = seconds(lambda: probes_before(train["codes"], data.train_y, test["codes"], classes, seed, config.num_codes), device)
-        times["probe_codes"] = seconds(lambda: probe_all(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, num_codes=config.num_codes), device)
+        before["probe_codes"] = seconds(
+            lambda: probes_before(train["codes"], data.train_y, test["codes"], classes, seed, config.num_codes), device
+        )
+        times["probe_codes"] = seconds(
+            lambda: probe_all(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, num_codes=config.num_codes), device
+        )
     pixels = data.train_x.flatten(1).float(), data.test_x.flatten(1).float()
     before_pixels_first_s = seconds(lambda: probes_before(pixels[0], data.train_y, pixels[1], classes, seed), device)
     with tempfile.TemporaryDirectory() as cache:  # empty: the first call computes, the second reads
@@ -91,13 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     first_total = total - times["probe_pixels_cached"] + first_pixels_s
     before_total = total - sum(times[piece] for piece in before) + sum(before.values())  # the same cached pixel read
     figures = {
-        "epoch_s": epoch_s, f"training_{args.trial_epochs}_epochs_s": training_s, "eval_total_s": total, "eval_total_share": total / training_s,
-        "probe_pixels_first_s": first_pixels_s, "eval_total_first_s": first_total, "eval_total_first_share": first_total / training_s,
-        "before/eval_total_s": before_total, "before/eval_total_share": before_total / training_s,
+        "epoch_s": epoch_s,
+        f"training_{args.trial_epochs}_epochs_s": training_s,
+        "eval_total_s": total,
+        "eval_total_share": total / training_s,
+        "probe_pixels_first_s": first_pixels_s,
+        "eval_total_first_s": first_total,
+        "eval_total_first_share": first_total / training_s,
+        "before/eval_total_s": before_total,
+        "before/eval_total_share": before_total / training_s,
         "before/probe_pixels_first_s": before_pixels_first_s,
         **{f"before/{piece}_s": spent for piece, spent in before.items()},
     }
-    print(f"{args.model} on {args.dataset} ({data.train_x.shape[0]} train, {data.test_x.shape[0]} test), {args.threads} thread(s), {device}")
+    print(
+        f"{args.model} on {args.dataset} ({data.train_x.shape[0]} train, {data.test_x.shape[0]} test), {args.threads} thread(s), {device}"
+    )
     print(f"epoch: {epoch_s:.1f} s; {args.trial_epochs}-epoch training: {training_s:.1f} s\n")
     print(f"{'piece':20} {'seconds':>8} {'of training':>12}")
     for piece, spent in times.items():
@@ -108,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     for piece, spent in before.items():
         print(f"{piece + ' (before)':20} {spent:8.2f} {spent / training_s:12.1%}")
     print(f"{'all (before)':20} {before_total:8.2f} {before_total / training_s:12.1%}   (protocol 2's probes, same features)")
-    print(f"the first trial on a machine computes the pixel probes ({first_pixels_s:.2f} s): {first_total:.2f} s, {first_total / training_s:.1%}")
+    print(
+        f"the first trial on a machine computes the pixel probes ({first_pixels_s:.2f} s): {first_total:.2f} s, {first_total / training_s:.1%}"
+    )
     write_record(args, figures, str(device))
     return 0
 

@@ -9,6 +9,7 @@ on the GPU. Every process warms up, waits at a barrier, then trains whole epochs
 and reports its images/s; the aggregate is their sum. Without a GPU it says so and exits 0
 (`--device cpu` runs the same packing on CPU cores, to test the script itself).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,24 @@ def worker(args) -> int:
 
 def worker_command(args) -> list[str]:
     return [
-        sys.executable, "-m", "perf.gpu_packing", "--worker", "--device", args.device, "--seconds", str(args.seconds), "--images", str(args.images),
-        "--model", args.model, "--shape", args.shape, "--precision", args.precision, "--trials", "1",
+        sys.executable,
+        "-m",
+        "perf.gpu_packing",
+        "--worker",
+        "--device",
+        args.device,
+        "--seconds",
+        str(args.seconds),
+        "--images",
+        str(args.images),
+        "--model",
+        args.model,
+        "--shape",
+        args.shape,
+        "--precision",
+        args.precision,
+        "--trials",
+        "1",
     ]
 
 
@@ -66,7 +83,9 @@ def run_packed(args, n: int, folder: Path) -> list[dict[str, float]]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs = [folder / f"worker-{n}-{i}.log" for i in range(n)]
     processes = [
-        subprocess.Popen(worker_command(args), cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+        subprocess.Popen(
+            worker_command(args), cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True
+        )
         for log in logs
     ]
 
@@ -119,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.trials:
         figures[f"{n}_trials/vs_{base}_trials"] = figures[f"{n}_trials/aggregate_img_s"] / figures[f"{base}_trials/aggregate_img_s"]
     device = f"{args.device}:0" if args.device == "cuda" else "cpu"
-    print(f"{args.model} ({args.shape}, {args.precision}) trials packed on {torch.cuda.get_device_name() if args.device == 'cuda' else 'the CPU'}")
+    print(
+        f"{args.model} ({args.shape}, {args.precision}) trials packed on {torch.cuda.get_device_name() if args.device == 'cuda' else 'the CPU'}"
+    )
     print(f"{'trials':>6} {'aggregate img/s':>16} {'per trial':>10} {f'vs {base}':>7} {'max MiB':>8}")
     for n in args.trials:
         k = f"{n}_trials"
         memory = f"{figures[k + '/max_memory_mib']:8.0f}" if args.device == "cuda" else f"{'-':>8}"
-        print(f"{n:6d} {figures[k + '/aggregate_img_s']:16.0f} {figures[k + '/per_trial_img_s']:10.0f} {figures[f'{k}/vs_{base}_trials']:7.2f} {memory}")
+        print(
+            f"{n:6d} {figures[k + '/aggregate_img_s']:16.0f} {figures[k + '/per_trial_img_s']:10.0f} {figures[f'{k}/vs_{base}_trials']:7.2f} {memory}"
+        )
     write_record(args, figures, device)
     return 0
 

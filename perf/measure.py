@@ -4,6 +4,7 @@ Repeats of the candidates are taken in turn (A B A B ...), never all of A then a
 so a machine that slows down or speeds up during a run shifts every candidate alike;
 figures are medians of those repeats.
 """
+
 from __future__ import annotations
 
 import statistics

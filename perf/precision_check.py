@@ -10,6 +10,7 @@ interval of bf16 - fp32 lies inside the margin declared here, ±0.5 probe points
 seeds. The speed-up is the ratio of mean training seconds: compare it only where both
 precisions ran beside each other on the same machine.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,14 @@ def compare(runs: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:
             diff = bf16 / fp32 - 1 if check.relative else bf16 - fp32
             test = paired_test(np.zeros_like(diff), diff)
             key = f"{model}/{check.metric}"
-            found = {f"{key}/fp32_mean": fp32.mean(), f"{key}/bf16_mean": bf16.mean(), f"{key}/n": test.n,
-                     f"{key}/diff_mean": test.mean, f"{key}/diff_low": test.low, f"{key}/diff_high": test.high}
+            found = {
+                f"{key}/fp32_mean": fp32.mean(),
+                f"{key}/bf16_mean": bf16.mean(),
+                f"{key}/n": test.n,
+                f"{key}/diff_mean": test.mean,
+                f"{key}/diff_low": test.low,
+                f"{key}/diff_high": test.high,
+            }
             figures.update({name: float(value) for name, value in found.items() if math.isfinite(value)})  # no interval under 2 seeds
             if test.n < MIN_SEEDS:
                 verdicts[key] = "not resolved"
@@ -79,8 +86,10 @@ def print_table(figures: dict[str, float], verdicts: dict[str, str]) -> None:
         low, mean, high = (scale * figures.get(f"{key}/diff_{part}", math.nan) for part in ("low", "mean", "high"))
         interval = "n/a" if math.isnan(low) else f"[{low:+.4g}, {high:+.4g}]"
         margin = f"±{scale * check.margin:g}{unit}"
-        print(f"| {model} | {metric}{' (relative)' if check.relative else ''} | {figures[f'{key}/n']:.0f} | {figures[f'{key}/fp32_mean']:.4f} | "
-              f"{figures[f'{key}/bf16_mean']:.4f} | {mean:+.4g}{unit} {interval} | {margin} | {verdict} |")
+        print(
+            f"| {model} | {metric}{' (relative)' if check.relative else ''} | {figures[f'{key}/n']:.0f} | {figures[f'{key}/fp32_mean']:.4f} | "
+            f"{figures[f'{key}/bf16_mean']:.4f} | {mean:+.4g}{unit} {interval} | {margin} | {verdict} |"
+        )
     for key, value in figures.items():
         if key.endswith("bf16_train_speedup"):
             print(f"{key.split('/')[0]}: bf16 trains {value:.2f}x as fast as fp32 (mean training seconds)")
@@ -92,7 +101,9 @@ def run_here(args) -> tuple[pd.DataFrame, str]:
     rows, device = [], "cpu"
     for seed in range(args.seeds):
         for precision in PRECISIONS:
-            config = TrialConfig.from_dict({"model": args.model, "dataset": args.dataset, "seed": seed, "epochs": args.epochs, "precision": precision})
+            config = TrialConfig.from_dict(
+                {"model": args.model, "dataset": args.dataset, "seed": seed, "epochs": args.epochs, "precision": precision}
+            )
             result = run_trial(config, args.data_dir)
             device = result.device
             rows.append({**config.to_dict(), **result.metrics})
@@ -102,12 +113,16 @@ def run_here(args) -> tuple[pd.DataFrame, str]:
 
 def main(argv: list[str] | None = None) -> int:
     options = Options("precision_check", __doc__)
-    options.add_argument("--runs", nargs="+", metavar="CSV", help="compare the finished trials of these runs CSVs instead of running trials")
+    options.add_argument(
+        "--runs", nargs="+", metavar="CSV", help="compare the finished trials of these runs CSVs instead of running trials"
+    )
     options.sized("--dataset", "mnist", "digits", "dataset of the trials")
     options.sized("--epochs", 1, 1, "training epochs per trial (paper: 10)")
     options.sized("--seeds", 3, 2, f"seeds 0..N-1 per precision; at least {MIN_SEEDS} for a verdict")
     options.add_argument("--model", default="vqvae", choices=("vae", "vqvae"), help="model (default: vqvae)")
-    options.add_argument("--data-dir", default=real_data_dir(), help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or ../shared/data)")
+    options.add_argument(
+        "--data-dir", default=real_data_dir(), help=f"data root in torchvision's layout (default: ${DATA_DIR_ENV} or ../shared/data)"
+    )
     options.sized("--threads", available_cores(), 1, "torch threads; the default is all cores")
     args = options.parse(argv)
     if args.runs:

@@ -16,6 +16,7 @@ indices, raw pixels):
 Differences in points; only the train split (and its held-out share) chooses anything. Representations are
 named `{run name}/{latent|codes}` (e.g. `vqvae-mnist-K512-D64-b0.25-s0/codes`) and `pixels`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,12 +60,25 @@ def mlp_figures(train_x, train_y, test_x, test_y, classes, seed, settings, num_c
     fixed = dataclasses.replace(chosen, max_epochs=factor * fitted.epochs_run, patience=0)
     long, long_spent = timed(lambda: train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed, fixed, num_codes))
     long_acc = accuracy(predict_scores(long.net, test_x), test_y)
-    again = [accuracy(predict_scores(train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed + 1000 * r, chosen, num_codes).net, test_x), test_y)
-             for r in range(1, restarts)]
+    again = [
+        accuracy(
+            predict_scores(train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed + 1000 * r, chosen, num_codes).net, test_x), test_y
+        )
+        for r in range(1, restarts)
+    ]
     spread = 100 * (max([acc, *again]) - min([acc, *again]))
-    return {"early_acc": acc, "early_epochs": float(fitted.epochs_run), "early_s": spent, "lr": lr, "weight_decay": weight_decay,
-            "fixed_acc": long_acc, "fixed_epochs": float(long.epochs_run), "fixed_s": long_spent,
-            "diff_points": 100 * (acc - long_acc), "restart_spread_points": spread}
+    return {
+        "early_acc": acc,
+        "early_epochs": float(fitted.epochs_run),
+        "early_s": spent,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "fixed_acc": long_acc,
+        "fixed_epochs": float(long.epochs_run),
+        "fixed_s": long_spent,
+        "diff_points": 100 * (acc - long_acc),
+        "restart_spread_points": spread,
+    }
 
 
 def linear_figures(train_x, train_y, test_x, test_y, classes, seed, settings, num_codes) -> dict[str, float]:
@@ -73,10 +87,20 @@ def linear_figures(train_x, train_y, test_x, test_y, classes, seed, settings, nu
     tight = dataclasses.replace(settings, lbfgs_tol=settings.lbfgs_tol / 10, lbfgs_max_iter=4 * settings.lbfgs_max_iter)
     solved, tight_spent = timed(lambda: fit_logistic(train_x, train_y, classes, probed.fit.l2, tight, num_codes, probed.fit))
     tight_acc = accuracy(linear_scores(solved, test_x, num_codes), test_y)
-    return {"acc": acc, "s": spent, "l2": probed.fit.l2, "iters": float(probed.fit.iterations), "grad_norm": probed.fit.grad_norm,
-            "capped": float(probed.fit.capped), "path_capped": float(probed.path_capped), "tight_acc": tight_acc,
-            "tight_iters": float(solved.iterations), "tight_capped": float(solved.capped), "tight_s": tight_spent,
-            "diff_points": 100 * (acc - tight_acc)}
+    return {
+        "acc": acc,
+        "s": spent,
+        "l2": probed.fit.l2,
+        "iters": float(probed.fit.iterations),
+        "grad_norm": probed.fit.grad_norm,
+        "capped": float(probed.fit.capped),
+        "path_capped": float(probed.path_capped),
+        "tight_acc": tight_acc,
+        "tight_iters": float(solved.iterations),
+        "tight_capped": float(solved.capped),
+        "tight_s": tight_spent,
+        "diff_points": 100 * (acc - tight_acc),
+    }
 
 
 def trained_models(args, saved: list[tuple[nn.Module, TrialConfig]], data, device: torch.device) -> Iterator[tuple[TrialConfig, nn.Module]]:
@@ -84,7 +108,9 @@ def trained_models(args, saved: list[tuple[nn.Module, TrialConfig]], data, devic
     for model, config in saved:
         yield config, model
     for name in () if saved else args.models:
-        config = TrialConfig.from_dict({"model": name, "dataset": args.dataset, "epochs": args.epochs, "seed": args.seed, "num_codes": 512, "code_dim": 64})
+        config = TrialConfig.from_dict(
+            {"model": name, "dataset": args.dataset, "epochs": args.epochs, "seed": args.seed, "num_codes": 512, "code_dim": 64}
+        )
         state = init_state(config, data, device)
         for _ in range(args.epochs):
             train_epoch(state, data, config)
@@ -100,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     options.sized("--restarts", 3, 2, "seeded restarts of the chosen MLP probe, for their spread")
     options.add_argument("--seed", type=int, default=0, help="trial and probe seed (default: 0)")
     options.add_argument("--threads", type=int, default=available_cores(), help="torch threads (default: all cores)")
-    options.add_argument("--models-from", nargs="+", metavar="MODEL_PT", help="probe these trained models (a trial's model.pt) instead of training --models")
-    options.add_argument("--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)")
+    options.add_argument(
+        "--models-from", nargs="+", metavar="MODEL_PT", help="probe these trained models (a trial's model.pt) instead of training --models"
+    )
+    options.add_argument(
+        "--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)"
+    )
     args = options.parse(argv)
     torch.set_num_threads(args.threads)
     device = pick_device()
@@ -112,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     data = to_device(load_dataset(args.dataset, args.data_dir), device)
     settings = ProbeSettings()
     if args.tiny:  # one grid member, short schedules: a run of seconds
-        settings = dataclasses.replace(settings, max_epochs=4, mlp_lrs=settings.mlp_lrs[:1], mlp_weight_decays=settings.mlp_weight_decays[:1])
+        settings = dataclasses.replace(
+            settings, max_epochs=4, mlp_lrs=settings.mlp_lrs[:1], mlp_weight_decays=settings.mlp_weight_decays[:1]
+        )
     representations = {}
     for config, model in trained_models(args, saved, data, device):
         train = represent_split(model, data.train_x, data.train_y, config, decode=False)
@@ -131,15 +163,21 @@ def main(argv: list[str] | None = None) -> int:
         linear = linear_figures(*common)
         figures.update({f"{name}/mlp/{k}": v for k, v in mlp.items()})
         figures.update({f"{name}/linear/{k}": v for k, v in linear.items()})
-        print(f"{name:44} {'mlp':6} {100 * mlp['early_acc']:6.2f} {mlp['early_epochs']:12.0f} {mlp['early_s']:6.1f} "
-              f"{100 * mlp['fixed_acc']:6.2f} {mlp['fixed_s']:6.1f} {mlp['diff_points']:+6.2f} {mlp['restart_spread_points']:6.2f}")
+        print(
+            f"{name:44} {'mlp':6} {100 * mlp['early_acc']:6.2f} {mlp['early_epochs']:12.0f} {mlp['early_s']:6.1f} "
+            f"{100 * mlp['fixed_acc']:6.2f} {mlp['fixed_s']:6.1f} {mlp['diff_points']:+6.2f} {mlp['restart_spread_points']:6.2f}"
+        )
         flag = " capped" if linear["capped"] else ""
-        print(f"{name:44} {'linear':6} {100 * linear['acc']:6.2f} {linear['iters']:12.0f} {linear['s']:6.1f} "
-              f"{100 * linear['tight_acc']:6.2f} {linear['tight_s']:6.1f} {linear['diff_points']:+6.2f}  l2 {linear['l2']:.3g}{flag}")
+        print(
+            f"{name:44} {'linear':6} {100 * linear['acc']:6.2f} {linear['iters']:12.0f} {linear['s']:6.1f} "
+            f"{100 * linear['tight_acc']:6.2f} {linear['tight_s']:6.1f} {linear['diff_points']:+6.2f}  l2 {linear['l2']:.3g}{flag}"
+        )
     figures["worst_abs_diff_points"] = max(abs(v) for k, v in figures.items() if k.endswith("/diff_points"))
     figures["worst_restart_spread_points"] = max(v for k, v in figures.items() if k.endswith("/restart_spread_points"))
-    print(f"largest |probe - longer or tighter|: {figures['worst_abs_diff_points']:.2f} points; "
-          f"largest spread of {args.restarts} MLP restarts: {figures['worst_restart_spread_points']:.2f} points")
+    print(
+        f"largest |probe - longer or tighter|: {figures['worst_abs_diff_points']:.2f} points; "
+        f"largest spread of {args.restarts} MLP restarts: {figures['worst_restart_spread_points']:.2f} points"
+    )
     write_record(args, figures, str(device))
     return 0
 

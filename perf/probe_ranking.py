@@ -10,6 +10,7 @@ probe apart, with the final test `probe/latent/linear_acc`; and `train_probe/ssi
 `recon/ssim`. Over all configs and within each family: a search's study holds one family, so the
 within-family figure is the one that justifies stopping trials early on the cheap metric.
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,8 +30,9 @@ VQ = [{"num_codes": k} for k in (16, 64, 256, 1024)] + [{"num_codes": 64, "code_
 
 def grid(dataset: str, epochs: int, size: int) -> list[TrialConfig]:
     """The first `size` configs of each family, around D=64, KL weight 0.01, beta 0.25."""
-    return ([TrialConfig.from_dict({"model": "vae", "dataset": dataset, "epochs": epochs, **c}) for c in VAE[:size]]
-            + [TrialConfig.from_dict({"model": "vqvae", "dataset": dataset, "epochs": epochs, **c}) for c in VQ[:size]])
+    return [TrialConfig.from_dict({"model": "vae", "dataset": dataset, "epochs": epochs, **c}) for c in VAE[:size]] + [
+        TrialConfig.from_dict({"model": "vqvae", "dataset": dataset, "epochs": epochs, **c}) for c in VQ[:size]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     for config in grid(args.dataset, args.epochs, args.size):
         m = run_trial(config).metrics
         rows.append((config.model, m))
-        print(f"{config.name:36} {m[LINEAR_ACC]:11.4f} {m['probe/latent/mlp_acc']:9.4f} {m['probe/latent/linear_acc']:11.4f} {m[SSIM]:10.4f} {m['recon/ssim']:9.4f}")
+        print(
+            f"{config.name:36} {m[LINEAR_ACC]:11.4f} {m['probe/latent/mlp_acc']:9.4f} {m['probe/latent/linear_acc']:11.4f} {m[SSIM]:10.4f} {m['recon/ssim']:9.4f}"
+        )
     figures = {"configs": float(len(rows))}
     for scope in ("all", "vae", "vqvae"):
         chosen = [m for model, m in rows if scope in ("all", model)]

@@ -4,6 +4,7 @@ A speed figure means something only beside the machine, its load and the exact c
 that produced it, so every line carries them; `--tiny` runs exist so tests keep the
 scripts working, and their figures mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,9 @@ class Options(argparse.ArgumentParser):
         self.script = script
         self.sizes: dict[str, tuple[Any, Any]] = {}
         self.add_argument("--tiny", action="store_true", help="a run of seconds with tiny sizes, for tests: its figures mean nothing")
-        self.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON-lines file the figures are appended to (default: perf/results.jsonl)")
+        self.add_argument(
+            "--out", type=Path, default=DEFAULT_OUT, help="JSON-lines file the figures are appended to (default: perf/results.jsonl)"
+        )
 
     def sized(self, flag: str, full: Any, tiny: Any, help: str, kind: Callable[[str], Any] | None = None) -> None:
         dest = flag.lstrip("-").replace("-", "_")
@@ -96,7 +99,9 @@ def significant(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def write_record(args: argparse.Namespace, figures: dict[str, float], device: str = "cpu", conclusions: dict[str, Any] | None = None) -> dict:
+def write_record(
+    args: argparse.Namespace, figures: dict[str, float], device: str = "cpu", conclusions: dict[str, Any] | None = None
+) -> dict:
     """Append one JSON line to `args.out` and print it; refuse figures that are not finite."""
     bad = {k: v for k, v in figures.items() if not math.isfinite(v)}
     if bad:

@@ -14,6 +14,7 @@ train_s - sum of `train/epoch_s` and `train_probe/seconds` (the per-epoch probe 
 overhead). The share outside training/evaluation is
 1 - sum(train + eval) / (concurrent slots x sweep wall time).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,23 @@ def run_sweep(folder: Path, args) -> tuple[str, float, float]:
     """The sweep as a user runs it; its tracking URI and its start and end (epoch seconds)."""
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     command = [
-        sys.executable, "-m", "benchmark.sweep", "--space", "smoke", "--seeds", str(args.seeds), "--tracking-uri", uri,
-        "--storage-path", str(folder / "ray"), "--experiment", EXPERIMENT, "--name", "overhead", "--cpus-per-trial", str(args.cpus_per_trial),
+        sys.executable,
+        "-m",
+        "benchmark.sweep",
+        "--space",
+        "smoke",
+        "--seeds",
+        str(args.seeds),
+        "--tracking-uri",
+        uri,
+        "--storage-path",
+        str(folder / "ray"),
+        "--experiment",
+        EXPERIMENT,
+        "--name",
+        "overhead",
+        "--cpus-per-trial",
+        str(args.cpus_per_trial),
     ]
     start = time.time()
     with open(folder / "sweep.log", "w") as log:
@@ -59,8 +75,12 @@ def trial_runs(uri: str) -> tuple[object, list]:
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     parent = client.search_runs([experiment], "tags.`vqbench.role` = 'sweep'")[0]
     kids = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10_000)
-    epochs = {k.info.run_id: sum(m.value for metric in ("train/epoch_s", "train_probe/seconds") for m in client.get_metric_history(k.info.run_id, metric))
-              for k in kids}
+    epochs = {
+        k.info.run_id: sum(
+            m.value for metric in ("train/epoch_s", "train_probe/seconds") for m in client.get_metric_history(k.info.run_id, metric)
+        )
+        for k in kids
+    }
     return parent, [(k, epochs[k.info.run_id]) for k in kids]
 
 
@@ -118,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  parent run -> first trial run (ray.init, actor start, imports): {figures['ray_start_to_first_trial_s']:.1f} s")
     print(f"  last trial run -> sweep exit (summary, shutdown): {figures['after_last_trial_s']:.1f} s")
     print(f"  fresh process importing the trainable: {imports:.1f} s")
-    print(f"per trial (median): train+eval {figures['train_eval_median_s']:.1f} s, overhead outside them {figures['trial_overhead_median_s']:.1f} s "
-          f"= figures (t-SNE, grid) {figures['figures_median_s']:.1f} s + fixed cost {figures['trial_fixed_median_s']:.2f} s; "
-          f"checkpoints+reports inside train_s {figures['epoch_report_median_s']:.2f} s")
+    print(
+        f"per trial (median): train+eval {figures['train_eval_median_s']:.1f} s, overhead outside them {figures['trial_overhead_median_s']:.1f} s "
+        f"= figures (t-SNE, grid) {figures['figures_median_s']:.1f} s + fixed cost {figures['trial_fixed_median_s']:.2f} s; "
+        f"checkpoints+reports inside train_s {figures['epoch_report_median_s']:.2f} s"
+    )
     print(f"share of the sweep's slot time outside training/evaluation: {figures['outside_train_eval_share']:.1%}")
     print(f"worker processes: {len(pids)} for {len(finished)} trials -> actors {'reused' if reused else 'NOT reused'}")
     write_record(args, figures, conclusions={"actors_reused": reused})

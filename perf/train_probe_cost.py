@@ -10,6 +10,7 @@ training batches to the whole train split; the probe's cost does not depend on t
 beyond its fixed 5,000 + 2,000 subsample. Repeats are interleaved (epoch slice, probe, ...).
 The share decides the default of `train_probe_every`: every epoch while it stays under 5%.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         config = paper_config(model)
         state = init_state(config, data, device)
-        times = interleaved({"part": lambda: train_epoch(state, part, config), "probe": lambda: train_probe(state.model, data, config)},
-                            args.repeats, device)
+        times = interleaved(
+            {"part": lambda: train_epoch(state, part, config), "probe": lambda: train_probe(state.model, data, config)},
+            args.repeats,
+            device,
+        )
         epoch_s = median(times["part"]) * args.train_images / head
         probe_s = median(times["probe"])
         figures.update({f"{model}_epoch_s": epoch_s, f"{model}_probe_s": probe_s, f"{model}_share": probe_s / epoch_s})

@@ -10,6 +10,7 @@ a shuffling `DataLoader` (num_workers=0), `.to(device)` per batch, fp32, contigu
 The limit: FLOPs per training image (FlopCounterMode, one forward+backward) against the
 measured fp32 matmul rate on the same threads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -105,9 +106,15 @@ def print_table(figures: dict[str, float], models: tuple[str, ...], shapes: tupl
         for shape in shapes:
             key = f"{model}/{shape}"
             for i, variant in enumerate(VARIANTS):
-                head = f"{model:6} {shape:6} {figures[key + '/flop_per_image'] / 1e6:9.1f} {figures[key + '/limit_img_s']:11.0f}" if i == 0 else " " * 35
+                head = (
+                    f"{model:6} {shape:6} {figures[key + '/flop_per_image'] / 1e6:9.1f} {figures[key + '/limit_img_s']:11.0f}"
+                    if i == 0
+                    else " " * 35
+                )
                 ratio = figures.get(f"{key}/{variant}_vs_reference", 1.0)
-                print(f"{head}  {variant:9} {figures[f'{key}/{variant}_img_s']:8.0f} {ratio:6.2f} {figures[f'{key}/{variant}_of_limit']:8.1%}")
+                print(
+                    f"{head}  {variant:9} {figures[f'{key}/{variant}_img_s']:8.0f} {ratio:6.2f} {figures[f'{key}/{variant}_of_limit']:8.1%}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ machine's cache (`benchmark.pixel_probes`) before anything is timed, as a sweep 
 after its first trials. The layout answer is what `python -m benchmark.sweep --cpus-per-trial`
 should default to.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,27 @@ REFERENCE = "fp32"
 
 def trial_command(args, seed: int, precision: str, figures: Path) -> list[str]:
     return [
-        sys.executable, "-m", "benchmark.trial", "--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs),
-        "--seed", str(seed), "--num-codes", "512", "--code-dim", "64", "--precision", precision, "--data-dir", args.data_dir,
-        "--figures", str(figures),
+        sys.executable,
+        "-m",
+        "benchmark.trial",
+        "--model",
+        args.model,
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(seed),
+        "--num-codes",
+        "512",
+        "--code-dim",
+        "64",
+        "--precision",
+        precision,
+        "--data-dir",
+        args.data_dir,
+        "--figures",
+        str(figures),
     ]
 
 
@@ -48,7 +67,12 @@ def run_together(args, processes: int, threads: int, precision: str) -> list[dic
         started = []
         for i in range(processes):
             command = trial_command(args, i, precision, Path(folder) / f"figures-{i}")
-            started.append((time.perf_counter(), subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            started.append(
+                (
+                    time.perf_counter(),
+                    subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                )
+            )
         trials = []
         for start, process in started:
             out, err = process.communicate()
@@ -85,9 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     options.sized("--dataset", "mnist", "digits", "dataset of the measured trials")
     options.sized("--epochs", 1, 1, "epochs each measured trial trains")
     options.add_argument("--model", default="vqvae", choices=("vae", "vqvae"), help="model (default: vqvae)")
-    options.add_argument("--cores", type=int, default=cores, help=f"cores to fill: one trial on this many threads vs this many 1-thread trials (default: {cores})")
+    options.add_argument(
+        "--cores",
+        type=int,
+        default=cores,
+        help=f"cores to fill: one trial on this many threads vs this many 1-thread trials (default: {cores})",
+    )
     options.add_argument("--trial-epochs", type=int, default=10, help="epochs of the trial extrapolated to (default: 10, the paper's)")
-    options.add_argument("--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)")
+    options.add_argument(
+        "--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)"
+    )
     args = options.parse(argv)
     warm_pixel_probes(args)
     layouts = {f"1_trial_x_{args.cores}_threads": (1, args.cores), f"{args.cores}_trials_x_1_thread": (args.cores, 1)}
@@ -113,14 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     for layout in layouts:
         for precision in PRECISIONS:
             name = f"{precision}/{layout}"
-            print(f"{precision:9} {layout:24} " + " ".join(
-                f"{figures[f'{name}/{k}']:{w}.1f}" for k, w in (("epoch_s", 8), ("eval_s", 7), ("fixed_s", 8), ("trial_s", 8), ("trials_per_hour", 9))
-            ))
+            print(
+                f"{precision:9} {layout:24} "
+                + " ".join(
+                    f"{figures[f'{name}/{k}']:{w}.1f}"
+                    for k, w in (("epoch_s", 8), ("eval_s", 7), ("fixed_s", 8), ("trial_s", 8), ("trials_per_hour", 9))
+                )
+            )
     for precision in PRECISIONS:
         if precision != REFERENCE:
-            print(f"{precision} / {REFERENCE} trials per hour: " + ", ".join(f"{figures[f'{precision}_vs_{REFERENCE}/{layout}']:.2f}x ({layout})" for layout in layouts))
+            print(
+                f"{precision} / {REFERENCE} trials per hour: "
+                + ", ".join(f"{figures[f'{precision}_vs_{REFERENCE}/{layout}']:.2f}x ({layout})" for layout in layouts)
+            )
     for precision in PRECISIONS:
-        print(f"{precision}: {parallel} / {single}: {figures[f'{precision}/parallel_vs_single']:.2f}x -> --cpus-per-trial {best[precision]}")
+        print(
+            f"{precision}: {parallel} / {single}: {figures[f'{precision}/parallel_vs_single']:.2f}x -> --cpus-per-trial {best[precision]}"
+        )
     write_record(args, figures, conclusions={f"recommended_cpus_per_trial/{p}": best[p] for p in PRECISIONS})
     return 0
 

@@ -3,6 +3,7 @@
 Random uint8 images of a real dataset's shape cost what real ones cost (every layer is
 dense), and need no download; scripts that measure accuracy or evaluation use real data.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ SHAPES = {"mnist": (1, "mnist"), "cifar": (3, "cifar10")}
 
 def paper_config(model: str, shape: str = "mnist", **overrides: object) -> TrialConfig:
     """The paper's configuration; `from_dict` applies the project's per-dataset presets."""
-    return TrialConfig.from_dict({"model": model, "dataset": SHAPES[shape][1], "num_codes": 512, "code_dim": 64, "batch_size": 64, "lr": 1e-3, **overrides})
+    return TrialConfig.from_dict(
+        {"model": model, "dataset": SHAPES[shape][1], "num_codes": 512, "code_dim": 64, "batch_size": 64, "lr": 1e-3, **overrides}
+    )
 
 
 def synthetic_dataset(images: int, shape: str = "mnist", test_images: int = 0, seed: int = 0) -> Dataset:

@@ -4,6 +4,7 @@ VQ-VAE: K in {64, 128, 256, 512, 1024} x D in {16, 32, 64, 128} x beta in {0.1, 
 VAE: D x KL weight in {0.001, 0.01, 0.1, 1.0}; K and beta mean nothing to a VAE, so VAE
 trials are not repeated per (K, beta): the two families are separate branches.
 """
+
 from itertools import product
 
 from benchmark.space import SpaceOptions, Study, datasets, seeds, with_epochs

@@ -7,6 +7,7 @@ TPE and ASHA rank trials on the per-epoch linear probe on held-out train images
 (`train_probe/linear_acc`, benchmark/train_probe.py): the paper asks which latent carries label
 information, and the test split never chooses. The final probes run on the survivors.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +36,11 @@ def family_studies(options: SpaceOptions, name: str, metric: str | tuple[str, ..
     for dataset in datasets(options, ("mnist",)):
         for model, search in searched().items():
             base = with_epochs(options, {"dataset": dataset, "seed": 0, "model": model}, 10)
-            found.append(Study(f"{name}-{dataset}-{model}", base=base, search=search, num_samples=options.num_samples or 20, metric=metric, mode=mode))
+            found.append(
+                Study(
+                    f"{name}-{dataset}-{model}", base=base, search=search, num_samples=options.num_samples or 20, metric=metric, mode=mode
+                )
+            )
     return found
 
 

@@ -4,6 +4,7 @@ VAE and VQ-VAE on MNIST and CIFAR-100; K=512, D=64, beta=0.25, Adam 1e-3, batch 
 10 epochs, BatchNorm on CIFAR (and on any colour image folder, e.g. `--datasets CIFAR-10-images`). The paper added label embeddings before quantization
 (`add`), which feeds the label into the probed latent; `none` measures without that leak.
 """
+
 from benchmark.space import SpaceOptions, Study, datasets, seeds, with_epochs
 
 DESCRIPTION = "the paper's settings: VAE/VQ-VAE x MNIST/CIFAR-100 x label embedding none/add, K=512 D=64 beta=0.25, 3 seeds"

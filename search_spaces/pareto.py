@@ -6,6 +6,7 @@ chooses), through Ray Tune's OptunaSearch with lists of metrics and modes. No AS
 trials on one number. The knobs searched are the `optuna` space's. The report draws each
 family's Pareto front from the finished trials' test-split evaluation.
 """
+
 from benchmark.space import SpaceOptions, Study
 from benchmark.train_probe import LINEAR_ACC, SSIM
 from search_spaces.optuna import family_studies

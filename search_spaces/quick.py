@@ -2,6 +2,7 @@
 
 8 trials; about two minutes on a 2-core laptop.
 """
+
 from benchmark.space import SpaceOptions, Study, datasets, seeds, with_epochs
 
 DESCRIPTION = "demo: digits, VAE and VQ-VAE K in {16, 64, 256}, 2 seeds, 15 epochs (8 trials)"

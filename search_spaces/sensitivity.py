@@ -9,6 +9,7 @@ per seed, never once per axis: 13 distinct configs per dataset and seed.
 The VAE's KL axis plus the VQ-VAE centre alone (5 per seed), as run on Fashion-MNIST:
     --only code_dim=64,num_codes=512,beta=0.25
 """
+
 from itertools import product
 
 from benchmark.space import SpaceOptions, Study, datasets, seeds, with_epochs
@@ -32,7 +33,9 @@ def one_at_a_time(centre: dict, axes: dict) -> list[dict]:
 def studies(options: SpaceOptions) -> list[Study]:
     """Seeds innermost: a sweep cut short leaves whole configs with every seed, which a paired test can use,
     rather than every config short of a seed."""
-    points = [{"model": "vqvae", **p} for p in one_at_a_time(CENTRE_VQ, VQ_AXES)] + [{"model": "vae", **p} for p in one_at_a_time(CENTRE_VAE, VAE_AXES)]
+    points = [{"model": "vqvae", **p} for p in one_at_a_time(CENTRE_VQ, VQ_AXES)] + [
+        {"model": "vae", **p} for p in one_at_a_time(CENTRE_VAE, VAE_AXES)
+    ]
     configs = [
         with_epochs(options, {**TRAINING, "dataset": dataset, **point, "seed": seed}, 10)
         for dataset, point, seed in product(datasets(options, ("mnist",)), points, seeds(options, 3))

@@ -2,6 +2,7 @@
 
 Checks an installation or a cluster end to end in about a minute; the tests use it.
 """
+
 from benchmark.space import SpaceOptions, Study, datasets, seeds, with_epochs
 
 DESCRIPTION = "install check: digits, one VAE and one VQ-VAE (K=16) per seed, 1 epoch, 1 seed"

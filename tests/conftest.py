@@ -1,4 +1,5 @@
 """Shared fixtures. Real MNIST/Fashion-MNIST live in ../shared/data beside the checkout (CI has it)."""
+
 from __future__ import annotations
 
 import os
@@ -87,9 +88,25 @@ class MlflowServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}", "--artifacts-destination", str(self.folder / "server-artifacts")],
-            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "a"), start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.folder / 'server.db'}",
+                "--artifacts-destination",
+                str(self.folder / "server-artifacts"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "server.log", "a"),
+            start_new_session=True,
         )
         deadline = time.time() + 240  # a cold mlflow import on a busy 2-core machine is slow
         while True:

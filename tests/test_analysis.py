@@ -10,6 +10,7 @@ One store per session (creating the database costs ~5 s), one experiment per sce
   twice   two sweeps into one experiment
   broken  only failed runs
 """
+
 from __future__ import annotations
 
 import math
@@ -40,16 +41,28 @@ PLAN = load_plan(DEFAULT_PLAN)
 SEEDS = (0, 1, 2)
 # MLP-probe accuracy per (dataset, label_embedding, model), by seed.
 PAPER_MLP = {
-    ("mnist", "none", "vae"): (0.90, 0.91, 0.92), ("mnist", "none", "vqvae"): (0.80, 0.82, 0.81),
-    ("mnist", "add", "vae"): (0.95, 0.96, 0.97), ("mnist", "add", "vqvae"): (0.99, 0.985, 0.995),
-    ("fashion_mnist", "none", "vae"): (0.80, 0.81, 0.79), ("fashion_mnist", "none", "vqvae"): (0.78, 0.80, 0.77),
-    ("fashion_mnist", "add", "vae"): (0.90, 0.91, 0.92), ("fashion_mnist", "add", "vqvae"): (0.95, 0.96, 0.97),
+    ("mnist", "none", "vae"): (0.90, 0.91, 0.92),
+    ("mnist", "none", "vqvae"): (0.80, 0.82, 0.81),
+    ("mnist", "add", "vae"): (0.95, 0.96, 0.97),
+    ("mnist", "add", "vqvae"): (0.99, 0.985, 0.995),
+    ("fashion_mnist", "none", "vae"): (0.80, 0.81, 0.79),
+    ("fashion_mnist", "none", "vqvae"): (0.78, 0.80, 0.77),
+    ("fashion_mnist", "add", "vae"): (0.90, 0.91, 0.92),
+    ("fashion_mnist", "add", "vqvae"): (0.95, 0.96, 0.97),
 }
-PAPER_SSIM = {("mnist", "vae"): (0.95, 0.96, 0.97), ("mnist", "vqvae"): (0.90, 0.92, 0.91),
-              ("fashion_mnist", "vae"): (0.85, 0.86, 0.87), ("fashion_mnist", "vqvae"): (0.80, 0.82, 0.81)}
+PAPER_SSIM = {
+    ("mnist", "vae"): (0.95, 0.96, 0.97),
+    ("mnist", "vqvae"): (0.90, 0.92, 0.91),
+    ("fashion_mnist", "vae"): (0.85, 0.86, 0.87),
+    ("fashion_mnist", "vqvae"): (0.80, 0.82, 0.81),
+}
 # full: MNIST differences straddle 0; CIFAR-100 VQ probes better; VQ kNN lower on CIFAR-100.
-FULL_MLP = {("mnist", "vae"): (0.90, 0.91, 0.92), ("mnist", "vqvae"): (0.91, 0.90, 0.925),
-            ("cifar100", "vae"): (0.20, 0.22, 0.21), ("cifar100", "vqvae"): (0.30, 0.33, 0.31)}
+FULL_MLP = {
+    ("mnist", "vae"): (0.90, 0.91, 0.92),
+    ("mnist", "vqvae"): (0.91, 0.90, 0.925),
+    ("cifar100", "vae"): (0.20, 0.22, 0.21),
+    ("cifar100", "vqvae"): (0.30, 0.33, 0.31),
+}
 
 
 # sensitivity: MLP accuracy by seed; the VQ-VAE centre is K=512.
@@ -59,13 +72,28 @@ SENSITIVITY_KL = {0.001: (0.975, 0.978, 0.976), 0.01: (0.970, 0.972, 0.969), 0.1
 
 def metrics_for(mlp: float, ssim: float, model: str, seed: int) -> dict[str, float]:
     found = {
-        "probe/latent/mlp_acc": mlp, "probe/latent/linear_acc": mlp - 0.05, "probe/latent/knn_acc": mlp - 0.02,
-        "probe/pixels/mlp_acc": 0.97 + 0.001 * seed, "probe/pixels/linear_acc": 0.92, "probe/pixels/knn_acc": 0.96 + 0.002 * seed,
-        "recon/mse": (1 - ssim) / 10, "recon/ssim": ssim, "recon/psnr": 20 + 10 * ssim, "time/train_s": 1.0, "time/eval_s": 0.5,
+        "probe/latent/mlp_acc": mlp,
+        "probe/latent/linear_acc": mlp - 0.05,
+        "probe/latent/knn_acc": mlp - 0.02,
+        "probe/pixels/mlp_acc": 0.97 + 0.001 * seed,
+        "probe/pixels/linear_acc": 0.92,
+        "probe/pixels/knn_acc": 0.96 + 0.002 * seed,
+        "recon/mse": (1 - ssim) / 10,
+        "recon/ssim": ssim,
+        "recon/psnr": 20 + 10 * ssim,
+        "time/train_s": 1.0,
+        "time/eval_s": 0.5,
     }
     if model == "vqvae":
-        found.update({"codebook/usage": 0.5 + 0.1 * seed, "codebook/perplexity": 100.0, "codebook/dead_codes": 3.0,
-                      "probe/codes/mlp_acc": mlp - 0.01, "probe/codes/linear_acc": mlp - 0.03})
+        found.update(
+            {
+                "codebook/usage": 0.5 + 0.1 * seed,
+                "codebook/perplexity": 100.0,
+                "codebook/dead_codes": 3.0,
+                "probe/codes/mlp_acc": mlp - 0.01,
+                "probe/codes/linear_acc": mlp - 0.03,
+            }
+        )
     return found
 
 
@@ -88,13 +116,30 @@ class Store:
         self.client.set_terminated(parent.info.run_id, "FINISHED")
         return experiment, parent.info.run_id
 
-    def trial(self, experiment: str, parent: str, metrics: dict[str, float], status: str = "FINISHED", error: str | None = None,
-              artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"), stopped_at: int | None = None,
-              extra_tags: dict[str, str] | None = None, **overrides) -> str:
+    def trial(
+        self,
+        experiment: str,
+        parent: str,
+        metrics: dict[str, float],
+        status: str = "FINISHED",
+        error: str | None = None,
+        artifacts: tuple[str, ...] = ("reconstructions.png", "tsne.png"),
+        stopped_at: int | None = None,
+        extra_tags: dict[str, str] | None = None,
+        **overrides,
+    ) -> str:
         config = TrialConfig.from_dict({"epochs": 10, **overrides})
-        tags = {"mlflow.parentRunId": parent, "vqbench.role": "trial", "vqbench.model": config.model, "vqbench.dataset": config.dataset,
-                "vqbench.label_embedding": config.label_embedding, "vqbench.leaks_label": str(config.leaks_label).lower(),
-                "vqbench.config_id": config.config_id, "vqbench.device": "cpu", "vqbench.git_commit": "abc123"}
+        tags = {
+            "mlflow.parentRunId": parent,
+            "vqbench.role": "trial",
+            "vqbench.model": config.model,
+            "vqbench.dataset": config.dataset,
+            "vqbench.label_embedding": config.label_embedding,
+            "vqbench.leaks_label": str(config.leaks_label).lower(),
+            "vqbench.config_id": config.config_id,
+            "vqbench.device": "cpu",
+            "vqbench.git_commit": "abc123",
+        }
         if error:
             tags["vqbench.error"] = error
         if stopped_at is not None:
@@ -124,14 +169,44 @@ def store(tmp_path_factory) -> Store:
         for seed, mlp in zip(SEEDS, values):
             ssim = PAPER_SSIM[(dataset, model)][seed]
             # one representative run lacks its t-SNE: the report must say so, not crash
-            artifacts = ("reconstructions.png",) if (dataset, label, model, seed) == ("mnist", "none", "vae", 1) else ("reconstructions.png", "tsne.png")
-            s.trial(experiment, parent, metrics_for(mlp, ssim, model, seed), model=model, dataset=dataset, seed=seed,
-                    label_embedding=label, artifacts=artifacts)
-    s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.0}, status="FAILED", error="RuntimeError: loss is nan", model="vqvae",
-            dataset="mnist", seed=3, artifacts=())
+            artifacts = (
+                ("reconstructions.png",)
+                if (dataset, label, model, seed) == ("mnist", "none", "vae", 1)
+                else ("reconstructions.png", "tsne.png")
+            )
+            s.trial(
+                experiment,
+                parent,
+                metrics_for(mlp, ssim, model, seed),
+                model=model,
+                dataset=dataset,
+                seed=seed,
+                label_embedding=label,
+                artifacts=artifacts,
+            )
+    s.trial(
+        experiment,
+        parent,
+        {"probe/latent/mlp_acc": 0.0},
+        status="FAILED",
+        error="RuntimeError: loss is nan",
+        model="vqvae",
+        dataset="mnist",
+        seed=3,
+        artifacts=(),
+    )
     s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.01}, status="RUNNING", model="vae", dataset="mnist", seed=4, artifacts=())
-    s.trial(experiment, parent, {}, status="KILLED", error="orphaned: its sweep driver or worker died while it ran", model="vqvae",
-            dataset="fashion_mnist", seed=5, artifacts=())
+    s.trial(
+        experiment,
+        parent,
+        {},
+        status="KILLED",
+        error="orphaned: its sweep driver or worker died while it ran",
+        model="vqvae",
+        dataset="fashion_mnist",
+        seed=5,
+        artifacts=(),
+    )
     # stopped early by ASHA: FINISHED, but without a final evaluation, so it must not enter the tables
     s.trial(experiment, parent, {"probe/latent/mlp_acc": 0.02}, stopped_at=2, model="vae", dataset="mnist", seed=6, artifacts=())
     s.paper = (experiment, parent)
@@ -148,8 +223,16 @@ def store(tmp_path_factory) -> Store:
     for seed in (0, 1):
         s.trial(experiment, parent, metrics_for(0.9, 0.95, "vae", seed), model="vae", dataset="mnist", seed=seed, artifacts=())
         for k, mlp in ((64, 0.7), (512, 0.8)):
-            s.trial(experiment, parent, metrics_for(mlp + 0.01 * seed, 0.9, "vqvae", seed), model="vqvae", dataset="mnist",
-                    seed=seed, num_codes=k, artifacts=())
+            s.trial(
+                experiment,
+                parent,
+                metrics_for(mlp + 0.01 * seed, 0.9, "vqvae", seed),
+                model="vqvae",
+                dataset="mnist",
+                seed=seed,
+                num_codes=k,
+                artifacts=(),
+            )
 
     experiment, parent = s.sweep("single", "quick")
     for model, mlp in (("vae", 0.9), ("vqvae", 0.8)):
@@ -157,12 +240,26 @@ def store(tmp_path_factory) -> Store:
 
     experiment, parent = s.sweep("search", "optuna")  # one seed, a distinct K/beta/lr per run
     for i, k in enumerate(range(16, 16 + 13 * 100, 100)):
-        s.trial(experiment, parent, metrics_for(0.8 + i / 1000, 0.9, "vqvae", 0), model="vqvae", dataset="mnist", seed=0, num_codes=k,
-                beta=0.1 + i / 20, lr=1e-3 * (1 + i / 10), artifacts=())
+        s.trial(
+            experiment,
+            parent,
+            metrics_for(0.8 + i / 1000, 0.9, "vqvae", 0),
+            model="vqvae",
+            dataset="mnist",
+            seed=0,
+            num_codes=k,
+            beta=0.1 + i / 20,
+            lr=1e-3 * (1 + i / 10),
+            artifacts=(),
+        )
 
     experiment, first = s.sweep("twice", "quick")  # two sweeps into one experiment
-    second = s.client.create_run(experiment, run_name="sweep-again", tags={"vqbench.role": "sweep", "vqbench.space": "quick"},
-                                 start_time=s.client.get_run(first).info.start_time + 1000).info.run_id
+    second = s.client.create_run(
+        experiment,
+        run_name="sweep-again",
+        tags={"vqbench.role": "sweep", "vqbench.space": "quick"},
+        start_time=s.client.get_run(first).info.start_time + 1000,
+    ).info.run_id
     for parent, mlp in ((first, 0.5), (second, 0.9)):
         s.trial(experiment, parent, metrics_for(mlp, 0.9, "vae", 0), model="vae", dataset="mnist", seed=0, artifacts=())
     s.twice = (first, second)
@@ -170,11 +267,27 @@ def store(tmp_path_factory) -> Store:
     experiment, parent = s.sweep("sensitivity", "sensitivity")  # K and the KL weight vary; D and beta do not
     for seed in SEEDS:
         for k, mlp in SENSITIVITY_K.items():
-            s.trial(experiment, parent, metrics_for(mlp[seed], 0.85 + k / 1e5, "vqvae", seed), model="vqvae", dataset="mnist", seed=seed,
-                    num_codes=k, artifacts=())
+            s.trial(
+                experiment,
+                parent,
+                metrics_for(mlp[seed], 0.85 + k / 1e5, "vqvae", seed),
+                model="vqvae",
+                dataset="mnist",
+                seed=seed,
+                num_codes=k,
+                artifacts=(),
+            )
         for kl, mlp in SENSITIVITY_KL.items():
-            s.trial(experiment, parent, metrics_for(mlp[seed], 0.97 - kl / 10, "vae", seed), model="vae", dataset="mnist", seed=seed,
-                    kl_weight=kl, artifacts=())
+            s.trial(
+                experiment,
+                parent,
+                metrics_for(mlp[seed], 0.97 - kl / 10, "vae", seed),
+                model="vae",
+                dataset="mnist",
+                seed=seed,
+                kl_weight=kl,
+                artifacts=(),
+            )
 
     experiment, parent = s.sweep("broken", "quick")
     s.trial(experiment, parent, {}, status="FAILED", error="OutOfMemoryError: CUDA", model="vae", dataset="mnist", artifacts=())
@@ -187,6 +300,7 @@ def paper_runs(store):
 
 
 # --- load_runs ---------------------------------------------------------------------------
+
 
 def test_load_runs_types_and_columns(store, paper_runs):
     runs = paper_runs
@@ -220,6 +334,7 @@ def test_load_runs_bad_input(store, tmp_path):
 
 # --- statistics ----------------------------------------------------------------------------
 
+
 def test_t_interval_matches_scipy():
     values = [0.90, 0.91, 0.925, 0.88]
     est = t_interval(values)
@@ -231,6 +346,7 @@ def test_t_interval_matches_scipy():
 
 
 # --- Table 1 -------------------------------------------------------------------------------
+
 
 def test_table1_values(paper_runs):
     table = tables.table1(paper_runs)
@@ -262,11 +378,18 @@ def test_status_counts(paper_runs):
 def test_paper_data():
     table = paper_table()
     assert len(table) == 4 and math.isclose(table["accuracy"].sum(), 0.8005 + 0.6960 + 0.2434 + 0.4013)
-    assert setting_differences({"model": "vqvae", "label_embedding": "add", "num_codes": 512, "code_dim": 64, "beta": 0.25, "epochs": 10}) == []
-    assert setting_differences({"model": "vae", "label_embedding": "none", "num_codes": None, "epochs": 3}) == ["label_embedding=none", "epochs=3"]
+    assert (
+        setting_differences({"model": "vqvae", "label_embedding": "add", "num_codes": 512, "code_dim": 64, "beta": 0.25, "epochs": 10})
+        == []
+    )
+    assert setting_differences({"model": "vae", "label_embedding": "none", "num_codes": None, "epochs": 3}) == [
+        "label_embedding=none",
+        "epochs=3",
+    ]
 
 
 # --- claims ---------------------------------------------------------------------------------
+
 
 def test_model_differences_paired(paper_runs):
     diffs = claims.model_differences(paper_runs)
@@ -285,8 +408,8 @@ def _mini_plan(tmp_path: Path, keep: tuple[str, ...], min_n: int = 3) -> "Plan":
     """The paper plan with only the endpoints `keep` and another minimum n: a plan a user may write."""
     text = DEFAULT_PLAN.read_text().replace("min_n = 5", f"min_n = {min_n}")
     head, *blocks = text.split("[[endpoints]]")
-    tail = blocks[-1][blocks[-1].index("# --- the sensitivity"):]
-    blocks[-1] = blocks[-1][:blocks[-1].index("# --- the sensitivity")]
+    tail = blocks[-1][blocks[-1].index("# --- the sensitivity") :]
+    blocks[-1] = blocks[-1][: blocks[-1].index("# --- the sensitivity")]
     kept = [b for b in blocks if any(f'id = "{k}"' in b for k in keep)]
     path = tmp_path / "mini.toml"
     path.write_text(head + "".join("[[endpoints]]" + b for b in kept) + tail)
@@ -311,7 +434,10 @@ def test_claims_each_way(paper_runs, store, tmp_path):
     assert "not resolved: cifar100: no runs on cifar100" in sentences[1]
     # the label embedding is not the primary setting: `add` runs never enter the primary family
     assert tested["label_embedding"].isna().all() if "label_embedding" in tested else True
-    assert math.isclose(primary.loc["1-mnist", "difference"], np.mean(np.subtract(PAPER_MLP[("mnist", "none", "vqvae")], PAPER_MLP[("mnist", "none", "vae")])))
+    assert math.isclose(
+        primary.loc["1-mnist", "difference"],
+        np.mean(np.subtract(PAPER_MLP[("mnist", "none", "vqvae")], PAPER_MLP[("mnist", "none", "vae")])),
+    )
 
     # a plan of two endpoints and n >= 3: the same data now decides, Holm over 2 x 2 hypotheses
     mini = _mini_plan(tmp_path, ("1-mnist", "3-mnist"))
@@ -340,6 +466,7 @@ def test_single_seed_has_no_intervals(store):
 
 # --- label embedding ------------------------------------------------------------------------
 
+
 def test_label_embedding_effect(paper_runs):
     effect = leakage.label_embedding_effect(paper_runs)
     row = effect[(effect["model"] == "vqvae") & (effect["dataset"] == "mnist") & (effect["probe"] == "probe/latent/mlp_acc")].iloc[0]
@@ -351,6 +478,7 @@ def test_label_embedding_effect(paper_runs):
 
 
 # --- report ---------------------------------------------------------------------------------
+
 
 def test_report_end_to_end(store, tmp_path, capsys):
     out = tmp_path / "report"
@@ -410,11 +538,14 @@ def test_report_picks_the_latest_sweep_or_the_given_one(store, tmp_path):
     assert "70.00" in (tmp_path / "c" / "report.md").read_text()  # both runs, logged to the latest sweep
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--experiment", "nope"], "experiment 'nope' not found"),
-    (["--experiment", "broken"], "no FINISHED trial runs"),
-    (["--experiment", "paper", "--parent-run-id", "0123abc"], "is not a sweep run"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experiment", "nope"], "experiment 'nope' not found"),
+        (["--experiment", "broken"], "no FINISHED trial runs"),
+        (["--experiment", "paper", "--parent-run-id", "0123abc"], "is not a sweep run"),
+    ],
+)
 def test_report_bad_input(store, tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert report_main([*args, "--tracking-uri", store.uri, "--out", str(out)]) == 2
@@ -426,14 +557,30 @@ def test_report_bad_input(store, tmp_path, capsys, args, message):
 def test_report_cli_module_missing_store(tmp_path):
     """`python -m analysis.report` itself: exit 2, one message, no database or folder created."""
     store = tmp_path / "none" / "mlflow.db"
-    done = subprocess.run([sys.executable, "-m", "analysis.report", "--experiment", "paper", "--tracking-uri", f"sqlite:///{store}",
-                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.report",
+            "--experiment",
+            "paper",
+            "--tracking-uri",
+            f"sqlite:///{store}",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "no MLflow store" in done.stderr and "--tracking-uri" in done.stderr
     assert not store.exists() and not (tmp_path / "out").exists()
 
 
 # --- runs CSV --------------------------------------------------------------------------------
+
 
 def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, capsys):
     from analysis.export import main as export_main
@@ -443,10 +590,12 @@ def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, 
     assert "wrote 28 trial run(s) (24 FINISHED, 1 " in capsys.readouterr().out
     from_store = load_runs("paper", tracking_uri=store.uri)
     from analysis.runs import read_runs_csv
+
     from_csv = read_runs_csv([csv])
     assert list(from_csv.columns) == list(from_store.columns)
     assert (from_csv.dtypes == from_store.dtypes).all(), from_csv.dtypes[from_csv.dtypes != from_store.dtypes]
     import pandas as pd
+
     pd.testing.assert_frame_equal(from_csv, from_store)
 
     out = tmp_path / "report"
@@ -464,10 +613,13 @@ def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, 
     assert bare.count("**Absent figures (") == 1 and "a runs CSV carries no artifacts" in bare
 
 
-@pytest.mark.parametrize("content, message", [
-    ("run_id,status\nx,FINISHED\n", "lacks the column(s) experiment, sweep, parent_run_id"),
-    ("", "cannot read runs CSV"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("run_id,status\nx,FINISHED\n", "lacks the column(s) experiment, sweep, parent_run_id"),
+        ("", "cannot read runs CSV"),
+    ],
+)
 def test_report_from_bad_csv(tmp_path, capsys, content, message):
     csv = tmp_path / "bad.csv"
     csv.write_text(content)
@@ -490,17 +642,21 @@ def _first_row(column: str, value: str):
         frame = frame.copy()
         frame.loc[0, column] = value
         return frame
+
     return edit
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda f: _dropped(f, "precision"), "lacks the column(s) precision;"),
-    (lambda f: _dropped(f, "config_id"), "lacks the column(s) config_id;"),
-    (_first_row("model", "foo"), "has model='foo'; allowed: vae, vqvae"),
-    (_first_row("dataset", " "), "has an empty dataset name"),
-    (_first_row("seed", "abc"), "has seed='abc', not a number"),
-    (_first_row("probe/latent/mlp_acc", "abc"), "has probe/latent/mlp_acc='abc', not a number"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda f: _dropped(f, "precision"), "lacks the column(s) precision;"),
+        (lambda f: _dropped(f, "config_id"), "lacks the column(s) config_id;"),
+        (_first_row("model", "foo"), "has model='foo'; allowed: vae, vqvae"),
+        (_first_row("dataset", " "), "has an empty dataset name"),
+        (_first_row("seed", "abc"), "has seed='abc', not a number"),
+        (_first_row("probe/latent/mlp_acc", "abc"), "has probe/latent/mlp_acc='abc', not a number"),
+    ],
+)
 def test_report_refuses_an_edited_runs_csv_before_writing(tmp_path, capsys, edit, message):
     """A published export, damaged as a hand edit would: one message naming the row or column, exit 2, no report folder."""
     csv = tmp_path / "edited.csv"
@@ -538,8 +694,12 @@ def test_report_refuses_bad_margins_and_mixed_sources(store, tmp_path, capsys):
 
 def test_table1_counts_seeds_not_runs(paper_runs):
     # the same config run twice within a seed: one value per seed, n unchanged
-    vq = paper_runs[(paper_runs["model"] == "vqvae") & (paper_runs["dataset"] == "mnist") & (paper_runs["label_embedding"] == "none")
-                    & (paper_runs["status"] == "FINISHED")]
+    vq = paper_runs[
+        (paper_runs["model"] == "vqvae")
+        & (paper_runs["dataset"] == "mnist")
+        & (paper_runs["label_embedding"] == "none")
+        & (paper_runs["status"] == "FINISHED")
+    ]
     repeated = vq[vq["seed"] == 0].assign(run_id="again", **{"probe/latent/mlp_acc": 0.70})
     table = tables.table1(pd_concat(paper_runs, repeated))
     row = table[(table["model"] == "vqvae") & (table["dataset"] == "mnist") & (table["label_embedding"] == "none")].iloc[0]
@@ -552,10 +712,12 @@ def test_table1_counts_seeds_not_runs(paper_runs):
 
 def pd_concat(*frames):
     import pandas as pd
+
     return pd.concat(frames, ignore_index=True)
 
 
 # --- does the answer depend on the knobs? --------------------------------------------------
+
 
 def _sensitivity_family(kl: pd.DataFrame, vq: pd.DataFrame) -> list[float]:
     """Holm by hand over the plan's sensitivity family: each declared test once (the centre is KL 0.01), difference
@@ -564,7 +726,7 @@ def _sensitivity_family(kl: pd.DataFrame, vq: pd.DataFrame) -> list[float]:
 
     tests = pd.concat([kl[["p", "p_tost"]], vq.loc[vq["knob"] != "centre", ["p", "p_tost"]]])
     size = knobs.declared_size(PLAN)
-    return holm([*tests["p"], *tests["p_tost"]] + [1.0] * (2 * (size - len(tests))))[:len(tests)]
+    return holm([*tests["p"], *tests["p_tost"]] + [1.0] * (2 * (size - len(tests))))[: len(tests)]
 
 
 def test_claim1_at_each_kl_weight(store):

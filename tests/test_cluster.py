@@ -4,6 +4,7 @@ The cycle runs inside a sandbox of namespaces (`cluster.sandbox`), so the `ray s
 and `ray down` run can reach no Ray process outside it; it is skipped, saying why, where that
 sandbox cannot be made (not root, no sshd, rsync or unshare).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ from cluster import sandbox
 from cluster.local import MACHINE_KEYS, REPO, load, local_config
 from tests.conftest import free_port
 
-COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands")
+COMMAND_KEYS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
 
 
 def prepared(config: dict) -> dict:
@@ -53,18 +60,38 @@ def test_local_rendering_changes_only_the_machines(tmp_path):
 
 
 def test_local_rendering_cli_writes_valid_yaml(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "cluster.local", "--head-ip", "10.0.0.1", "--worker-ips", "10.0.0.2,10.0.0.3",
-                          "--ssh-user", "ubuntu", "--ssh-key", str(tmp_path / "key")], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.local",
+            "--head-ip",
+            "10.0.0.1",
+            "--worker-ips",
+            "10.0.0.2,10.0.0.3",
+            "--ssh-user",
+            "ubuntu",
+            "--ssh-key",
+            str(tmp_path / "key"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rendered = yaml.safe_load(out)
     assert rendered["provider"]["worker_ips"] == ["10.0.0.2", "10.0.0.3"] and rendered["auth"]["ssh_user"] == "ubuntu"
     assert rendered["file_mounts"]["~/data"] == str(REPO / "data")
     prepared(rendered)
 
 
-@pytest.mark.parametrize("uri, shown", [
-    ("http://10.0.3.7:5001", "browse http://10.0.3.7:5001/#/experiments/4/runs"),
-    ("http://127.0.0.2:5000/", "browse http://127.0.0.2:5000/#/experiments/4/runs"),
-])
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("http://10.0.3.7:5001", "browse http://10.0.3.7:5001/#/experiments/4/runs"),
+        ("http://127.0.0.2:5000/", "browse http://127.0.0.2:5000/#/experiments/4/runs"),
+    ],
+)
 def test_sweep_prints_the_ui_of_the_server_it_logged_to(uri, shown):
     assert ui_command(TrackingTarget(uri, "4", "parent")).startswith(shown)
 
@@ -76,8 +103,26 @@ def test_sweep_prints_mlflow_ui_for_a_local_store():
 
 
 def tracking_server(action: str, folder: Path, port: int) -> str:
-    done = subprocess.run([sys.executable, "-m", "cluster.tracking_server", action, "--folder", str(folder), "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.tracking_server",
+            action,
+            "--folder",
+            str(folder),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -120,8 +165,13 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     if reason:
         pytest.skip(f"the cluster cycle cannot run here: {reason}")
     report_file = tmp_path / "report.json"
-    done = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "cluster.cycle", "--workspace", str(tmp_path / "ws"), "--report", str(report_file)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1100)
+    done = subprocess.run(
+        ["nice", "-n", "10", sys.executable, "-m", "cluster.cycle", "--workspace", str(tmp_path / "ws"), "--report", str(report_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
     assert report_file.is_file(), f"the cycle wrote no report (exit {done.returncode})\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads(report_file.read_text())
     print(json.dumps({k: v for k, v in report.items() if k != "sweep_output"}, indent=2))
@@ -131,7 +181,10 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     children = report["children"]
     assert sorted(c["model"] for c in children) == ["vae", "vqvae"] and all(c["status"] == "FINISHED" for c in children)
     assert len({c["node"] for c in children}) == 2, "the trials did not run on both nodes"
-    assert all(c["artifacts"] == ["config.json", "model.pt", "predictions.npz", "predictions_v3.npz", "reconstructions.png", "tsne.png"] for c in children)
+    assert all(
+        c["artifacts"] == ["config.json", "model.pt", "predictions.npz", "predictions_v3.npz", "reconstructions.png", "tsne.png"]
+        for c in children
+    )
     assert sorted(report["artifact_files_on_head"]) == ["reconstructions.png"] * 2 + ["tsne.png"] * 2  # stored by the head's server
     assert f"MLflow UI: browse {report['tracking_uri']}/#/experiments/" in report["sweep_output"]
     assert report["mlflow_stop"] == "mlflow server stopped"
@@ -157,10 +210,31 @@ def test_sweep_refuses_a_storage_path_a_node_cannot_see(tmp_path):
     store = tmp_path / "mlflow.db"
     try:
         done = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(private),
-             sys.executable, "-m", "benchmark.sweep", "--space", "smoke", "--address", cluster.address, "--storage-path", str(private),
-             "--tracking-uri", f"sqlite:///{store}"],
-            cwd=REPO, capture_output=True, text=True, timeout=600,
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'mount -t tmpfs tmpfs "$0" && exec "$@"',
+                str(private),
+                sys.executable,
+                "-m",
+                "benchmark.sweep",
+                "--space",
+                "smoke",
+                "--address",
+                cluster.address,
+                "--storage-path",
+                str(private),
+                "--tracking-uri",
+                f"sqlite:///{store}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         ray.init(address=cluster.address, log_to_driver=False)
         check_shared(str(tmp_path / "shared"))  # a folder both nodes see is accepted
@@ -170,8 +244,10 @@ def test_sweep_refuses_a_storage_path_a_node_cannot_see(tmp_path):
         cluster.shutdown()
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: --storage-path {private}: {private} is not visible from node(s) {address} of this 2-node cluster; "
-                      "use s3://BUCKET/PATH or a shared filesystem (NFS, EFS) mounted at the same path on every node"]
+    assert errors == [
+        f"error: --storage-path {private}: {private} is not visible from node(s) {address} of this 2-node cluster; "
+        "use s3://BUCKET/PATH or a shared filesystem (NFS, EFS) mounted at the same path on every node"
+    ]
     assert not store.exists(), "a run was created before the refusal"
 
 
@@ -179,7 +255,9 @@ def test_storage_uri_stays_a_uri_and_its_files_round_trip(tmp_path):
     """s3:// is read through pyarrow as Ray Tune reads it; a file:// URI takes the same road here."""
     from benchmark.storage import RemoteFolder, storage_folder
 
-    assert str(storage_folder("s3://bucket/vqbench/") / "sweep-1" / "vqbench_sweep.json") == "s3://bucket/vqbench/sweep-1/vqbench_sweep.json"
+    assert (
+        str(storage_folder("s3://bucket/vqbench/") / "sweep-1" / "vqbench_sweep.json") == "s3://bucket/vqbench/sweep-1/vqbench_sweep.json"
+    )
     assert storage_folder("runs") == Path("runs").resolve()
     folder = storage_folder(f"file://{tmp_path}/store") / "sweep-1"
     assert isinstance(folder, RemoteFolder) and not folder.exists()
@@ -193,22 +271,34 @@ def test_storage_uri_stays_a_uri_and_its_files_round_trip(tmp_path):
 
 # ---------------------------------------------------------------- the sandbox's view of the host
 
+
 def test_cover_plan_keeps_what_the_sandbox_needs_from_under_a_covered_folder():
     """The mount plan alone, fast and without root: the covered folder's needed paths keep their paths, each once."""
-    workspace, clone, venv, base = Path("/tmp/pytest-of-root/ws"), Path("/tmp/clone"), Path("/tmp/v/venv"), Path("/root/.pyenv/versions/3.11")
+    workspace, clone, venv, base = (
+        Path("/tmp/pytest-of-root/ws"),
+        Path("/tmp/clone"),
+        Path("/tmp/v/venv"),
+        Path("/root/.pyenv/versions/3.11"),
+    )
     plan = sandbox.cover_plan(Path("/tmp"), workspace / "tmp", [workspace, clone, venv, base])
     cover = plan.index(["mount", "--bind", str(workspace / "tmp"), "/tmp"])
     assert plan[0] == ["mount", "-t", "tmpfs", "tmpfs", "/mnt"] and plan[-1] == ["umount", "/mnt"]
     taken = [(c[2], c[3]) for c in plan[:cover] if c[:2] == ["mount", "--bind"]]
-    given_back = [(c[2], c[3]) for c in plan[cover + 1:] if c[:2] == ["mount", "--bind"]]
+    given_back = [(c[2], c[3]) for c in plan[cover + 1 :] if c[:2] == ["mount", "--bind"]]
     assert taken == [(str(workspace), "/mnt/0"), (str(clone), "/mnt/1"), (str(venv), "/mnt/2")]  # the base is not under /tmp
     assert given_back == [(handle, path) for path, handle in taken]
     assert all(["mkdir", "-p", path] in plan[cover:] for _, path in given_back)  # mount points inside the new /tmp
     # the home covered: the venv's base stays; an environment inside the checkout comes with it
     assert [c[2:] for c in sandbox.cover_plan(Path("/root"), Path("/w/home"), [workspace, base]) if c[:2] == ["mount", "--bind"]] == [
-        [str(base), "/mnt/0"], ["/w/home", "/root"], ["/mnt/0", str(base)]]
+        [str(base), "/mnt/0"],
+        ["/w/home", "/root"],
+        ["/mnt/0", str(base)],
+    ]
     assert sandbox.outermost([clone, clone / ".venv", workspace, clone]) == [clone, workspace]
-    assert sandbox.cover_plan(Path("/run"), workspace / "run", [workspace, clone]) == [["mkdir", "-p", "/run"], ["mount", "--bind", str(workspace / "run"), "/run"]]
+    assert sandbox.cover_plan(Path("/run"), workspace / "run", [workspace, clone]) == [
+        ["mkdir", "-p", "/run"],
+        ["mount", "--bind", str(workspace / "run"), "/run"],
+    ]
     with pytest.raises(RuntimeError, match="handles in /mnt"):
         sandbox.cover_plan(Path("/mnt/home"), workspace / "home", [Path("/mnt/home/vqbench")])  # its tmpfs would hide the checkout
 
@@ -243,8 +333,11 @@ def sandbox_mounts_missing() -> str | None:
     return None
 
 
-@pytest.mark.parametrize(("checkout_in_tmp", "env_in_tmp"), [(False, False), (True, False), (False, True), (True, True)],
-                         ids=["checkout-and-env-here", "checkout-under-tmp", "env-under-tmp", "both-under-tmp"])
+@pytest.mark.parametrize(
+    ("checkout_in_tmp", "env_in_tmp"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["checkout-and-env-here", "checkout-under-tmp", "env-under-tmp", "both-under-tmp"],
+)
 def test_sandbox_keeps_the_checkout_and_the_environment_wherever_they_live(tmp_path, checkout_in_tmp, env_in_tmp):
     """The sandbox gets a private /tmp and a fresh home: what it needs from the host (the checkout, the Python
     environment and, for a venv, the installation its interpreter links to) must stay at its path, the
@@ -261,14 +354,22 @@ def test_sandbox_keeps_the_checkout_and_the_environment_wherever_they_live(tmp_p
         venv = tmp_path / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
         python = str(venv / "bin" / "python")
-    prefix = Path(subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=True).stdout.strip())
+    prefix = Path(
+        subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=True).stdout.strip()
+    )
     (tmp_path / "host-marker").write_text("on the host's /tmp")
     workspace = tmp_path / "ws"
     workspace.mkdir()
     leak = prefix.resolve() / "written-in-the-sandbox"
     try:
-        done = subprocess.run(sandbox.isolated_command([python, "-c", INSIDE_SANDBOX, str(workspace), str(tmp_path / "host-marker")]),
-                              cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            sandbox.isolated_command([python, "-c", INSIDE_SANDBOX, str(workspace), str(tmp_path / "host-marker")]),
+            cwd=checkout,
+            env={**os.environ, "PYTHONPATH": str(checkout)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert not leak.exists(), "a write to the environment inside the sandbox reached the host's"
     finally:
         leak.unlink(missing_ok=True)

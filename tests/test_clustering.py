@@ -1,4 +1,5 @@
 """Claim 4's measure: chance-corrected agreement of k-means clusters with the labels, on constructed cases."""
+
 from __future__ import annotations
 
 import pytest

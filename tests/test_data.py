@@ -1,4 +1,5 @@
 """Dataset loading: real on-disk formats written under tmp_path, the real MNIST files, and errors."""
+
 from __future__ import annotations
 
 import pickle
@@ -76,7 +77,10 @@ def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 5, seed: int = 0
         n = n_test if name == "test_batch" else per_batch
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        write_pickle(root / "cifar-10-batches-py" / name, {"batch_label": name, "data": data, "labels": labels, "filenames": [f"{name}_{i}.png" for i in range(n)]})
+        write_pickle(
+            root / "cifar-10-batches-py" / name,
+            {"batch_label": name, "data": data, "labels": labels, "filenames": [f"{name}_{i}.png" for i in range(n)]},
+        )
         batches[name] = (data, labels)
     return batches
 
@@ -88,9 +92,15 @@ def write_cifar100(root: Path, n_train: int = 12, n_test: int = 6, seed: int = 0
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         fine = [int(v) for v in rng.integers(0, 100, size=n)]
         coarse = [v // 5 for v in fine]  # any fixed map to 0..19
-        write_pickle(root / "cifar-100-python" / name, {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name, "fine_labels": fine, "coarse_labels": coarse, "data": data})
+        write_pickle(
+            root / "cifar-100-python" / name,
+            {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name, "fine_labels": fine, "coarse_labels": coarse, "data": data},
+        )
         splits[name] = (data, fine, coarse)
-    write_pickle(root / "cifar-100-python" / "meta", {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]})
+    write_pickle(
+        root / "cifar-100-python" / "meta",
+        {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]},
+    )
     return splits
 
 
@@ -347,7 +357,10 @@ def test_cli_reports_missing_data_in_one_line_with_exit_code_2(tmp_path):
     empty.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmark.trial", "--dataset", "mnist", "--data-dir", str(empty)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -402,9 +415,9 @@ def test_digits_split_is_stratified_fixed_and_covers_every_image():
 
     # every image is its original, upsampled bilinearly to 32x32 on the 0..255 scale,
     # each original appears exactly once, and with its own label
-    reference = torch.from_numpy(np.stack([
-        resize(im.reshape(8, 8) * (255.0 / 16.0), (32, 32), order=1, mode="edge", anti_aliasing=False) for im in images
-    ])).flatten(1)
+    reference = torch.from_numpy(
+        np.stack([resize(im.reshape(8, 8) * (255.0 / 16.0), (32, 32), order=1, mode="edge", anti_aliasing=False) for im in images])
+    ).flatten(1)
     loaded = torch.cat([ds.train_x, ds.test_x]).double().flatten(1)
     match = torch.cdist(loaded, reference).argmin(1)
     assert sorted(match.tolist()) == list(range(1797))

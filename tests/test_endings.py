@@ -2,6 +2,7 @@
 
 Real Ray, real sqlite MLflow stores, real files; the slow ones run real sweeps on digits.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,11 +64,14 @@ def broken_mnist(root: Path, how: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("how, expected", [
-    ("truncated", "is truncated"),
-    ("fewer-labels", "holds 40 images but"),
-    ("not-idx", "is not a 3-D uint8 IDX file"),
-])
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("truncated", "is truncated"),
+        ("fewer-labels", "holds 40 images but"),
+        ("not-idx", "is not a 3-D uint8 IDX file"),
+    ],
+)
 def test_broken_idx_files_are_refused_before_ray(tmp_path, monkeypatch, capsys, how, expected):
     path = broken_mnist(tmp_path / "data", how)
     argv = ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data")]
@@ -83,8 +87,13 @@ def test_truncated_copy_of_real_mnist_is_refused_in_seconds(tmp_path, monkeypatc
     images = raw / IDX_NAMES[("train", "images")]
     with open(images, "r+b") as f:
         f.truncate(images.stat().st_size // 2)
-    refused_fast(tmp_path, monkeypatch, capsys, ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data")],
-                 f"{images} is truncated")
+    refused_fast(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data")],
+        f"{images} is truncated",
+    )
 
 
 def test_cifar_batch_with_missing_labels_is_refused_before_ray(tmp_path, monkeypatch, capsys):
@@ -95,8 +104,9 @@ def test_cifar_batch_with_missing_labels_is_refused_before_ray(tmp_path, monkeyp
     entry = pickle.loads(batch.read_bytes())
     entry["labels"] = entry["labels"][:-1]
     batch.write_bytes(pickle.dumps(entry))
-    refused_fast(tmp_path, monkeypatch, capsys, ["--space", "smoke", "--datasets", "cifar10", "--data-dir", str(tmp_path / "data")],
-                 str(batch))
+    refused_fast(
+        tmp_path, monkeypatch, capsys, ["--space", "smoke", "--datasets", "cifar10", "--data-dir", str(tmp_path / "data")], str(batch)
+    )
 
 
 def offline(monkeypatch) -> None:
@@ -110,8 +120,17 @@ def offline(monkeypatch) -> None:
 def test_offline_download_is_refused_once_before_ray(tmp_path, monkeypatch, capsys):
     offline(monkeypatch)
     (tmp_path / "data").mkdir()
-    argv = ["--space", "smoke", "--datasets", "mnist", "--data-dir", str(tmp_path / "data"), "--download", "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    argv = [
+        "--space",
+        "smoke",
+        "--datasets",
+        "mnist",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--download",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     monkeypatch.chdir(tmp_path)
     assert sweep.main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -122,8 +141,13 @@ def test_offline_download_is_refused_once_before_ray(tmp_path, monkeypatch, caps
 def test_data_cli_offline_download_is_one_line_and_exit_2(tmp_path):
     env = {**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "PYTHONPATH": str(REPO)}
     env.pop("no_proxy", None)
-    done = subprocess.run([sys.executable, "-m", "benchmark.data", "mnist", "--data-dir", str(tmp_path), "--download"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark.data", "mnist", "--data-dir", str(tmp_path), "--download"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot download mnist") and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
@@ -225,7 +249,10 @@ def test_every_bad_option_value_is_refused_before_anything_starts(tmp_path, monk
     refused_fast(tmp_path, monkeypatch, capsys, argv, expected)
 
 
-@pytest.mark.parametrize("argv", [["--scheduler", "hyperband"], ["--seeds", "two"], ["--max-concurrent", "1.5"], ["--cpus-per-trial", "x"], ["--precision", "fp16"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--scheduler", "hyperband"], ["--seeds", "two"], ["--max-concurrent", "1.5"], ["--cpus-per-trial", "x"], ["--precision", "fp16"]],
+)
 def test_badly_typed_options_exit_2_through_argparse(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:
@@ -259,7 +286,13 @@ def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp
     target = TrackingTarget(uri, experiment, parent)
 
     def child(k: int | None, seed: int, status: str, acc: float | None = None, **tags: str) -> str:
-        params = {"model": "vqvae" if k else "vae", "dataset": "digits", "seed": str(seed), "label_embedding": "none", **({"num_codes": str(k)} if k else {})}
+        params = {
+            "model": "vqvae" if k else "vae",
+            "dataset": "digits",
+            "seed": str(seed),
+            "label_embedding": "none",
+            **({"num_codes": str(k)} if k else {}),
+        }
         run = client.create_run(experiment, run_name=f"K{k}-s{seed}", tags={"mlflow.parentRunId": parent, **tags})
         for key, value in params.items():
             client.log_param(run.info.run_id, key, value)
@@ -305,8 +338,20 @@ def test_asha_stopped_trials_end_as_stopped_not_failed(tmp_path, local_ray, caps
         "    return [Study('asha', base=base, search={'kl_weight': tune.loguniform(1e-4, 10.0)}, num_samples=6)]\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
-                     "--max-concurrent", "1"])
+    rc = sweep.main(
+        [
+            "--space",
+            str(space),
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "t",
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--max-concurrent",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     client = MlflowClient(uri)
@@ -336,14 +381,32 @@ def test_deterministic_trial_error_fails_once_and_is_not_retried(tmp_path, local
     write_idx(tmp_path / "data" / "MNIST" / "raw" / IDX_NAMES[("train", "labels")], labels, LABEL_MAGIC)
     space = write_space(tmp_path, [{"model": "vae", "dataset": "mnist", "epochs": 1}, {"model": "vae", "dataset": "digits", "epochs": 1}])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
-                     "--data-dir", str(tmp_path / "data"), "--max-failures", "2"])
+    rc = sweep.main(
+        [
+            "--space",
+            str(space),
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "t",
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--max-failures",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1
     runs = runs_by_config(MlflowClient(uri), "t")
     by_dataset = {rs[0].data.params["dataset"]: rs for rs in runs.values()}
     (bad,) = by_dataset["mnist"]
-    assert bad.info.status == "FAILED" and bad.data.tags["vqbench.error"].startswith("DataError:") and "outside 0..9" in bad.data.tags["vqbench.error"]
+    assert (
+        bad.info.status == "FAILED"
+        and bad.data.tags["vqbench.error"].startswith("DataError:")
+        and "outside 0..9" in bad.data.tags["vqbench.error"]
+    )
     assert "vqbench.resumed" not in bad.data.tags, "the deterministic failure was retried"
     assert [r.info.status for r in by_dataset["digits"]] == ["FINISHED"]
     lines = out.strip().splitlines()
@@ -363,8 +426,20 @@ def test_crash_before_the_first_checkpoint_keeps_one_run_per_config(tmp_path, mo
     try:
         space = write_space(tmp_path, [{"model": "vae", "dataset": "digits", "epochs": 2, "fail_at_epoch": 1}])
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
-                         "--max-failures", "1"])
+        rc = sweep.main(
+            [
+                "--space",
+                str(space),
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                "t",
+                "--storage-path",
+                str(tmp_path / "ray"),
+                "--max-failures",
+                "1",
+            ]
+        )
     finally:
         ray.shutdown()
     assert rc == 1
@@ -411,14 +486,35 @@ def test_sigint_mid_sweep_is_killed_and_resume_finishes_each_config_once(tmp_pat
     where Ray Tune stops them as its scheduler would; they must still end KILLED, not stopped early."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
-    driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "8", "--train-probe-every", "0", "--tracking-uri", uri,
-                           "--experiment", "t", "--name", "k", "--storage-path", str(storage), log="interrupted.log")
+    driver = sweep_process(
+        tmp_path,
+        "--space",
+        "quick",
+        "--seeds",
+        "1",
+        "--epochs",
+        "8",
+        "--train-probe-every",
+        "0",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "t",
+        "--name",
+        "k",
+        "--storage-path",
+        str(storage),
+        log="interrupted.log",
+    )
     try:
         wait_for_sweep_start(storage, "k", driver)
         client = MlflowClient(uri)
         # a trial half-way: it still has seconds of training ahead when the signal comes
-        wait_for(lambda: (s := finished_steps(client, "t")) and ("FINISHED", 8) in s and any(st == "RUNNING" and 1 <= n <= 4 for st, n in s),
-                 600, "a finished trial and one mid-training")
+        wait_for(
+            lambda: (s := finished_steps(client, "t")) and ("FINISHED", 8) in s and any(st == "RUNNING" and 1 <= n <= 4 for st, n in s),
+            600,
+            "a finished trial and one mid-training",
+        )
         driver.send_signal(signal.SIGINT)
         assert driver.wait(timeout=300) == 130, (tmp_path / "interrupted.log").read_text()[-3000:]
     finally:

@@ -1,4 +1,5 @@
 """Reconstruction metrics against scikit-image, probes on problems with known answers, and evaluate()."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,9 +93,11 @@ def test_perfect_reconstruction(channels):
 def blobs(num_classes: int, n_train: int, n_test: int, dim: int = 24, seed: int = 0, spread: float = 8.0):
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(num_classes, dim, generator=g) * spread
+
     def sample(n):
         y = torch.arange(n) % num_classes
         return centres[y] + torch.randn(n, dim, generator=g), y
+
     (train_x, train_y), (test_x, test_y) = sample(n_train), sample(n_test)
     return train_x, train_y, test_x, test_y
 
@@ -153,7 +156,9 @@ def test_probe_stops_at_a_plateau_and_keeps_its_best_held_out_epoch():
     assert fitted.epochs_run < settings.max_epochs
     assert fitted.epochs_run == fitted.best_epoch + settings.patience
     # the kept weights are the best epoch's: retraining for exactly that many epochs reproduces them
-    fixed = train_classifier(train_x, train_y, 3, 64, seed=0, settings=ProbeSettings(max_epochs=fitted.best_epoch, patience=10**6, batch_size=16, lr=1e-2))
+    fixed = train_classifier(
+        train_x, train_y, 3, 64, seed=0, settings=ProbeSettings(max_epochs=fitted.best_epoch, patience=10**6, batch_size=16, lr=1e-2)
+    )
     for kept, again in zip(fitted.net.parameters(), fixed.net.parameters()):
         assert torch.equal(kept, again)
 
@@ -203,11 +208,13 @@ def test_knn_ignores_near_prior_dimensions_that_standardising_would_turn_into_no
     # Two informative dimensions, and 200 near-prior ones (mean ~0, tiny spread) as a VAE's
     # inactive posterior means are. Standardised, the 200 become unit noise and swamp the distance.
     g = torch.Generator().manual_seed(0)
+
     def sample(n):
         y = torch.arange(n) % 4
         centres = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0], [3.0, 3.0]])
         informative = centres[y] + 0.5 * torch.randn(n, 2, generator=g)
         return torch.cat([informative, 1e-3 * torch.randn(n, 200, generator=g)], 1), y
+
     (train_x, train_y), (test_x, test_y) = sample(400), sample(400)
     naive_train, naive_test = standardise(train_x, test_x)
     naive = accuracy(knn_predict(naive_train, train_y, naive_test, 5, 4), test_y)
@@ -314,8 +321,10 @@ def test_accuracy_and_predict_scores():
 
 def tiny_dataset(channels=1, n_train=64, n_test=40, num_classes=10, coarse=False, seed=0) -> Dataset:
     g = torch.Generator().manual_seed(seed)
+
     def images(n):
         return torch.randint(0, 256, (n, channels, 32, 32), generator=g, dtype=torch.uint8)
+
     train_y = torch.arange(n_train) % num_classes
     test_y = torch.arange(n_test) % num_classes
     extra = {"train_coarse": train_y // 5, "test_coarse": test_y // 5} if coarse else {}
@@ -337,7 +346,9 @@ def test_evaluate_reports_every_metric(model_name):
     per_rep = {f"{p}_acc" for p in ("mlp", "linear", "linear_n20")} | MLP_KEYS | LINEAR_KEYS | {"linear_n20_l2", "linear_n20_capped"}
     probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", "probe_v3/") for rep in reps for key in per_rep}
     probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", "probe_v3/") for rep in ("latent", "pixels")}
-    expected = probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
+    expected = (
+        probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
+    )
     if model_name == "vqvae":
         expected |= {"codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
     assert expected <= set(ev.metrics)
@@ -347,7 +358,7 @@ def test_evaluate_reports_every_metric(model_name):
         if key.endswith("_acc"):
             assert 0 <= value <= 1
         if key.startswith("probe/"):
-            assert ev.metrics["probe_v3/" + key[len("probe/"):]] == value
+            assert ev.metrics["probe_v3/" + key[len("probe/") :]] == value
 
     # per-image predictions: the labels in test order and one compact array per representation and probe
     preds = ev.predictions

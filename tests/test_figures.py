@@ -1,6 +1,7 @@
 """What a reader sees in the report's figures: intervals inside each metric's range, every band and bar named with its
 statistic and n, labels that do not collide, titles naming the dataset and the probe, and reports that rebuild whole
 from a committed CSV into an empty folder."""
+
 from __future__ import annotations
 
 import itertools
@@ -46,11 +47,32 @@ def two_seed_runs(dataset: str = "CIFAR-10-images", ks=(16, 64, 256, 2048)) -> p
     specs = []
     for seed, (acc, ssim, perplexity) in enumerate([(0.995, 0.99, 1.5), (0.90, 0.70, 40.0)]):
         for i, k in enumerate(ks):
-            specs.append({"model": "vqvae", "dataset": dataset, "seed": seed, "num_codes": k, "code_dim": 64, "beta": 0.25,
-                          MLP: acc - 0.002 * i, SSIM: ssim - 0.003 * i, USAGE: 1.0 - 0.2 * seed, PERPLEXITY: perplexity + i})
+            specs.append(
+                {
+                    "model": "vqvae",
+                    "dataset": dataset,
+                    "seed": seed,
+                    "num_codes": k,
+                    "code_dim": 64,
+                    "beta": 0.25,
+                    MLP: acc - 0.002 * i,
+                    SSIM: ssim - 0.003 * i,
+                    USAGE: 1.0 - 0.2 * seed,
+                    PERPLEXITY: perplexity + i,
+                }
+            )
         for kl in (0.01, 0.1):
-            specs.append({"model": "vae", "dataset": dataset, "seed": seed, "kl_weight": kl, "code_dim": 64,
-                          MLP: acc - 0.01 * (kl == 0.1), SSIM: ssim - 0.05 * (kl == 0.1)})
+            specs.append(
+                {
+                    "model": "vae",
+                    "dataset": dataset,
+                    "seed": seed,
+                    "kl_weight": kl,
+                    "code_dim": 64,
+                    MLP: acc - 0.01 * (kl == 0.1),
+                    SSIM: ssim - 0.05 * (kl == 0.1),
+                }
+            )
     return runs_frame(specs)
 
 
@@ -69,9 +91,16 @@ def captured(monkeypatch, module) -> list:
 
 # --- 1: intervals inside the metric's range ----------------------------------------------------
 
+
 def test_figure_intervals_stay_inside_each_metric_range():
-    cases = [(MLP, [0.995, 0.90], 0.0, 1.0), (USAGE, [1.0, 0.8], 0.0, 1.0), (SSIM, [0.99, 0.70], -1.0, 1.0),
-             (SSIM, [-0.99, -0.2], -1.0, 1.0), (PERPLEXITY, [1.5, 40.0], 0.0, np.inf), (MLP, [0.02, 0.3, 0.01], 0.0, 1.0)]
+    cases = [
+        (MLP, [0.995, 0.90], 0.0, 1.0),
+        (USAGE, [1.0, 0.8], 0.0, 1.0),
+        (SSIM, [0.99, 0.70], -1.0, 1.0),
+        (SSIM, [-0.99, -0.2], -1.0, 1.0),
+        (PERPLEXITY, [1.5, 40.0], 0.0, np.inf),
+        (MLP, [0.02, 0.3, 0.01], 0.0, 1.0),
+    ]
     for column, values, low, high in cases:
         plain = t_interval(values)
         assert plain.low < low or plain.high > high  # the symmetric t interval leaves the range here
@@ -97,8 +126,13 @@ def test_bands_and_bars_of_every_figure_stay_inside_the_range(monkeypatch):
     figures = captured(monkeypatch, plots)
     plots.sensitivity_figure(runs, "num_codes", Path("unused.png"))
     (sensitivity,) = figures
-    ranges = {"probe MLP (%)": (0, 100), "probe linear (%)": (0, 100), "SSIM": (-1, 1), "codebook usage (%)": (0, 100),
-              "codebook perplexity": (0, np.inf)}
+    ranges = {
+        "probe MLP (%)": (0, 100),
+        "probe linear (%)": (0, 100),
+        "SSIM": (-1, 1),
+        "codebook usage (%)": (0, 100),
+        "codebook perplexity": (0, np.inf),
+    }
     seen = set()
     for ax in sensitivity.axes:
         low, high = ranges[ax.get_ylabel()]
@@ -126,6 +160,7 @@ def test_the_report_states_the_interval_rule_once_and_that_differences_are_not_b
 
 
 # --- 2: every ± and every band named with its statistic and n ---------------------------------------
+
 
 def test_every_plus_minus_and_band_names_its_statistic_and_n(monkeypatch, tmp_path):
     runs = two_seed_runs(dataset="mnist")
@@ -155,11 +190,15 @@ def test_every_plus_minus_and_band_names_its_statistic_and_n(monkeypatch, tmp_pa
 
 # --- 3: a report rebuilt from a committed CSV into an empty folder is whole -----------------------------
 
+
 @pytest.mark.parametrize("folder, csvs", [("paper-repro", ["runs-mnist-none.csv"])])
 def test_a_report_from_a_committed_csv_into_an_empty_folder_has_every_figure(tmp_path, folder, csvs):
     results = REPO / "results" / folder
     out = tmp_path / "new"
-    assert report_main(["--runs", *[str(results / c) for c in csvs], "--out", str(out), "--plan", str(REPO / "analysis/plans/paper.toml")]) == 0
+    assert (
+        report_main(["--runs", *[str(results / c) for c in csvs], "--out", str(out), "--plan", str(REPO / "analysis/plans/paper.toml")])
+        == 0
+    )
     text = (out / "report.md").read_text()
     referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(referenced) >= 5  # ssim_vs_probe and each model's reconstructions and t-SNE
@@ -186,6 +225,7 @@ def test_a_report_from_a_csv_without_its_figures_names_each_absent_figure_once(t
 
 # --- 4: labels that do not collide; titles naming the dataset and the probe ---------------------------
 
+
 def test_frontier_labels_do_not_overlap_and_titles_name_the_dataset_and_the_probe(monkeypatch):
     runs = two_seed_runs(dataset="CIFAR-10-images")
     figures = captured(monkeypatch, knobs)
@@ -210,6 +250,8 @@ def test_every_figure_title_names_the_dataset_by_its_own_name_and_the_probe(monk
     for fig in figures:
         for ax in fig.axes:
             assert ax.get_title().startswith("CIFAR-10 (JPEG copy)"), ax.get_title()
-            assert "probe" in (ax.get_title() + ax.get_ylabel() + ax.get_xlabel()).lower() or ax.get_ylabel().startswith(("SSIM", "codebook"))
+            assert "probe" in (ax.get_title() + ax.get_ylabel() + ax.get_xlabel()).lower() or ax.get_ylabel().startswith(
+                ("SSIM", "codebook")
+            )
     ssim_vs_probe = figures[-1].axes[0]
     assert "MLP probe" in ssim_vs_probe.get_title() and "MLP-probe" in ssim_vs_probe.get_xlabel()

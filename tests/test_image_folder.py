@@ -1,5 +1,6 @@
 """Image-folder datasets: folders of real PNG and JPEG files written here, the machine's cache, every
 bad input refused before Ray, the dataset's card on its runs, and the shared CIFAR-10 JPEG copy."""
+
 from __future__ import annotations
 
 import subprocess
@@ -217,8 +218,18 @@ def _stray_file(root: Path) -> str:
     return f"{root / 'train' / 'labels.csv'} is a file where class folders belong"
 
 
-BAD_FOLDERS = [_no_train, _classes_differ, _empty_class, _text_file, _corrupt_image, _mixed_sizes, _mixed_modes, _not_square,
-               _alpha, _stray_file]
+BAD_FOLDERS = [
+    _no_train,
+    _classes_differ,
+    _empty_class,
+    _text_file,
+    _corrupt_image,
+    _mixed_sizes,
+    _mixed_modes,
+    _not_square,
+    _alpha,
+    _stray_file,
+]
 
 
 @pytest.mark.parametrize("make", BAD_FOLDERS, ids=lambda f: f.__name__.strip("_"))
@@ -231,16 +242,36 @@ def test_a_bad_image_folder_is_refused_before_ray_naming_the_problem(tmp_path, m
 @pytest.mark.parametrize("make", [_mixed_modes, _text_file], ids=["mixed modes", "text file"])
 def test_the_trial_cli_refuses_a_bad_folder_with_exit_2_and_writes_no_figure(tmp_path, make):
     expected = make(tmp_path / "pets")
-    done = subprocess.run([sys.executable, "-m", "benchmark.trial", "--dataset", str(tmp_path / "pets"), "--epochs", "1",
-                           "--figures", str(tmp_path / "figs")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.trial",
+            "--dataset",
+            str(tmp_path / "pets"),
+            "--epochs",
+            "1",
+            "--figures",
+            str(tmp_path / "figs"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "figs").exists()
 
 
 def test_a_missing_folder_names_the_data_root_and_how_to_point_at_it(tmp_path, monkeypatch, capsys):
     (tmp_path / "data").mkdir()
-    err = refused_fast(tmp_path, monkeypatch, capsys, ["--space", "smoke", "--datasets", "pets", "--data-dir", str(tmp_path / "data")],
-                       f"{tmp_path / 'data' / 'pets'} does not exist")
+    err = refused_fast(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        ["--space", "smoke", "--datasets", "pets", "--data-dir", str(tmp_path / "data")],
+        f"{tmp_path / 'data' / 'pets'} does not exist",
+    )
     assert "--data-dir" in err and "VQBENCH_DATA_DIR" in err
 
 
@@ -310,8 +341,20 @@ def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, mon
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
-    code = sweep.main(["--space", str(space), "--data-dir", str(tmp_path / "data"), "--tracking-uri", uri,
-                       "--storage-path", str(tmp_path / "ray"), "--experiment", "pets"])
+    code = sweep.main(
+        [
+            "--space",
+            str(space),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--tracking-uri",
+            uri,
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--experiment",
+            "pets",
+        ]
+    )
     assert code == 0
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("pets")

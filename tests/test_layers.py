@@ -5,6 +5,7 @@ Each module is imported alone in a fresh interpreter, so what it pulls in transi
 - tracking and analysis import no torch (a report from a CSV must not need it);
 - the preflight checks do not import Ray Tune (bad input is refused before Tune's seconds of imports).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -16,9 +17,14 @@ from tests.conftest import REPO
 
 # Each entry imports the rest of its layer (benchmark.trial: config, data, models, train, evaluation;
 # analysis.report: every analysis module), so a leak anywhere below it is caught here too.
-RULES = [("benchmark.trial", ("ray", "mlflow")), ("benchmark.image_folder", ("ray", "mlflow", "torch")),
-         ("benchmark.tracking", ("torch",)), ("analysis.report", ("torch",)), ("analysis.export", ("torch",)),
-         ("benchmark.preflight", ("ray.tune",))]
+RULES = [
+    ("benchmark.trial", ("ray", "mlflow")),
+    ("benchmark.image_folder", ("ray", "mlflow", "torch")),
+    ("benchmark.tracking", ("torch",)),
+    ("analysis.report", ("torch",)),
+    ("analysis.export", ("torch",)),
+    ("benchmark.preflight", ("ray.tune",)),
+]
 
 
 def imported(module: str, forbidden: tuple[str, ...], path: str = str(REPO)) -> list[str]:

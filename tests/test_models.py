@@ -1,4 +1,5 @@
 """TrialConfig validation and round trips, the vector quantizer, and the two models."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,9 +44,19 @@ def test_bad_choice_names_key_value_and_choices(key, value, allowed):
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("num_codes", 0), ("code_dim", 0), ("epochs", 0), ("batch_size", 0), ("epochs", -3),
-        ("beta", -0.1), ("kl_weight", -1.0), ("lr", 0.0), ("lr", -1e-3),
-        ("ema_decay", 0.0), ("ema_decay", 1.0), ("seed", -1), ("fail_at_epoch", -1),
+        ("num_codes", 0),
+        ("code_dim", 0),
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("epochs", -3),
+        ("beta", -0.1),
+        ("kl_weight", -1.0),
+        ("lr", 0.0),
+        ("lr", -1e-3),
+        ("ema_decay", 0.0),
+        ("ema_decay", 1.0),
+        ("seed", -1),
+        ("fail_at_epoch", -1),
     ],
 )
 def test_out_of_range_values_name_the_key(key, value):
@@ -66,16 +77,33 @@ def test_non_finite_values_are_rejected(key, value):
         TrialConfig.from_dict({key: value})
 
 
-@pytest.mark.parametrize("key, value", [("epochs", "ten"), ("epochs", "2.5"), ("epochs", 2.5), ("lr", "fast"), ("ema", "yes"), ("batch_norm", "maybe")])
+@pytest.mark.parametrize(
+    "key, value", [("epochs", "ten"), ("epochs", "2.5"), ("epochs", 2.5), ("lr", "fast"), ("ema", "yes"), ("batch_norm", "maybe")]
+)
 def test_values_of_the_wrong_type_name_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
         TrialConfig.from_dict({key: value})
 
 
 NON_DEFAULT = TrialConfig(
-    model="vae", dataset="fashion_mnist", seed=7, epochs=3, batch_size=32, lr=3e-4, num_codes=128, code_dim=16,
-    beta=0.5, kl_weight=0.1, batch_norm=True, label_embedding="add", ema=True, ema_decay=0.9,
-    restart_dead_codes=True, precision="bf16", train_probe_every=3, fail_at_epoch=2,
+    model="vae",
+    dataset="fashion_mnist",
+    seed=7,
+    epochs=3,
+    batch_size=32,
+    lr=3e-4,
+    num_codes=128,
+    code_dim=16,
+    beta=0.5,
+    kl_weight=0.1,
+    batch_norm=True,
+    label_embedding="add",
+    ema=True,
+    ema_decay=0.9,
+    restart_dead_codes=True,
+    precision="bf16",
+    train_probe_every=3,
+    fail_at_epoch=2,
 )
 
 
@@ -401,7 +429,9 @@ def test_batch_norm_switch(model_name):
 
 
 def test_vqvae_quantizer_follows_the_config():
-    model = build_model(TrialConfig(model="vqvae", num_codes=24, code_dim=6, beta=0.7, ema=True, ema_decay=0.8, restart_dead_codes=True), 1, 10)
+    model = build_model(
+        TrialConfig(model="vqvae", num_codes=24, code_dim=6, beta=0.7, ema=True, ema_decay=0.8, restart_dead_codes=True), 1, 10
+    )
     q = model.quantizer
     assert q.codebook.shape == (24, 6)
     assert (q.beta, q.ema, q.ema_decay, q.restart_dead_codes) == (0.7, True, 0.8, True)

@@ -1,4 +1,5 @@
 """Pareto fronts: the computation on constructed cases, and the report's section from a real MLflow store and from its CSV."""
+
 from __future__ import annotations
 
 import re
@@ -32,16 +33,51 @@ def store(tmp_path_factory) -> Store:
     s = Store(tmp_path_factory.mktemp("pareto"))
     experiment, parent = s.sweep("pareto", "pareto")
     for kl, (mlp, ssim, _) in VAE.items():
-        s.trial(experiment, parent, metrics_for(mlp, ssim, "vae", 0), model="vae", dataset="digits", kl_weight=kl, artifacts=(),
-                extra_tags={**OBJECTIVES, "vqbench.study": "pareto-digits-vae"})
+        s.trial(
+            experiment,
+            parent,
+            metrics_for(mlp, ssim, "vae", 0),
+            model="vae",
+            dataset="digits",
+            kl_weight=kl,
+            artifacts=(),
+            extra_tags={**OBJECTIVES, "vqbench.study": "pareto-digits-vae"},
+        )
     for k, (mlp, ssim, _) in VQ.items():
-        s.trial(experiment, parent, metrics_for(mlp, ssim, "vqvae", 0), model="vqvae", dataset="digits", num_codes=k, artifacts=(),
-                extra_tags={**OBJECTIVES, "vqbench.study": "pareto-digits-vqvae"})
+        s.trial(
+            experiment,
+            parent,
+            metrics_for(mlp, ssim, "vqvae", 0),
+            model="vqvae",
+            dataset="digits",
+            num_codes=k,
+            artifacts=(),
+            extra_tags={**OBJECTIVES, "vqbench.study": "pareto-digits-vqvae"},
+        )
     # stopped by ASHA (no final evaluation) and failed: on no front, counted
-    s.trial(experiment, parent, {"train_probe/linear_acc": 0.99}, stopped_at=2, model="vae", dataset="digits", kl_weight=0.5,
-            artifacts=(), extra_tags=OBJECTIVES)
-    s.trial(experiment, parent, {}, status="FAILED", error="TrialDiverged: nan", model="vqvae", dataset="digits", num_codes=8,
-            artifacts=(), extra_tags=OBJECTIVES)
+    s.trial(
+        experiment,
+        parent,
+        {"train_probe/linear_acc": 0.99},
+        stopped_at=2,
+        model="vae",
+        dataset="digits",
+        kl_weight=0.5,
+        artifacts=(),
+        extra_tags=OBJECTIVES,
+    )
+    s.trial(
+        experiment,
+        parent,
+        {},
+        status="FAILED",
+        error="TrialDiverged: nan",
+        model="vqvae",
+        dataset="digits",
+        num_codes=8,
+        artifacts=(),
+        extra_tags=OBJECTIVES,
+    )
     experiment, parent = s.sweep("fixed", "quick")
     for model in ("vae", "vqvae"):
         s.trial(experiment, parent, metrics_for(0.9, 0.8, model, 0), model=model, dataset="digits", artifacts=())
@@ -63,7 +99,10 @@ def test_report_draws_each_familys_front_from_a_store_and_from_its_csv(store, tm
     text = re.sub(" +", " ", (out / "report.md").read_text())
     assert "## Pareto fronts of the search" in text and "![Pareto fronts](figures/pareto_fronts.png)" in text
     assert (out / "figures" / "pareto_fronts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    expected = sorted([("VAE", f"{ssim:.3f}") for mlp, ssim, on in VAE.values() if on] + [("VQ-VAE", f"{ssim:.3f}") for mlp, ssim, on in VQ.values() if on])
+    expected = sorted(
+        [("VAE", f"{ssim:.3f}") for mlp, ssim, on in VAE.values() if on]
+        + [("VQ-VAE", f"{ssim:.3f}") for mlp, ssim, on in VQ.values() if on]
+    )
     assert sorted(front_rows(text)) == expected
     assert "10 trial run(s) of searches ranked on train_probe/linear_acc:max,train_probe/ssim:max; 8 finished" in text
     assert "6 of them are on a front" in text and "1 stopped early" in text and "1 FAILED" in text

@@ -2,6 +2,7 @@
 
 Tiny figures mean nothing about speed; these tests keep the scripts from rotting.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -117,17 +118,37 @@ def precision_runs_csv(path, seeds: int, bf16_accuracy_shift: float, precisions=
         config = TrialConfig(model=model, dataset="mnist", seed=seed, precision=precision).to_dict()
         bf16 = precision == "bf16"
         wobble = 0.0005 * (-1) ** seed if bf16 else 0.0  # bf16 differs from fp32 by a little, not the same each seed
-        rows.append({"experiment": "e", "sweep": "s", "run_id": f"{model}-{seed}-{precision}", "parent_run_id": "p", "run_name": "r",
-                     "status": "FINISHED", "error": "", "start_time": 0, "end_time": 0, **config, "config_id": "c", "device": "cpu",
-                     "git_commit": "", "leaks_label": False, "probe/latent/mlp_acc": 0.96 + 0.002 * seed + wobble + bf16 * bf16_accuracy_shift,
-                     "recon/ssim": 0.80 + 0.01 * seed + wobble, "recon/mse": 0.010 * (1 + 0.1 * seed) * (1 + wobble), "time/train_s": 80.0 if bf16 else 100.0})
+        rows.append(
+            {
+                "experiment": "e",
+                "sweep": "s",
+                "run_id": f"{model}-{seed}-{precision}",
+                "parent_run_id": "p",
+                "run_name": "r",
+                "status": "FINISHED",
+                "error": "",
+                "start_time": 0,
+                "end_time": 0,
+                **config,
+                "config_id": "c",
+                "device": "cpu",
+                "git_commit": "",
+                "leaks_label": False,
+                "probe/latent/mlp_acc": 0.96 + 0.002 * seed + wobble + bf16 * bf16_accuracy_shift,
+                "recon/ssim": 0.80 + 0.01 * seed + wobble,
+                "recon/mse": 0.010 * (1 + 0.1 * seed) * (1 + wobble),
+                "time/train_s": 80.0 if bf16 else 100.0,
+            }
+        )
     pd.DataFrame(rows).to_csv(path, index=False)
     return str(path)
 
 
 def test_precision_check_judges_exported_runs_by_the_paired_interval(tmp_path):
     same = run(precision_check, tmp_path, "--runs", precision_runs_csv(tmp_path / "same.csv", seeds=4, bf16_accuracy_shift=0.0))
-    assert all(same["conclusions"][f"{model}/{check.metric}"] == "equivalent" for model in ("vae", "vqvae") for check in precision_check.CHECKS)
+    assert all(
+        same["conclusions"][f"{model}/{check.metric}"] == "equivalent" for model in ("vae", "vqvae") for check in precision_check.CHECKS
+    )
     derived(same["figures"]["vae/bf16_train_speedup"], 100.0 / 80.0)
     assert same["figures"]["vae/probe/latent/mlp_acc/n"] == 4
     (tmp_path / "r.jsonl").unlink()
@@ -160,7 +181,10 @@ def test_eval_cost(tmp_path):
     derived(f["eval_total_s"], sum(f[f"{p}_s"] for p in pieces))
     # before: protocol 2's probes on the same features, everything else the same
     positive(f, "before/probe_latent_s", "before/probe_codes_s", "before/probe_pixels_first_s")
-    derived(f["before/eval_total_s"], f["eval_total_s"] - f["probe_latent_s"] - f["probe_codes_s"] + f["before/probe_latent_s"] + f["before/probe_codes_s"])
+    derived(
+        f["before/eval_total_s"],
+        f["eval_total_s"] - f["probe_latent_s"] - f["probe_codes_s"] + f["before/probe_latent_s"] + f["before/probe_codes_s"],
+    )
     # the first trial on a machine computes the pixel probes; every later one reads them
     derived(f["eval_total_first_s"], f["eval_total_s"] - f["probe_pixels_cached_s"] + f["probe_pixels_first_s"])
     derived(f["eval_total_first_share"], f["eval_total_first_s"] / f["training_10_epochs_s"])
@@ -217,7 +241,9 @@ def test_trials_per_hour(tmp_path):
         derived(f[f"{precision}/{single}/trials_per_hour"], 3600 / f[f"{precision}/{single}/trial_s"])
         ratio = f[f"{precision}/{parallel}/trials_per_hour"] / f[f"{precision}/{single}/trials_per_hour"]
         derived(f[f"{precision}/parallel_vs_single"], ratio)
-        assert record["conclusions"][f"recommended_cpus_per_trial/{precision}"] == (1 if f[f"{precision}/parallel_vs_single"] >= 1 else cores)
+        assert record["conclusions"][f"recommended_cpus_per_trial/{precision}"] == (
+            1 if f[f"{precision}/parallel_vs_single"] >= 1 else cores
+        )
     for layout in (single, parallel):  # fp32 is the reference measured in the same run
         derived(f[f"bf16_vs_fp32/{layout}"], f[f"bf16/{layout}/trials_per_hour"] / f[f"fp32/{layout}/trials_per_hour"])
 
@@ -227,8 +253,17 @@ def test_sweep_overhead(tmp_path):
     record = run(sweep_overhead, tmp_path)
     f = record["figures"]
     assert f["trials"] == 2  # smoke: a VAE and a VQ-VAE for the one tiny seed
-    positive(f, "sweep_wall_s", "driver_start_s", "ray_start_to_first_trial_s", "trainable_import_s", "trial_overhead_median_s",
-             "train_eval_median_s", "worker_processes", "concurrent_slots")
+    positive(
+        f,
+        "sweep_wall_s",
+        "driver_start_s",
+        "ray_start_to_first_trial_s",
+        "trainable_import_s",
+        "trial_overhead_median_s",
+        "train_eval_median_s",
+        "worker_processes",
+        "concurrent_slots",
+    )
     assert f["epoch_report_median_s"] >= 0 and f["after_last_trial_s"] >= 0
     assert f["trial_overhead_median_s"] < f["sweep_wall_s"] and 0 < f["outside_train_eval_share"] < 1
     assert f["figures_median_s"] > 0 and f["trial_fixed_median_s"] < f["trial_overhead_median_s"]
@@ -241,7 +276,12 @@ def test_cluster_scale(tmp_path):
     record = run(cluster_scale, tmp_path, "--nodes", "2")  # a worker node beside the head: the cluster case, one node's start less
     f = record["figures"]
     assert f["trials"] == 8 and f["nodes"] == 2 and f["finished_runs_on_server"] == 8  # every trial's run reached the server
-    positive(f, "sweep_wall_s", "experiment_state_bytes", *(f"bucket{b}_{k}" for b in (1, 2) for k in ("trial_s_p50", "open_ms_p50", "finish_ms_p50")))
+    positive(
+        f,
+        "sweep_wall_s",
+        "experiment_state_bytes",
+        *(f"bucket{b}_{k}" for b in (1, 2) for k in ("trial_s_p50", "open_ms_p50", "finish_ms_p50")),
+    )
     assert all(f[f"bucket{b}_log_metrics_ms_p95"] >= f[f"bucket{b}_log_metrics_ms_p50"] > 0 for b in (1, 2))
     derived(f["trials_per_minute"], 60 * f["trials"] / f["sweep_wall_s"])
 

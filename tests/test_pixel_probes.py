@@ -1,4 +1,5 @@
 """The on-disk pixel-probe cache: the numbers of the uncached computation, and a miss for anything they depend on."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,7 +93,9 @@ def test_a_file_of_another_key_is_not_trusted(pixel_probe_cache, computed):
     good = cache.pixel_probes(data, 0, QUICK)
     (path,) = files(pixel_probe_cache)
     stored = json.loads(path.read_text())
-    path.write_text(json.dumps({"key": {**stored["key"], "seed": 99}, "metrics": {k: 0.0 for k in good.metrics}, "predictions": stored["predictions"]}))
+    path.write_text(
+        json.dumps({"key": {**stored["key"], "seed": 99}, "metrics": {k: 0.0 for k in good.metrics}, "predictions": stored["predictions"]})
+    )
     assert cache.pixel_probes(data, 0, QUICK) == good and len(computed) == 2
 
 

@@ -2,6 +2,7 @@
 
 Runs are written to a real SQLite MLflow store the way the sweep writes them (`tests.test_analysis.Store`).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,7 @@ MLP = "probe/latent/mlp_acc"
 
 # --- the plan file -----------------------------------------------------------------------
 
+
 def test_the_paper_plan_declares_its_endpoints_families_and_rules():
     assert PLAN.name == "paper" and len(PLAN.sha256) == 64 and PLAN.min_n == 5
     assert PLAN.primary_metric() == MLP and PLAN.label_embedding == "none"
@@ -58,19 +60,22 @@ def _write_plan(tmp_path: Path, edit) -> Path:
     return path
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace('name = "paper"', ""), "lacks `name`"),
-    (lambda t: t.replace("min_n = 5", "min_n = 1"), "min_n = 1"),
-    (lambda t: t.replace("\nexpect = -1", "\nexpect = 2", 1), "expect = 2"),
-    (lambda t: t.replace('\ncompare = "level"', '\ncompare = "levels"', 1), "compare = 'levels'"),
-    (lambda t: t.replace('threshold = "well"', 'threshold = "great"', 1), "threshold 'great'"),
-    (lambda t: t + "\nsurprise = 1\n", "unknown key(s) surprise"),
-    (lambda t: t.replace("value = 0.005", "value = 5"), "[margins.accuracy].value = 5.0"),
-    (lambda t: t.replace('refuse = ["precision"', 'refuse = ["colour"'), "[pooling].refuse names 'colour'"),
-    (lambda t: t.replace('id = "3-mnist"', 'id = "1-mnist"'), "endpoint ids repeat (1-mnist)"),
-    (lambda t: t.replace("[families.sensitivity]", "[families.other]"), "lacks `sensitivity`"),
-    (lambda t: t + "\n[[[\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace('name = "paper"', ""), "lacks `name`"),
+        (lambda t: t.replace("min_n = 5", "min_n = 1"), "min_n = 1"),
+        (lambda t: t.replace("\nexpect = -1", "\nexpect = 2", 1), "expect = 2"),
+        (lambda t: t.replace('\ncompare = "level"', '\ncompare = "levels"', 1), "compare = 'levels'"),
+        (lambda t: t.replace('threshold = "well"', 'threshold = "great"', 1), "threshold 'great'"),
+        (lambda t: t + "\nsurprise = 1\n", "unknown key(s) surprise"),
+        (lambda t: t.replace("value = 0.005", "value = 5"), "[margins.accuracy].value = 5.0"),
+        (lambda t: t.replace('refuse = ["precision"', 'refuse = ["colour"'), "[pooling].refuse names 'colour'"),
+        (lambda t: t.replace('id = "3-mnist"', 'id = "1-mnist"'), "endpoint ids repeat (1-mnist)"),
+        (lambda t: t.replace("[families.sensitivity]", "[families.other]"), "lacks `sensitivity`"),
+        (lambda t: t + "\n[[[\n", "not valid TOML"),
+    ],
+)
 def test_a_bad_plan_is_refused_with_exit_2_and_a_clear_message(tmp_path, capsys, edit, message):
     path = _write_plan(tmp_path, edit)
     with pytest.raises(PlanError, match=re.escape(message)):
@@ -88,6 +93,7 @@ def test_a_missing_plan_is_refused(tmp_path, capsys):
 
 
 # --- the rule ---------------------------------------------------------------------------
+
 
 def test_tost_matches_a_hand_computation_and_the_90_percent_interval():
     d = np.array([0.0011, 0.0032, 0.0004, 0.0025, 0.0019])
@@ -130,6 +136,7 @@ def test_the_declared_family_counts_untested_endpoints_and_both_hypotheses():
 
 # --- one family whatever runs are passed ------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """MNIST: 5 seeds of the paper point (VAE, VQ-VAE) and 3-seed KL and K axes; Fashion-MNIST: a 5-seed paper point;
@@ -140,22 +147,54 @@ def planned(tmp_path_factory):
     vq = (0.9735, 0.9738, 0.9741, 0.9733, 0.9752)
     for seed in range(5):
         for model, mlp in (("vae", vae[seed]), ("vqvae", vq[seed])):
-            s.trial(experiment, parent, metrics_for(mlp, 0.95 if model == "vae" else 0.85 + 0.002 * seed, model, seed), model=model,
-                    dataset="mnist", seed=seed, artifacts=())
-            s.trial(experiment, parent, metrics_for(mlp - 0.1, 0.9, model, seed), model=model, dataset="fashion_mnist", seed=seed,
-                    artifacts=())
+            s.trial(
+                experiment,
+                parent,
+                metrics_for(mlp, 0.95 if model == "vae" else 0.85 + 0.002 * seed, model, seed),
+                model=model,
+                dataset="mnist",
+                seed=seed,
+                artifacts=(),
+            )
+            s.trial(
+                experiment, parent, metrics_for(mlp - 0.1, 0.9, model, seed), model=model, dataset="fashion_mnist", seed=seed, artifacts=()
+            )
     for seed in range(3):
         for kl, mlp in ((0.1, (0.980, 0.970, 0.990)), (1.0, (0.985, 0.975, 0.995))):  # noisy: the centre has the smallest p
-            s.trial(experiment, parent, metrics_for(mlp[seed], 0.9, "vae", seed), model="vae", dataset="mnist", seed=seed, kl_weight=kl,
-                    artifacts=())
-        s.trial(experiment, parent, metrics_for((0.962, 0.975, 0.955)[seed], 0.85, "vqvae", seed), model="vqvae", dataset="mnist",
-                seed=seed, num_codes=32, artifacts=())
+            s.trial(
+                experiment,
+                parent,
+                metrics_for(mlp[seed], 0.9, "vae", seed),
+                model="vae",
+                dataset="mnist",
+                seed=seed,
+                kl_weight=kl,
+                artifacts=(),
+            )
+        s.trial(
+            experiment,
+            parent,
+            metrics_for((0.962, 0.975, 0.955)[seed], 0.85, "vqvae", seed),
+            model="vqvae",
+            dataset="mnist",
+            seed=seed,
+            num_codes=32,
+            artifacts=(),
+        )
     pooled, pooled_parent = s.sweep("pooled", "paper")
     for seed in range(5):
         for model, mlp in (("vae", vae[seed]), ("vqvae", vq[seed])):
             for precision in ("fp32", "bf16"):
-                s.trial(pooled, pooled_parent, metrics_for(mlp, 0.9, model, seed), model=model, dataset="mnist", seed=seed,
-                        precision=precision, artifacts=())
+                s.trial(
+                    pooled,
+                    pooled_parent,
+                    metrics_for(mlp, 0.9, model, seed),
+                    model=model,
+                    dataset="mnist",
+                    seed=seed,
+                    precision=precision,
+                    artifacts=(),
+                )
     s.runs = load_runs("planned", tracking_uri=s.uri)
     return s
 
@@ -165,6 +204,7 @@ def test_the_primary_family_does_not_depend_on_which_runs_are_passed(planned):
     everything = claims.claims(runs, PLAN)
     mnist_only = claims.claims(runs[runs["dataset"] == "mnist"], PLAN)
     no_axes = claims.claims(runs[runs["kl_weight"].isna() | np.isclose(runs["kl_weight"].astype(float), 0.01)], PLAN)
+
     def pick(table):
         return table[(table["family"] == PRIMARY) & (table["id"] == "1-mnist")].iloc[0]
 
@@ -197,7 +237,11 @@ def test_the_report_gives_sign_flip_p_in_every_verdict_table_and_no_verdict_belo
     assert report_main(["--experiment", "planned", "--tracking-uri", planned.uri, "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "no verdict: n = 3 < 5" in text
-    tables_with_verdicts = [block for block in text.split("\n\n") if block.startswith("|") and ("verdict" in block.split("\n")[0] or "claim 1" in block.split("\n")[0])]
+    tables_with_verdicts = [
+        block
+        for block in text.split("\n\n")
+        if block.startswith("|") and ("verdict" in block.split("\n")[0] or "claim 1" in block.split("\n")[0])
+    ]
     assert len(tables_with_verdicts) >= 4  # primary, secondary, KL, VQ
     assert all("sign-flip p" in block.split("\n")[0] for block in tables_with_verdicts)
     assert "Analysis plan: `paper`" in text and PLAN.short_hash in text
@@ -208,6 +252,7 @@ def test_the_report_gives_sign_flip_p_in_every_verdict_table_and_no_verdict_belo
 
 
 # --- pooling ------------------------------------------------------------------------------
+
 
 def test_pooled_precisions_are_refused_and_flagged_with_allow_pooling(planned, tmp_path, capsys):
     args = ["--experiment", "pooled", "--tracking-uri", planned.uri]
@@ -224,8 +269,10 @@ def test_pooled_precisions_are_refused_and_flagged_with_allow_pooling(planned, t
 
 def test_a_different_probe_protocol_or_code_version_is_refused_too(planned, tmp_path, capsys):
     runs = planned.runs[planned.runs["dataset"] == "fashion_mnist"].copy()
-    for change, word in ((lambda r: r.assign(**{"probe.protocol": ["v1"] * (len(r) - 1) + ["v2"]}), "probe protocol"),
-                         (lambda r: r.assign(git_commit=["aaa"] * (len(r) - 1) + ["bbb"]), "code version")):
+    for change, word in (
+        (lambda r: r.assign(**{"probe.protocol": ["v1"] * (len(r) - 1) + ["v2"]}), "probe protocol"),
+        (lambda r: r.assign(git_commit=["aaa"] * (len(r) - 1) + ["bbb"]), "code version"),
+    ):
         path = tmp_path / f"{word.replace(' ', '-')}.csv"
         write_runs_csv(change(runs), path)
         assert report_main(["--runs", str(path), "--out", str(tmp_path / "o")]) == 2
@@ -250,6 +297,7 @@ def test_a_runs_csv_accepts_any_dataset_name_and_lists_dataset_tags(planned, tmp
 
 # --- registration -----------------------------------------------------------------------------
 
+
 def _registered(store: Store, name: str, plan_path: Path) -> None:
     """A sweep's parent and trials tagged exactly as `benchmark.sweep` tags them from --plan."""
     tags, _ = sweep.read_plan(str(plan_path))
@@ -257,8 +305,16 @@ def _registered(store: Store, name: str, plan_path: Path) -> None:
     parent = store.client.create_run(experiment, run_name=f"sweep-{name}", tags={"vqbench.role": "sweep", **tags}).info.run_id
     for seed in range(5):
         for model, mlp in (("vae", 0.97 + 0.001 * seed), ("vqvae", 0.972 + 0.0012 * seed)):
-            store.trial(experiment, parent, metrics_for(mlp, 0.9, model, seed), model=model, dataset="mnist", seed=seed, artifacts=(),
-                        extra_tags=tags if model == "vae" else None)  # the VQ-VAE trials inherit the parent's registration
+            store.trial(
+                experiment,
+                parent,
+                metrics_for(mlp, 0.9, model, seed),
+                model=model,
+                dataset="mnist",
+                seed=seed,
+                artifacts=(),
+                extra_tags=tags if model == "vae" else None,
+            )  # the VQ-VAE trials inherit the parent's registration
     store.client.set_terminated(parent, "FINISHED")
 
 
@@ -298,7 +354,10 @@ def test_the_registered_plan_is_read_back_and_an_edit_after_registration_is_flag
     out = tmp_path / "other"
     assert report_main(["--runs", str(csv), "--plan", str(other), "--accuracy-margin", "1", "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "registered under another plan, `paper`" in text and "accuracy margin was overridden on the command line: ±0.01 instead of the plan's declared ±0.005" in text
+    assert (
+        "registered under another plan, `paper`" in text
+        and "accuracy margin was overridden on the command line: ±0.01 instead of the plan's declared ±0.005" in text
+    )
 
 
 @pytest.mark.slow
@@ -306,8 +365,25 @@ def test_a_real_sweep_registers_the_plan_on_its_parent_and_trials_and_its_report
     plan_path = tmp_path / "paper.toml"
     shutil.copyfile(DEFAULT_PLAN, plan_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t",
-                     "--name", "s", "--epochs", "1", "--plan", str(plan_path), "--no-log-model"])
+    rc = sweep.main(
+        [
+            "--space",
+            "smoke",
+            "--tracking-uri",
+            uri,
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--experiment",
+            "t",
+            "--name",
+            "s",
+            "--epochs",
+            "1",
+            "--plan",
+            str(plan_path),
+            "--no-log-model",
+        ]
+    )
     assert rc == 0
     from mlflow.tracking import MlflowClient
 
@@ -356,8 +432,22 @@ def test_the_sweep_registers_the_plan_on_its_parent_and_trials_without_training(
     plan_path = tmp_path / "paper.toml"
     shutil.copyfile(DEFAULT_PLAN, plan_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t",
-                     "--name", "s", "--plan", str(plan_path)])
+    rc = sweep.main(
+        [
+            "--space",
+            "smoke",
+            "--tracking-uri",
+            uri,
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--experiment",
+            "t",
+            "--name",
+            "s",
+            "--plan",
+            str(plan_path),
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("t").experiment_id

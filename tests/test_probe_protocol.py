@@ -1,5 +1,6 @@
 """Protocol 3's probes: the convex linear probe against scikit-learn, its stopping rule and L2 path, the
 label-efficiency subsets, the MLP probe's grid, and the per-image predictions file."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -114,7 +115,7 @@ def test_l2_path_is_chosen_on_held_out_train_rows_and_refit_on_all(monkeypatch):
     assert coarse == sorted(coarse, reverse=True) == list(settings.l2_grid[: len(coarse)])  # strongest first
     assert [warm for _, _, warm in path] == [False] + [True] * (len(path) - 1)  # each from the previous solution
     best_coarse = choose_l2({l2: result.held_acc[l2] for l2 in coarse})
-    assert tried[len(coarse):] == pytest.approx([best_coarse * 10**0.5, best_coarse * 10**-0.5])  # refined half a decade
+    assert tried[len(coarse) :] == pytest.approx([best_coarse * 10**0.5, best_coarse * 10**-0.5])  # refined half a decade
     assert result.fit.l2 == choose_l2(result.held_acc) == refit[1] and refit[2]
 
 
@@ -168,7 +169,12 @@ def test_mlp_grid_keeps_the_best_held_out_member_and_the_first_of_a_tie(monkeypa
 
     def fake(train_x, train_y, classes, hidden, seed, settings, num_codes=None):
         members.append((settings.lr, settings.weight_decay, hidden))
-        return FittedProbe(torch.nn.Linear(train_x.shape[1], classes), best_epoch=len(members), epochs_run=9, held_acc=held[settings.lr, settings.weight_decay])
+        return FittedProbe(
+            torch.nn.Linear(train_x.shape[1], classes),
+            best_epoch=len(members),
+            epochs_run=9,
+            held_acc=held[settings.lr, settings.weight_decay],
+        )
 
     monkeypatch.setattr(probe, "train_classifier", fake)
     settings = ProbeSettings(mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(0.0, 1e-4))
@@ -190,8 +196,11 @@ def test_scrambled_test_labels_change_no_choice_of_any_probe():
 
 def test_predictions_file_round_trip(tmp_path):
     labels = torch.tensor([3, 1, 4, 1, 5])
-    predictions = {"labels": compact(labels, 10), "latent/linear": compact(torch.tensor([3, 1, 4, 0, 5]), 10),
-                   "codes/mlp": compact(np.array([0, 1, 2, 3, 4]), 10)}
+    predictions = {
+        "labels": compact(labels, 10),
+        "latent/linear": compact(torch.tensor([3, 1, 4, 0, 5]), 10),
+        "codes/mlp": compact(np.array([0, 1, 2, 3, 4]), 10),
+    }
     paths = save_predictions(predictions, tmp_path)
     assert [p.name for p in paths] == ["predictions.npz", "predictions_v3.npz"]
     for path in paths:

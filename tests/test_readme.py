@@ -1,5 +1,6 @@
 """The README's example outputs, checked against what the commands print now: their shape (words, separators, which
 fields and in what order), never their numbers, so that an example cannot drift from the code again."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def shape(line: str) -> str:
 
 def block_after(marker: str) -> list[str]:
     """The lines of the first plain fenced block after `marker` in the README."""
-    lines = README[README.index(marker):].splitlines()
+    lines = README[README.index(marker) :].splitlines()
     opened, language, found = False, "", []
     for line in lines:
         if line.startswith("```"):
@@ -40,8 +41,14 @@ def block_after(marker: str) -> list[str]:
 def test_the_trial_cli_prints_the_readme_s_per_epoch_lines(tmp_path):
     example = [line for line in block_after("## One trial") if line.startswith("epoch ")]
     assert len(example) >= 2, "the README shows the trial's per-epoch lines"
-    done = subprocess.run([sys.executable, "-m", "benchmark.trial", "--model", "vqvae", "--dataset", "digits", "--epochs", "2"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark.trial", "--model", "vqvae", "--dataset", "digits", "--epochs", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     printed = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
     assert len(printed) == 2, done.stderr[-2000:]
@@ -56,21 +63,42 @@ def test_the_trial_cli_prints_the_readme_s_per_epoch_lines(tmp_path):
 def test_the_sweep_s_closing_table_has_the_readme_s_caption_and_header(tmp_path):
     example = block_after("What the first command prints")
     caption = example.index(SPREAD_CAPTION)  # the caption as the code prints it, word for word
-    header, rows = example[caption + 1], example[caption + 2:]
-    rows = rows[:next(i for i, line in enumerate(rows) if not line.strip())]
+    header, rows = example[caption + 1], example[caption + 2 :]
+    rows = rows[: next(i for i, line in enumerate(rows) if not line.strip())]
     # the sweep's own table, from what a finished quick sweep's trials leave behind (a VAE and three K, two seeds)
     runs = []
     for k in (None, 16, 64, 256):
         for seed in (0, 1):
-            runs.append({"dataset": "digits", "model": "vqvae" if k else "vae", "K": k, "label_emb": "none", "ending": "finished",
-                         "run_name": f"r{k}-{seed}", "run_id": f"id{k}{seed}", "error": None, "probe_acc": 0.9 + 0.01 * seed,
-                         "pixels_acc": 0.95, "mse": 0.01, "ssim": 0.7 + 0.01 * seed, "code_usage": 0.5 if k else None})
+            runs.append(
+                {
+                    "dataset": "digits",
+                    "model": "vqvae" if k else "vae",
+                    "K": k,
+                    "label_emb": "none",
+                    "ending": "finished",
+                    "run_name": f"r{k}-{seed}",
+                    "run_id": f"id{k}{seed}",
+                    "error": None,
+                    "probe_acc": 0.9 + 0.01 * seed,
+                    "pixels_acc": 0.95,
+                    "mse": 0.01,
+                    "ssim": 0.7 + 0.01 * seed,
+                    "code_usage": 0.5 if k else None,
+                }
+            )
     target = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", "1", "parent")
-    text = render(Outcome(pd.DataFrame(runs), interrupted=False), "quick-20261201-120000", 68.0, target, "vqbench", "python -m benchmark.sweep --resume x")
+    text = render(
+        Outcome(pd.DataFrame(runs), interrupted=False),
+        "quick-20261201-120000",
+        68.0,
+        target,
+        "vqbench",
+        "python -m benchmark.sweep --resume x",
+    )
     lines = text.splitlines()
     at = lines.index(SPREAD_CAPTION)
     assert header.split() == lines[at + 1].split()
-    printed = lines[at + 2: at + 2 + len(rows)]
+    printed = lines[at + 2 : at + 2 + len(rows)]
     assert [shape(line) for line in printed] == [shape(line) for line in rows]
     assert shape(lines[0]) == shape(next(line for line in example if line.startswith("sweep ") and " ended after " in line))
     assert shape(lines[-1]).split(" --tracking-uri")[0] == shape(example[-1]).split(" --tracking-uri")[0]

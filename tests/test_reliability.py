@@ -1,4 +1,5 @@
 """Bad input, failing trials, a killed sweep, a lost node, a restarting server: nothing lost or duplicated."""
+
 from __future__ import annotations
 
 import json
@@ -82,9 +83,13 @@ def test_bad_values_in_a_space_are_refused_before_anything_starts(tmp_path, monk
 
 
 def test_trial_cli_refuses_bad_values_with_exit_2():
-    for args, expected in ((["--num-codes", "0"], "num_codes=0"), (["--model", "gan"], "model='gan'"), (["--lr", "-1"], "lr=-1"),
-                           (["--figures", str(REPO / "README.md")], "README.md is a file, not a folder"),  # before training, not after
-                           (["--data-dir", str(REPO / "README.md")], "README.md is a file: pass the data root folder")):
+    for args, expected in (
+        (["--num-codes", "0"], "num_codes=0"),
+        (["--model", "gan"], "model='gan'"),
+        (["--lr", "-1"], "lr=-1"),
+        (["--figures", str(REPO / "README.md")], "README.md is a file, not a folder"),  # before training, not after
+        (["--data-dir", str(REPO / "README.md")], "README.md is a file: pass the data root folder"),
+    ):
         out = subprocess.run([sys.executable, "-m", "benchmark.trial", *args], capture_output=True, text=True, cwd=REPO)
         assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
 
@@ -138,7 +143,9 @@ def test_diverging_trial_fails_alone_and_the_sweep_goes_on(tmp_path, local_ray_w
 def test_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(tmp_path, local_ray_with_env):
     space = write_space(tmp_path, [{"model": "vqvae", "dataset": "digits", "epochs": 3, "num_codes": 16, "fail_at_epoch": 2}])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"), "--max-failures", "1"])
+    rc = sweep.main(
+        ["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"), "--max-failures", "1"]
+    )
     assert rc == 0
     client = MlflowClient(uri)
     (runs,) = runs_by_config(client, "t").values()
@@ -161,7 +168,10 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
 def sweep_process(tmp_path: Path, *args: str, log: str = "driver.log") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "benchmark.sweep", *args],
-        cwd=tmp_path, stdout=open(tmp_path / log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=tmp_path,
+        stdout=open(tmp_path / log, "a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -197,13 +207,30 @@ def test_killed_sweep_resumes_to_exactly_one_finished_run_per_trial(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--address", cluster.address, "--storage-path", str(tmp_path / "ray")]
     try:
-        driver = sweep_process(tmp_path, "--space", "quick", "--seeds", "1", "--epochs", "3", "--tracking-uri", uri,
-                               "--experiment", "t", "--name", "k", *common)
+        driver = sweep_process(
+            tmp_path,
+            "--space",
+            "quick",
+            "--seeds",
+            "1",
+            "--epochs",
+            "3",
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "t",
+            "--name",
+            "k",
+            *common,
+        )
         wait_for_sweep_start(tmp_path / "ray", "k", driver)
         client = MlflowClient(uri)
         # kill once one trial has finished and another is part-way through its epochs
-        wait_for(lambda: (s := finished_steps(client, "t")) and ("FINISHED", 3) in s and any(st == "RUNNING" and n >= 1 for st, n in s),
-                 600, "a finished trial and one mid-training")
+        wait_for(
+            lambda: (s := finished_steps(client, "t")) and ("FINISHED", 3) in s and any(st == "RUNNING" and n >= 1 for st, n in s),
+            600,
+            "a finished trial and one mid-training",
+        )
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         finished_before = {r.info.run_id for rs in runs_by_config(client, "t").values() for r in rs if r.info.status == "FINISHED"}
@@ -231,8 +258,27 @@ def test_lost_node_mid_sweep_still_finishes_every_trial_once(tmp_path):
     worker = cluster.add_node(num_cpus=1)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
-        driver = sweep_process(tmp_path, "--space", "smoke", "--seeds", "2", "--epochs", "4", "--tracking-uri", uri, "--name", "n",
-                               "--experiment", "t", "--address", cluster.address, "--storage-path", str(tmp_path / "ray"), "--max-failures", "3")
+        driver = sweep_process(
+            tmp_path,
+            "--space",
+            "smoke",
+            "--seeds",
+            "2",
+            "--epochs",
+            "4",
+            "--tracking-uri",
+            uri,
+            "--name",
+            "n",
+            "--experiment",
+            "t",
+            "--address",
+            cluster.address,
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--max-failures",
+            "3",
+        )
         wait_for_sweep_start(tmp_path / "ray", "n", driver)
         client = MlflowClient(uri)
 
@@ -254,8 +300,19 @@ def test_lost_node_mid_sweep_still_finishes_every_trial_once(tmp_path):
 
 @pytest.mark.slow
 def test_tracking_server_restart_mid_sweep_loses_no_final_metrics(tmp_path, mlflow_server):
-    driver = sweep_process(tmp_path, "--space", "smoke", "--epochs", "6", "--tracking-uri", mlflow_server.uri, "--experiment", "t",
-                           "--storage-path", str(tmp_path / "ray"))
+    driver = sweep_process(
+        tmp_path,
+        "--space",
+        "smoke",
+        "--epochs",
+        "6",
+        "--tracking-uri",
+        mlflow_server.uri,
+        "--experiment",
+        "t",
+        "--storage-path",
+        str(tmp_path / "ray"),
+    )
     client = MlflowClient(mlflow_server.uri)
     try:
         wait_for(lambda: any(n >= 1 for _, n in finished_steps(client, "t")), 600, "the first epoch to be logged")
@@ -270,7 +327,14 @@ def test_tracking_server_restart_mid_sweep_loses_no_final_metrics(tmp_path, mlfl
     for rs in runs_by_config(client, "t").values():
         run = rs[0]
         assert {"probe/latent/mlp_acc", "recon/ssim", "recon/mse"} <= set(run.data.metrics)
-        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json", "model.pt", "predictions.npz", "predictions_v3.npz"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+            "reconstructions.png",
+            "tsne.png",
+            "config.json",
+            "model.pt",
+            "predictions.npz",
+            "predictions_v3.npz",
+        }
 
 
 # ---------------------------------------------------------------- reproducibility

@@ -1,5 +1,6 @@
 """Re-probing saved models against a real MLflow sqlite store: the unchanged protocol reproduces a run's
 metrics exactly; a new protocol is logged beside the old metrics, never over them."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,15 @@ from benchmark.tracking import TrackingTarget, TrialRun, ensure_experiment, star
 from benchmark.train import init_state, train_epoch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SMALL = ProbeSettings(max_epochs=3, batch_size=128, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2, 1e-4),
-                      label_budgets=(100,), knn_train_size=500)
+SMALL = ProbeSettings(
+    max_epochs=3,
+    batch_size=128,
+    mlp_lrs=(2e-3,),
+    mlp_weight_decays=(1e-4,),
+    l2_grid=(1.0, 1e-2, 1e-4),
+    label_budgets=(100,),
+    knn_train_size=500,
+)
 
 
 @dataclasses.dataclass
@@ -59,7 +67,7 @@ def test_unchanged_protocol_reproduces_the_run_exactly(store):
     assert outcome.status == "checked"
     expected = {k: v for k, v in before.metrics.items() if k.startswith("probe_v3/")}
     assert len(expected) > 30 and outcome.metrics == expected  # exactly, not approximately
-    assert {k: before.metrics["probe/" + k[len("probe_v3/"):]] for k in outcome.metrics} == outcome.metrics
+    assert {k: before.metrics["probe/" + k[len("probe_v3/") :]] for k in outcome.metrics} == outcome.metrics
     assert MlflowClient(store.uri).get_run(store.run_id).data.metrics == before.metrics  # --check logs nothing
 
 
@@ -71,7 +79,9 @@ def test_a_new_protocol_is_logged_beside_the_old_metrics(store, tmp_path):
     assert outcome.status == "logged"
     after = client.get_run(store.run_id).data
     assert {k: v for k, v in after.metrics.items() if not k.startswith("probe_v4/")} == before.metrics  # the old ones kept
-    assert {k for k in after.metrics if k.startswith("probe_v4/")} == {"probe_v4/" + k[len("probe_v3/"):] for k in before.metrics if k.startswith("probe_v3/")}
+    assert {k for k in after.metrics if k.startswith("probe_v4/")} == {
+        "probe_v4/" + k[len("probe_v3/") :] for k in before.metrics if k.startswith("probe_v3/")
+    }
     assert after.params["probe_v4.protocol"] == "4" and after.params["probe_v4.l2_grid"] == "(0.1, 0.001)"
     assert after.params["probe.protocol"] == "3" and after.params["probe.l2_grid"] == before.params["probe.l2_grid"]
     history = client.get_metric_history(store.run_id, "probe_v4/latent/linear_acc")

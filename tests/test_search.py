@@ -1,5 +1,6 @@
 """Searches on the per-epoch train-split probe: ASHA stops trials on it, and the `pareto` space's multi-objective study
 produces a front. Real Ray, real sqlite MLflow stores, digits; the runs are slow, the refusals fast."""
+
 from __future__ import annotations
 
 import re
@@ -19,11 +20,14 @@ def history(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, metric)}
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--space", "pareto", "--scheduler", "asha"], "ASHA ranks trials on one; use --scheduler fifo"),
-    (["--space", "optuna", "--train-probe-every", "2"], "it needs train_probe_every=1, not 2"),
-    (["--space", "optuna", "--train-probe-every", "-1"], "train_probe_every=-1 is not allowed: it must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--space", "pareto", "--scheduler", "asha"], "ASHA ranks trials on one; use --scheduler fifo"),
+        (["--space", "optuna", "--train-probe-every", "2"], "it needs train_probe_every=1, not 2"),
+        (["--space", "optuna", "--train-probe-every", "-1"], "train_probe_every=-1 is not allowed: it must be >= 0"),
+    ],
+)
 def test_searches_refuse_what_cannot_rank_their_trials(argv, expected, capsys):
     assert sweep.main([*argv, "--datasets", "digits", "--dry-run"]) == 2
     assert expected in capsys.readouterr().err
@@ -46,8 +50,21 @@ def test_asha_stops_trials_on_the_per_epoch_probe(tmp_path, local_ray, capsys):
         "                  metric='train_probe/linear_acc', mode='max')]\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"),
-                     "--max-concurrent", "1", "--no-log-model"])
+    rc = sweep.main(
+        [
+            "--space",
+            str(space),
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "t",
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--max-concurrent",
+            "1",
+            "--no-log-model",
+        ]
+    )
     assert rc == 0, capsys.readouterr().out[-3000:]
     client = MlflowClient(uri)
     runs = sorted((r for rs in runs_by_config(client, "t").values() for r in rs), key=lambda r: r.info.start_time)
@@ -67,11 +84,32 @@ def test_asha_stops_trials_on_the_per_epoch_probe(tmp_path, local_ray, capsys):
 @pytest.mark.slow
 def test_pareto_space_on_digits_produces_a_front(tmp_path, local_ray, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", "pareto", "--datasets", "digits", "--num-samples", "3", "--epochs", "2", "--tracking-uri", uri,
-                     "--experiment", "t", "--storage-path", str(tmp_path / "ray"), "--name", "p", "--no-log-model"])
+    rc = sweep.main(
+        [
+            "--space",
+            "pareto",
+            "--datasets",
+            "digits",
+            "--num-samples",
+            "3",
+            "--epochs",
+            "2",
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "t",
+            "--storage-path",
+            str(tmp_path / "ray"),
+            "--name",
+            "p",
+            "--no-log-model",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
-    parent = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("t").experiment_id], "tags.`vqbench.role` = 'sweep'")[0]
+    parent = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("t").experiment_id], "tags.`vqbench.role` = 'sweep'")[
+        0
+    ]
     assert parent.data.params["studies"] == "pareto-digits-vqvae:fifo:3 samples,pareto-digits-vae:fifo:3 samples"
     for family in ("vqvae", "vae"):  # every trial's last result, which Optuna is told, holds both objectives
         trials = ExperimentAnalysis(str(tmp_path / "ray" / "p" / f"pareto-digits-{family}")).trials

@@ -1,4 +1,5 @@
 """Sweeps end to end: real Ray, a real MLflow store or server, real trials on digits."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from tests.conftest import REPO
 
 def run_sweep(tmp_path: Path, *extra: str, uri: str | None = None, name: str = "s") -> tuple[int, MlflowClient, str]:
     uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t", "--name", name, *extra])
+    rc = sweep.main(
+        ["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t", "--name", name, *extra]
+    )
     client = MlflowClient(uri)
     return rc, client, client.get_experiment_by_name("t").experiment_id
 
@@ -38,8 +41,15 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
     assert parent.data.params["space"] == "smoke" and parent.data.params["num_trials"] == "2"
     # the values used, not the command line's Nones; and the outcome as metrics
     assert {k: parent.data.params[k] for k in ("datasets", "models", "seeds", "epochs", "studies")} == {
-        "datasets": "digits", "models": "vae,vqvae", "seeds": "0", "epochs": "2", "studies": "smoke:fifo"}
-    assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["trials_failed"] == 0 and parent.data.metrics["wall_time_s"] > 0
+        "datasets": "digits",
+        "models": "vae,vqvae",
+        "seeds": "0",
+        "epochs": "2",
+        "studies": "smoke:fifo",
+    }
+    assert (
+        parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["trials_failed"] == 0 and parent.data.metrics["wall_time_s"] > 0
+    )
     assert sorted(k.data.params["model"] for k in kids) == ["vae", "vqvae"]
     for run in kids:
         assert run.info.status == "FINISHED"
@@ -67,7 +77,13 @@ def test_sweep_logs_over_http_to_a_real_mlflow_server(tmp_path, local_ray, mlflo
     parent, kids = children(client, exp)
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
     for run in kids:
-        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"reconstructions.png", "tsne.png", "config.json", "predictions.npz", "predictions_v3.npz"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+            "reconstructions.png",
+            "tsne.png",
+            "config.json",
+            "predictions.npz",
+            "predictions_v3.npz",
+        }
         assert "probe/latent/mlp_acc" in run.data.metrics
         with pytest.raises(FileNotFoundError, match="--no-log-model"):
             load_model(run.info.run_id, mlflow_server.uri)
@@ -140,19 +156,27 @@ def test_grid_has_no_duplicate_vae_trials(capsys):
 
 
 def test_sensitivity_varies_one_knob_at_a_time_and_runs_the_centre_once(capsys):
-    lines = [line for line in dry_run(capsys, "--space", "sensitivity", "--datasets", "digits", "--seeds", "1") if line.startswith("sensitivity: ")]
+    lines = [
+        line
+        for line in dry_run(capsys, "--space", "sensitivity", "--datasets", "digits", "--seeds", "1")
+        if line.startswith("sensitivity: ")
+    ]
     configs = [TrialConfig.from_dict(json.loads(line.split(": ", 1)[1])) for line in lines]
     assert len({c.config_id for c in configs}) == len(configs) == 13
     centre = {"num_codes": 512, "code_dim": 64, "beta": 0.25}
     vq = [c for c in configs if c.model == "vqvae"]
     assert sum(all(getattr(c, k) == v for k, v in centre.items()) for c in vq) == 1
-    assert all(sum(getattr(c, k) != v for k, v in centre.items()) == 1 for c in vq if not all(getattr(c, k) == v for k, v in centre.items()))
+    assert all(
+        sum(getattr(c, k) != v for k, v in centre.items()) == 1 for c in vq if not all(getattr(c, k) == v for k, v in centre.items())
+    )
     assert sorted(c.kl_weight for c in configs if c.model == "vae") == [0.001, 0.01, 0.1, 1.0]
     assert all(c.label_embedding == "none" and c.epochs == 10 for c in configs)
 
 
 def test_precision_applies_to_every_trial_and_reaches_the_parent_params(capsys):
-    lines = [line for line in dry_run(capsys, "--space", "paper", "--datasets", "digits", "--precision", "bf16") if line.startswith("paper: ")]
+    lines = [
+        line for line in dry_run(capsys, "--space", "paper", "--datasets", "digits", "--precision", "bf16") if line.startswith("paper: ")
+    ]
     assert len(lines) == 12 and all(json.loads(line.split(": ", 1)[1])["precision"] == "bf16" for line in lines)
     args = sweep.parse_args(["--space", "paper", "--datasets", "digits", "--precision", "bf16", "--dry-run"])
     assert sweep.resolved_params(args, sweep.plan(args), "sqlite:///x.db")["precision"] == "bf16"
@@ -179,7 +203,9 @@ def test_git_commit_names_head_and_marks_a_dirty_checkout(tmp_path):
     from benchmark.tracking import read_git_commit
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     assert read_git_commit(tmp_path) == "unknown"  # not a checkout
     git("init", "-q")
@@ -198,4 +224,7 @@ def test_sensitivity_runs_every_seed_of_a_config_before_the_next_config(capsys):
     lines = [line for line in dry_run(capsys, "--space", "sensitivity", "--datasets", "digits") if line.startswith("sensitivity: ")]
     configs = [TrialConfig.from_dict(json.loads(line.split(": ", 1)[1])) for line in lines]
     assert [c.seed for c in configs[:6]] == [0, 1, 2, 0, 1, 2]
-    assert len({c.config_id for c in configs[:3]}) == 3 and len({(c.model, c.num_codes, c.code_dim, c.beta, c.kl_weight) for c in configs[:3]}) == 1
+    assert (
+        len({c.config_id for c in configs[:3]}) == 3
+        and len({(c.model, c.num_codes, c.code_dim, c.beta, c.kl_weight) for c in configs[:3]}) == 1
+    )

@@ -1,4 +1,5 @@
 """What a person sees and gets back from a sweep: its console output, its dry runs, its reloadable models."""
+
 from __future__ import annotations
 
 import importlib
@@ -49,7 +50,11 @@ def smoke_sweep(tmp_path_factory) -> FinishedSweep:
     folder = tmp_path_factory.mktemp("smoke")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmark.sweep", "--space", "smoke", "--name", "readable"],
-        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -117,7 +122,13 @@ def test_progress_tells_done_stopped_diverged_failed_running_and_evaluating_apar
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out if line.startswith("vqvae-")}
     assert rows["vqvae-mnist-K512-D64-b0.25-s3"][-5:] == ["5/10", "0.0123", "87.0", "running", "-"]
-    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in (0, 1, 2, 4, 5)] == ["done", "stopped", "diverged", "evaluating", "failed"]
+    assert [rows[f"vqvae-mnist-K512-D64-b0.25-s{seed}"][-2] for seed in (0, 1, 2, 4, 5)] == [
+        "done",
+        "stopped",
+        "diverged",
+        "evaluating",
+        "failed",
+    ]
     assert out[-1].startswith("[study] 2 of 6 trials done (1 stopped early), 2 failed, 2 running; elapsed ")
     assert trial_dirname(done) == f"vqvae-mnist-K512-D64-b0.25-s0_{done.trial_id}"
 
@@ -134,12 +145,17 @@ class TuneSession:
         monkeypatch.setattr(tune_trial_module.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
 
 
-@pytest.mark.parametrize(("ending", "config", "status"), [
-    ("finished", {"model": "vae", "epochs": 1}, "done"),
-    ("diverged", {"model": "vqvae", "num_codes": 16, "epochs": 2, "lr": 1e9}, "diverged"),
-    ("failed on its data", {"model": "vae", "dataset": "mnist", "epochs": 1}, "failed"),
-])
-def test_progress_tells_each_ending_from_what_the_trainable_reports(tmp_path, monkeypatch, capsys, one_torch_thread, ending, config, status):
+@pytest.mark.parametrize(
+    ("ending", "config", "status"),
+    [
+        ("finished", {"model": "vae", "epochs": 1}, "done"),
+        ("diverged", {"model": "vqvae", "num_codes": 16, "epochs": 2, "lr": 1e9}, "diverged"),
+        ("failed on its data", {"model": "vae", "dataset": "mnist", "epochs": 1}, "failed"),
+    ],
+)
+def test_progress_tells_each_ending_from_what_the_trainable_reports(
+    tmp_path, monkeypatch, capsys, one_torch_thread, ending, config, status
+):
     """The real trainable's reports, not hand-written ones: a key renamed on one side only shows here."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -147,8 +163,9 @@ def test_progress_tells_each_ending_from_what_the_trainable_reports(tmp_path, mo
     target = TrackingTarget(uri, experiment, start_sweep_run(client, experiment, "s", {}, {}))
     trial_config = TrialConfig.from_dict({"dataset": "digits", "train_probe_every": 0, **config})
     session = TuneSession(monkeypatch)
-    tune_trial_module.tune_trial({"trial": trial_config.to_dict(), "tracking": asdict(target), "data_dir": str(tmp_path / "no-data"),
-                                  "log_model": False})
+    tune_trial_module.tune_trial(
+        {"trial": trial_config.to_dict(), "tracking": asdict(target), "data_dir": str(tmp_path / "no-data"), "log_model": False}
+    )
     trial = stub_trial(trial_config.to_dict(), Trial.RUNNING)
     progress = SweepProgress("study", name_width=30, every_s=0)
     progress.setup(total_num_samples=1)
@@ -165,8 +182,15 @@ def test_progress_tells_each_ending_from_what_the_trainable_reports(tmp_path, mo
 
 
 # each space: its trial count and the datasets it needs that are not embedded
-SPACES = {"smoke": (2, []), "quick": (8, []), "paper": (24, ["cifar100", "mnist"]), "grid": (288, ["mnist"]),
-          "optuna": (40, ["mnist"]), "pareto": (40, ["mnist"]), "sensitivity": (39, ["mnist"])}
+SPACES = {
+    "smoke": (2, []),
+    "quick": (8, []),
+    "paper": (24, ["cifar100", "mnist"]),
+    "grid": (288, ["mnist"]),
+    "optuna": (40, ["mnist"]),
+    "pareto": (40, ["mnist"]),
+    "sensitivity": (39, ["mnist"]),
+}
 
 
 def test_every_space_is_dry_run_below():
@@ -211,7 +235,9 @@ def test_download_with_a_cluster_is_refused_saying_how_to_stage_the_data(tmp_pat
     assert sweep.main(argv + dry_run) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1, err
-    assert err.startswith("error: --download fetches data on this machine only, and with --address the trials run on the cluster's other nodes")
+    assert err.startswith(
+        "error: --download fetches data on this machine only, and with --address the trials run on the cluster's other nodes"
+    )
     for how in ("`python -m benchmark.data cifar100 mnist --data-dir data --download`", "file_mounts", "setup_commands", "EFS"):
         assert how in err
     assert list(tmp_path.iterdir()) == [], "something was written or fetched before the refusal"
@@ -220,8 +246,10 @@ def test_download_with_a_cluster_is_refused_saying_how_to_stage_the_data(tmp_pat
 def test_download_with_a_cluster_and_only_embedded_data_says_there_is_nothing_to_fetch(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert sweep.main(["--space", "smoke", "--download", "--address", "auto"]) == 2
-    assert capsys.readouterr().err == ("error: --download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
-                                       "and every node has it: leave out --download\n")
+    assert capsys.readouterr().err == (
+        "error: --download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
+        "and every node has it: leave out --download\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

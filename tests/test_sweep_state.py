@@ -1,4 +1,5 @@
 """The state file --resume reads: absolute paths, so the printed resume command works from any folder."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """A trial's MLflow traffic on a sqlite store, without Ray: what it writes and in how many round trips."""
+
 from __future__ import annotations
 
 import collections
@@ -36,8 +37,18 @@ def target(tmp_path) -> TrackingTarget:
 def calls(monkeypatch) -> collections.Counter:
     """Every MlflowClient method a trial calls, counted: each is a round trip to the store or server."""
     counter: collections.Counter = collections.Counter()
-    for name in ("search_runs", "create_run", "log_batch", "set_tag", "delete_tag", "update_run", "get_run",
-                 "get_metric_history", "log_artifact", "set_terminated"):
+    for name in (
+        "search_runs",
+        "create_run",
+        "log_batch",
+        "set_tag",
+        "delete_tag",
+        "update_run",
+        "get_run",
+        "get_metric_history",
+        "log_artifact",
+        "set_terminated",
+    ):
         method = getattr(MlflowClient, name)
 
         def counted(self, *args, _name=name, _method=method, **kwargs):
@@ -69,6 +80,7 @@ def test_a_trial_costs_one_round_trip_per_step(target, tmp_path, calls):
     assert run.data.metrics["probe/latent/mlp_acc"] == 0.9
     assert run.data.tags["dataset.hash"] == "f00d" and run.data.tags["dataset.note"] == "a test card"  # with the final metrics
     from benchmark.tracking import GIT_COMMIT
+
     if GIT_COMMIT != "unknown":  # MLflow's own source-version tag, which its UI shows
         assert run.data.tags["mlflow.source.git.commit"] == GIT_COMMIT.removesuffix("-dirty")
 
@@ -123,14 +135,21 @@ def test_only_what_can_succeed_on_a_retry_is_retried():
             if len(calls) < 3:
                 raise error
             return "ok"
+
         return call, calls
 
-    for transient in (ConnectionError("reset"), MlflowException("database is locked", error_code=INTERNAL_ERROR),
-                      MlflowException("server restarting", error_code=TEMPORARILY_UNAVAILABLE)):
+    for transient in (
+        ConnectionError("reset"),
+        MlflowException("database is locked", error_code=INTERNAL_ERROR),
+        MlflowException("server restarting", error_code=TEMPORARILY_UNAVAILABLE),
+    ):
         call, calls = failing(transient)
         assert with_retries(call, first_wait_s=0.001) == "ok" and len(calls) == 3
-    for deterministic in (MlflowException("bad key", error_code=INVALID_PARAMETER_VALUE),
-                          MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST), TypeError("a bug")):
+    for deterministic in (
+        MlflowException("bad key", error_code=INVALID_PARAMETER_VALUE),
+        MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST),
+        TypeError("a bug"),
+    ):
         call, calls = failing(deterministic)
         with pytest.raises(type(deterministic)):
             with_retries(call, first_wait_s=0.001)

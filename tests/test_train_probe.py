@@ -1,4 +1,5 @@
 """The per-epoch probe: train split only, on a fixed subsample, when due, without changing training."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,7 +54,8 @@ def test_never_reads_the_test_split(trained):
     assert 0.3 < first[LINEAR_ACC] <= 1 and 0 < first[SSIM] <= 1 and first[SECONDS] > 0  # chance: 0.1
     generator = torch.Generator().manual_seed(5)
     scrambled = dataclasses.replace(
-        data, test_x=torch.randint(0, 256, data.test_x.shape, dtype=torch.uint8, generator=generator),
+        data,
+        test_x=torch.randint(0, 256, data.test_x.shape, dtype=torch.uint8, generator=generator),
         test_y=data.test_y[torch.randperm(data.test_y.numel(), generator=generator)],
     )
     empty = dataclasses.replace(data, test_x=data.test_x[:0], test_y=data.test_y[:0])

@@ -1,4 +1,5 @@
 """A trial end to end on the embedded digits: training, evaluation, reproducibility, resume, figures, CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -99,10 +100,16 @@ def test_same_config_and_seed_give_the_same_numbers(trials, model):
 
 def test_another_seed_gives_another_model_and_batch_order():
     data = tiny_dataset(n=64)
-    states = [init_state(TrialConfig(model="vqvae", seed=seed, batch_size=64, num_codes=16, code_dim=8), data, torch.device("cpu")) for seed in (0, 0, 1)]
+    states = [
+        init_state(TrialConfig(model="vqvae", seed=seed, batch_size=64, num_codes=16, code_dim=8), data, torch.device("cpu"))
+        for seed in (0, 0, 1)
+    ]
     weights = [s.model.encoder[0].weight.detach().clone() for s in states]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
-    losses = [train_epoch(s, data, TrialConfig(model="vqvae", seed=seed, batch_size=64, num_codes=16, code_dim=8))["train/loss"] for s, seed in zip(states, (0, 0, 1))]
+    losses = [
+        train_epoch(s, data, TrialConfig(model="vqvae", seed=seed, batch_size=64, num_codes=16, code_dim=8))["train/loss"]
+        for s, seed in zip(states, (0, 0, 1))
+    ]
     assert losses[0] == losses[1] != losses[2]
 
 
@@ -182,9 +189,27 @@ def test_save_figures_writes_two_pngs(trials, tmp_path):
 
 def test_cli_prints_the_metrics_as_json():
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmark.trial", "--model", "vqvae", "--dataset", "digits", "--epochs", "1",
-         "--num-codes", "32", "--code-dim", "16", "--seed", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmark.trial",
+            "--model",
+            "vqvae",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--num-codes",
+            "32",
+            "--code-dim",
+            "16",
+            "--seed",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},  # see the one_torch_thread fixture
     )
     assert proc.returncode == 0, proc.stderr
@@ -194,7 +219,16 @@ def test_cli_prints_the_metrics_as_json():
     assert out["dataset"]["name"] == out["config"]["dataset"] and len(out["dataset"]["hash"]) == 64  # the card, as the runs carry it
     assert TrialConfig.from_dict(out["config"]) == TrialConfig(model="vqvae", dataset="digits", epochs=1, num_codes=32, code_dim=16, seed=3)
     metrics = out["metrics"]
-    for key in ("probe/latent/mlp_acc", "probe/codes/linear_acc", "probe/pixels/knn_acc", "recon/mse", "recon/ssim", "recon/psnr", "codebook/usage", "train/loss"):
+    for key in (
+        "probe/latent/mlp_acc",
+        "probe/codes/linear_acc",
+        "probe/pixels/knn_acc",
+        "recon/mse",
+        "recon/ssim",
+        "recon/psnr",
+        "codebook/usage",
+        "train/loss",
+    ):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
 
 

@@ -6,6 +6,7 @@ seed, and an image effect on the difference that every seed shares (one test set
 difference and adds its own per-image noise. The two models are mirror images, so the true difference over
 the population of images and seeds is exactly 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ from tests.test_analysis import Store, metrics_for
 PLAN = load_plan(DEFAULT_PLAN)
 
 
-def simulate(rng: np.random.Generator, seeds: int = 5, images: int = 2000, image_sd: float = 0.35, seed_sd: float = 0.01,
-             noise_sd: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def simulate(
+    rng: np.random.Generator, seeds: int = 5, images: int = 2000, image_sd: float = 0.35, seed_sd: float = 0.01, noise_sd: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
     """(a, b): correctness per seed and test image of two models whose true population difference is 0."""
     difficulty = rng.normal(1.3, 1.0, images)
     image_effect = rng.normal(0.0, image_sd, images)  # shared by every seed: the test set is one sample
@@ -66,7 +68,7 @@ def test_two_level_calibration_by_simulation(seeds):
     print(f"n = {seeds}: two-level coverage {coverage:.3f}, seed-only {naive:.3f}")
     assert coverage >= 0.93, coverage
     assert naive < coverage and naive < 0.9, naive  # the test set's share of the noise is real here
-    families = [holm_family(two_level[i:i + 10], declared=10) for i in range(0, reps, 10)]
+    families = [holm_family(two_level[i : i + 10], declared=10) for i in range(0, reps, 10)]
     for expect in (-1, 1):
         false = [any(decide(t, expect, 0.005, min_n=5)[0].startswith(SUPPORTED) for t in family) for family in families]
         assert np.mean(false) <= 0.05, (expect, np.mean(false))
@@ -87,6 +89,7 @@ def test_a_true_difference_is_still_found():
 
 # --- from a runs CSV and its predictions file into the report ---------------------------------------
 
+
 def test_predictions_beside_a_runs_csv_give_the_two_level_interval_and_rows_without_say_so(tmp_path):
     s = Store(tmp_path / "store")
     experiment, parent = s.sweep("predicted", "paper")
@@ -98,13 +101,19 @@ def test_predictions_beside_a_runs_csv_give_the_two_level_interval_and_rows_with
         for model, correct, mlp in (("vae", a[0], 0.970 + 0.001 * seed), ("vqvae", b[0], 0.975 + 0.001 * seed)):
             run_id = s.trial(experiment, parent, metrics_for(mlp, 0.9, model, seed), model=model, dataset="mnist", seed=seed, artifacts=())
             wrong = (labels + 1) % 10
-            batch.by_run[run_id] = {"labels": labels, "latent/mlp": np.where(correct > 0, labels, wrong),
-                                    "latent/linear": labels, "pixels/mlp": labels}
+            batch.by_run[run_id] = {
+                "labels": labels,
+                "latent/mlp": np.where(correct > 0, labels, wrong),
+                "latent/linear": labels,
+                "pixels/mlp": labels,
+            }
     runs = load_runs("predicted", tracking_uri=s.uri)
     csv = tmp_path / "runs-predicted.csv"
     write_runs_csv(runs, csv)
     assert batch.save(predictions.companion(csv)) == 10
-    assert predictions.companion(csv).name == "runs-predicted.predictions.npz" and predictions.companion(csv).stat().st_size < 10 * 2**20 / 10
+    assert (
+        predictions.companion(csv).name == "runs-predicted.predictions.npz" and predictions.companion(csv).stat().st_size < 10 * 2**20 / 10
+    )
     back = predictions.from_csvs([csv])
     run_id = runs["run_id"].iloc[0]
     assert set(back.by_run[run_id]) == {"labels", "latent/mlp", "latent/linear", "pixels/mlp"}
@@ -123,7 +132,9 @@ def test_predictions_beside_a_runs_csv_give_the_two_level_interval_and_rows_with
     # without the companion file every measured row says it is seed-only
     predictions.companion(csv).unlink()
     assert report_main(["--runs", str(csv), "--out", str(tmp_path / "out2")]) == 0
-    line = next(row for row in (tmp_path / "out2" / "report.md").read_text().splitlines() if row.startswith("| 1 ") and "latent/mlp_acc" in row)
+    line = next(
+        row for row in (tmp_path / "out2" / "report.md").read_text().splitlines() if row.startswith("| 1 ") and "latent/mlp_acc" in row
+    )
     assert "seed-only: no per-image predictions" in line
 
 
@@ -138,15 +149,24 @@ def test_predictions_logged_as_mlflow_artifacts_are_read_by_the_report_and_expor
     for seed in range(5):
         a, b = simulate(rng, seeds=1, images=800)
         for model, correct in (("vae", a[0]), ("vqvae", b[0])):
-            run_id = s.trial(experiment, parent, metrics_for(0.97 + 0.001 * seed + 0.004 * (model == "vqvae"), 0.9, model, seed),
-                             model=model, dataset="mnist", seed=seed, artifacts=())
+            run_id = s.trial(
+                experiment,
+                parent,
+                metrics_for(0.97 + 0.001 * seed + 0.004 * (model == "vqvae"), 0.9, model, seed),
+                model=model,
+                dataset="mnist",
+                seed=seed,
+                artifacts=(),
+            )
             folder = tmp_path / "staging" / run_id
             folder.mkdir(parents=True)
             np.savez(folder / predictions.ARTIFACT, labels=labels, **{"latent/mlp": np.where(correct > 0, labels, (labels + 3) % 10)})
             s.client.log_artifact(run_id, str(folder / predictions.ARTIFACT))
             ids.append(run_id)
     assert report_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(tmp_path / "r")]) == 0
-    line = next(row for row in (tmp_path / "r" / "report.md").read_text().splitlines() if row.startswith("| 1 ") and "latent/mlp_acc" in row)
+    line = next(
+        row for row in (tmp_path / "r" / "report.md").read_text().splitlines() if row.startswith("| 1 ") and "latent/mlp_acc" in row
+    )
     assert "(two-level bootstrap)" in line
     csv = tmp_path / "runs.csv"
     assert export_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(csv)]) == 0
@@ -157,8 +177,10 @@ def test_predictions_logged_as_mlflow_artifacts_are_read_by_the_report_and_expor
     assert report_main(["--runs", str(csv), "--out", str(tmp_path / "from-csv")]) == 0
     store_text = (tmp_path / "r" / "report.md").read_text().split("## Runs")[1]
     csv_text = (tmp_path / "from-csv" / "report.md").read_text().split("## Runs")[1]
+
     # the same intervals from the store and from the export; the one line naming the absent per-run figures says what each
     # source was searched for (the store: the runs' artifacts; a CSV: the figures/ folder beside it)
     def without_absent(text):
         return [line for line in text.splitlines() if not line.startswith("**Absent figures")]
+
     assert without_absent(store_text) == without_absent(csv_text)

@@ -4,6 +4,7 @@ The calibration is a seeded simulation: under a null effect the interval must co
 true mean about as often as it says, and Holm must keep a report's false *supported*
 verdicts rare; a real effect must still be found.
 """
+
 from __future__ import annotations
 
 import math
