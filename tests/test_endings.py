@@ -207,7 +207,8 @@ OPTION_BATTERY = [
     (["--storage-path", "FILE"], "is a file"),
     (["--data-dir", "FILE", "--datasets", "mnist"], "is a file"),
     (["--datasets", ","], "names no dataset"),
-    (["--datasets", "digits,imagenet"], "dataset='imagenet'"),
+    (["--datasets", "digits,image net"], "dataset='image net' is not allowed"),
+    (["--datasets", "digits,imagenet"], "dataset 'imagenet' is neither built in"),  # a name: an image folder that is not there
     (["--space", "nope"], "space='nope' is not known"),
     (["--space", "BROKEN"], "cannot be loaded (SyntaxError"),
     (["--space", "missing.py"], "does not exist"),
