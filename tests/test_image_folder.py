@@ -406,7 +406,7 @@ def test_a_paper_dry_run_over_the_cifar_copy_lists_its_trials_reading_no_image(c
     assert sweep.main(["--space", "paper", "--datasets", "CIFAR-10-images", "--data-dir", str(cifar_copy.parent), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count('"dataset": "CIFAR-10-images"') == 12 and "12 trials in space 'paper'" in out
-    assert f"CIFAR-10-images: image folder {cifar_copy}" in out
+    assert f"CIFAR-10-images: image folder {cifar_copy.resolve()}" in out
     assert not list(tmp_path.iterdir())
 
 
