@@ -327,7 +327,8 @@ def test_the_folders_own_card_and_a_known_copys_note(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, monkeypatch):
+def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, monkeypatch, local_ray):
+    """On the test's own Ray, shut down after it: an in-process sweep leaves the Ray it started running."""
     from mlflow.tracking import MlflowClient
 
     write_folder(tmp_path / "data" / "pets", per_class={"train": 24, "test": 8})

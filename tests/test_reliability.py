@@ -36,7 +36,7 @@ def write_space(folder: Path, configs: list[dict]) -> Path:
 
 BAD_INPUT = [
     (["--space", "nope"], "space='nope' is not known"),
-    (["--datasets", "imagenet"], "dataset='imagenet' is not allowed"),
+    (["--datasets", "image net"], "dataset='image net' is not allowed"),  # not a name; a bare word would be an image folder
     (["--epochs", "0"], "--epochs=0"),
     (["--seeds", "0"], "--seeds=0"),
     (["--gpus-per-trial", "1.5"], "--gpus-per-trial=1.5"),
