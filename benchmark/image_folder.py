@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from benchmark.outputs import write_atomically
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -215,24 +216,10 @@ def _read_cache(path: Path, listing: FolderListing) -> ImageFolderData | None:
 
 def _write_cache(path: Path, data: ImageFolderData) -> None:
     """Atomic: the file appears whole or not at all. A cache that cannot be written costs time, not the trial."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            np.savez(
-                handle,
-                train_x=data.train_x,
-                train_y=data.train_y,
-                test_x=data.test_x,
-                test_y=data.test_y,
-                classes=np.array(data.classes),
-                content_hash=np.array(data.content_hash),
-                checksum=np.array(_checksum(data)),
-            )
-        os.replace(handle.name, path)
-    except OSError as err:
+    arrays = {"train_x": data.train_x, "train_y": data.train_y, "test_x": data.test_x, "test_y": data.test_y}
+    extra = {"classes": np.array(data.classes), "content_hash": np.array(data.content_hash), "checksum": np.array(_checksum(data))}
+    if (err := write_atomically(path, lambda f: np.savez(f, **arrays, **extra))) is not None:
         warnings.warn(f"image cache {path.parent} is not writable ({err}): set ${CACHE_ENV} to a writable folder")
-        if "handle" in locals():
-            Path(handle.name).unlink(missing_ok=True)
 
 
 def read_note(root: Path, content_hash: str) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -23,3 +25,20 @@ def file_problem(path: Path) -> str | None:
     if path.expanduser().is_dir():
         return f"{path} is a folder"
     return folder_problem(path.expanduser().resolve().parent)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> OSError | None:
+    """`write` fills a temporary file beside `path`, which then replaces it: the file appears whole or not
+    at all. Returns the error instead of raising, for caches, where a file that cannot be written costs time."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+        return None
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return err

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from benchmark import probe
 from benchmark.data import Dataset
+from benchmark.outputs import write_atomically
 from benchmark.probe import Probed, ProbeSettings, probe_all
 
 CACHE_ENV = "VQBENCH_PIXEL_PROBE_CACHE"
@@ -81,20 +81,10 @@ def _read(path: Path, key: dict[str, object]) -> Probed | None:
 
 def _write(path: Path, key: dict[str, object], found: Probed) -> None:
     """Atomic: the file appears whole or not at all. A cache that cannot be written costs time, not the trial."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    except OSError as err:
-        warnings.warn(f"pixel-probe cache {path.parent} is not writable ({err}): set ${CACHE_ENV} to a writable folder")
-        return
-    try:
-        with os.fdopen(handle, "w") as f:
-            predictions = {name: values.tolist() for name, values in found.predictions.items()}
-            json.dump({"key": key, "metrics": found.metrics, "predictions": predictions}, f)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        warnings.warn(f"pixel-probe cache file {path} could not be written ({err})")
+    predictions = {name: values.tolist() for name, values in found.predictions.items()}
+    text = json.dumps({"key": key, "metrics": found.metrics, "predictions": predictions}).encode()
+    if (err := write_atomically(path, lambda f: f.write(text))) is not None:
+        warnings.warn(f"pixel-probe cache {path} is not writable ({err}): set ${CACHE_ENV} to a writable folder")
 
 
 def compute_pixel_probes(data: Dataset, seed: int, settings: ProbeSettings) -> Probed:
