@@ -22,6 +22,25 @@ GREY_DATASETS = ("digits", "mnist", "fashion_mnist")  # the rest are complex ima
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 LABEL_EMBEDDINGS = ("none", "add")
 PRECISIONS = ("fp32", "bf16")
+TEST_HOOKS = ("fail_at_epoch",)  # config keys the tests set to inject faults: never a command-line option or a setting
+
+# The paper's setting (Radman, Table 1), written once: the config's defaults, the `paper` space, the sensitivity
+# study's centre, the perf workloads and the report's prose all read it from here.
+PAPER_VQ = {"num_codes": 512, "code_dim": 64, "beta": 0.25}
+PAPER_TRAINING = {"epochs": 10, "lr": 1e-3, "batch_size": 64}
+# The VAE's counterpart of beta, which the paper does not state. The loss is per-pixel mean MSE + kl_weight * KL /
+# pixel count; 1.0 is the textbook Gaussian decoder and gives blurry near-prior latents on MNIST (MSE ~0.1), 0.01
+# reconstructs.
+DEFAULT_KL_WEIGHT = 0.01
+# A rate-matched VAE's gamma in recon + gamma * |KL - C| (both per pixel, as the loss above): large enough that the
+# KL sits at C rather than trading against the reconstruction (Burgess et al. 2018 use 1000 on summed losses, the same
+# scale as per-pixel means); measured on digits and MNIST in docs/trial.md.
+DEFAULT_CAPACITY_WEIGHT = 100.0
+
+
+def paper_vq_text() -> str:
+    """The paper's VQ-VAE as prose says it: K=512, D=64, beta=0.25."""
+    return f"K={PAPER_VQ['num_codes']}, D={PAPER_VQ['code_dim']}, beta={PAPER_VQ['beta']:g}"
 
 
 class ConfigError(ValueError):
@@ -33,26 +52,26 @@ class TrialConfig:
     model: str = "vqvae"
     dataset: str = "digits"
     seed: int = 0
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    num_codes: int = 512
-    code_dim: int = 64
-    beta: float = 0.25
-    # The VAE's counterpart of beta, which the paper does not state. The loss is
-    # per-pixel mean MSE + kl_weight * KL / pixel count; 1.0 is the textbook Gaussian
-    # decoder and gives blurry near-prior latents on MNIST (MSE ~0.1), 0.01 reconstructs.
-    kl_weight: float = 0.01
+    epochs: int = PAPER_TRAINING["epochs"]
+    batch_size: int = PAPER_TRAINING["batch_size"]
+    lr: float = PAPER_TRAINING["lr"]
+    num_codes: int = PAPER_VQ["num_codes"]
+    code_dim: int = PAPER_VQ["code_dim"]
+    beta: float = PAPER_VQ["beta"]
+    kl_weight: float = DEFAULT_KL_WEIGHT
+    # A rate-matched VAE: the bits per image its KL is held at, in place of the KL weight (0 = off, the KL weight rules).
+    target_rate: float = 0.0
+    capacity_weight: float = DEFAULT_CAPACITY_WEIGHT
     batch_norm: bool = False
     label_embedding: str = "none"
     ema: bool = False
     ema_decay: float = 0.99
     restart_dead_codes: bool = False
     precision: str = "fp32"
-    # The per-epoch probe on held-out train images (benchmark/train_probe.py): every N epochs
+    # The per-epoch probe on held-out train images (benchmark/evaluation/train_probe.py): every N epochs
     # and after the last; 0 = never. Searches rank trials on it, so they need it every epoch.
     train_probe_every: int = 1
-    # Fault injection for reliability tests: crash once after this epoch (0 = never).
+    # A test hook, not a setting (benchmark/fault_injection.py): crash once after this epoch (0 = never).
     fail_at_epoch: int = 0
 
     def __post_init__(self) -> None:
@@ -63,11 +82,23 @@ class TrialConfig:
         for key in ("epochs", "batch_size", "num_codes", "code_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be an integer >= 1")
-        for key in ("beta", "kl_weight"):
+        for key in ("beta", "kl_weight", "target_rate", "capacity_weight"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be a finite number >= 0")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
+        if self.target_rate > 0 and self.model != "vae":
+            raise ConfigError(
+                f"target_rate={self.target_rate!r} is not allowed for model={self.model}: a VQ-VAE's rate is set by its "
+                "positions and K (rate/nominal_bits); target_rate holds a VAE's KL at a rate: pass --model vae"
+            )
+        if self.target_rate > 0 and self.kl_weight != DEFAULT_KL_WEIGHT:
+            raise ConfigError(
+                f"kl_weight={self.kl_weight!r} and target_rate={self.target_rate!r} both set the VAE's KL term: "
+                "pass one of them (target_rate replaces the KL weight)"
+            )
+        if self.capacity_weight <= 0:
+            raise ConfigError(f"capacity_weight={self.capacity_weight!r} is not allowed: it must be a finite number > 0")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay!r} is not allowed: it must lie in (0, 1)")
         for key in ("seed", "fail_at_epoch", "train_probe_every"):
@@ -110,7 +141,7 @@ class TrialConfig:
         if self.model == "vqvae":
             parts += [f"K{self.num_codes}", f"D{self.code_dim}", f"b{self.beta:g}"]
         else:
-            parts += [f"D{self.code_dim}", f"kl{self.kl_weight:g}"]
+            parts += [f"D{self.code_dim}", f"rate{self.target_rate:g}" if self.target_rate > 0 else f"kl{self.kl_weight:g}"]
         if self.leaks_label:
             parts.append("labelemb")
         return "-".join(parts + [f"s{self.seed}"])

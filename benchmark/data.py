@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import dataset_label, normalise_dataset
+from benchmark.error_text import first_line
 from benchmark.image_folder import ImageFolderError, load_image_folder, read_note, update_digest
 
 DATA_DIR_ENV = "VQBENCH_DATA_DIR"
@@ -210,15 +211,11 @@ def fetch(name: str, data_dir: str | os.PathLike | None) -> None:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as err:  # URLError, RuntimeError("Error downloading ..."), a failed md5 check
-        reason = _first_line(err)
+        reason = first_line(err)
         raise DataError(
             f"cannot download {name} into {root} ({type(err).__name__}: {reason}): check the internet connection, "
             f"or fetch it on another machine and pass --data-dir pointing at a copy in torchvision's layout"
         ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def _idx_shape(path: Path, ndim: int) -> tuple[int, ...]:

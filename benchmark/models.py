@@ -9,6 +9,7 @@ encoder output before sampling/quantization, at train and test time, as the pape
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from benchmark.config import TrialConfig
 from benchmark.quantizer import VectorQuantizer
+from benchmark.rate import gaussian_kl_nats
 
 HIDDEN = (32, 64)
 
@@ -54,6 +56,7 @@ class VAE(nn.Module):
     def __init__(self, channels: int, num_classes: int, config: TrialConfig) -> None:
         super().__init__()
         self.code_dim, self.kl_weight = config.code_dim, config.kl_weight
+        self.capacity_nats, self.capacity_weight = config.target_rate * math.log(2), config.capacity_weight
         self.encoder = encoder(channels, 2 * config.code_dim, config.batch_norm)
         self.decoder = decoder(config.code_dim, channels, config.batch_norm)
         self.label_embedding = nn.Embedding(num_classes, config.code_dim) if config.leaks_label else None
@@ -69,14 +72,19 @@ class VAE(nn.Module):
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         recon = self.decoder(z)
         recon_loss = F.mse_loss(recon.float(), x.float())
-        kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).sum() / x.numel()
-        return Output(recon, recon_loss + self.kl_weight * kl, {"recon_loss": recon_loss, "kl": kl})
+        kl = gaussian_kl_nats(mean, logvar).sum() / x.numel()  # per pixel, as the reconstruction loss
+        if self.capacity_nats > 0:  # rate-matched: the KL held at the capacity (Burgess et al. 2018), per pixel too
+            penalty = self.capacity_weight * (kl - self.capacity_nats / x[0].numel()).abs()
+        else:
+            penalty = self.kl_weight * kl
+        return Output(recon, recon_loss + penalty, {"recon_loss": recon_loss, "kl": kl})
 
     @torch.no_grad()
     def represent(self, x: torch.Tensor, y: torch.Tensor, decode: bool = True) -> dict[str, torch.Tensor]:
-        """The posterior mean is the VAE's representation, and decodes to its reconstruction."""
-        mean, _ = self.posterior(x, y)
-        return {"latent": mean.flatten(1), **({"recon": self.decoder(mean)} if decode else {})}
+        """The posterior mean is the VAE's representation, and decodes to its reconstruction; `kl_nats`: each image's rate."""
+        mean, logvar = self.posterior(x, y)
+        out = {"latent": mean.flatten(1), "kl_nats": gaussian_kl_nats(mean, logvar)}
+        return {**out, "recon": self.decoder(mean)} if decode else out
 
 
 class VQVAE(nn.Module):

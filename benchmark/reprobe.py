@@ -4,11 +4,11 @@
     python -m benchmark.reprobe --experiment vqbench             # every trial run of an experiment
     python -m benchmark.reprobe --run-id ID [ID ...] --check     # recompute, compare, log nothing
 
-For each finished trial run with a `model.pt` it reloads the model (`benchmark.saved_model`), encodes
-both splits, runs every probe of protocol `benchmark.probe.PROTOCOL` exactly as a trial's evaluation
-does (`benchmark.evaluate.probe_representations`) and logs to the same run, keeping everything it held:
+For each finished trial run with a `model.pt` it reloads the model (`benchmark.load_model`), encodes
+both splits, runs every probe of protocol `benchmark.evaluation.probe.PROTOCOL` exactly as a trial's evaluation
+does (`benchmark.evaluation.evaluate.probe_representations`) and logs to the same run, keeping everything it held:
 
-- metrics `probe_v{P}/{rep}/{key}` (e.g. `probe_v3/latent/linear_acc`) at the run's last epoch;
+- metrics `probe_v{P}/{rep}/{key}` (e.g. `probe_v4/latent/linear_acc`) at the run's last epoch;
 - params `probe_v{P}.{setting}` (that protocol's settings; the run's own `probe.*` params stay those it was
   trained with, and `probe.protocol`, where present, names the protocol of its unprefixed `probe/...` metrics);
 - artifact `predictions_v{P}.npz` (the layout of `predictions.npz`).
@@ -32,10 +32,11 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
-from benchmark.evaluate import probe_representations, represent_split
-from benchmark.probe import PARAM_PREFIX, PROTOCOL, ProbeSettings, versioned_predictions_file, versioned_prefix, write_predictions
-from benchmark.saved_model import load_model
-from benchmark.tracking import TrackingError, resolve_tracking_uri, with_retries
+from benchmark.evaluation.evaluate import probe_representations, represent_split
+from benchmark.evaluation.probe import PARAM_PREFIX, PROTOCOL, ProbeSettings, write_predictions
+from benchmark.result_keys import protocol_view, versioned_params, versioned_predictions_file, versioned_prefix
+from benchmark.tracking.logged_model import load_model
+from benchmark.tracking.store import TrackingError, resolve_tracking_uri, with_retries
 from benchmark.train import pick_device, to_device
 
 TRIAL_ROLE = "tags.`vqbench.role` = 'trial'"
@@ -49,13 +50,10 @@ class Reprobed:
 
 
 def protocol_metrics(run_metrics: dict[str, float], run_params: dict[str, str], protocol: str = PROTOCOL) -> dict[str, float]:
-    """What a run holds for `protocol`, under the versioned names: its `probe_vP/` metrics, or else, where it was
-    trained under that protocol (param `probe.protocol`), its `probe/` ones."""
+    """What a run holds for `protocol`, under the versioned names (`probe_vP/...`); empty where it holds nothing."""
+    view = protocol_view(run_metrics, run_params, protocol)
     prefix = versioned_prefix(protocol)
-    held = {k: v for k, v in run_metrics.items() if k.startswith(prefix)}
-    if not held and run_params.get(f"{PARAM_PREFIX}protocol") == protocol:
-        held = {prefix + k[len("probe/") :]: v for k, v in run_metrics.items() if k.startswith("probe/")}
-    return held
+    return {prefix + k[len("probe/") :]: v for k, v in view[0].items()} if view else {}
 
 
 def reprobe_run(
@@ -90,7 +88,7 @@ def reprobe_run(
         same = held.keys() == found.keys() and all(held[k] == found[k] for k in found)
         return Reprobed(run_id, "checked" if same else "differs", found)
     stamp = int(run.info.end_time or run.info.start_time or 0)
-    params = {f"probe_v{settings.protocol}.{key[len(PARAM_PREFIX) :]}": value for key, value in settings.to_params().items()}
+    params = {versioned_params(settings.protocol) + key[len(PARAM_PREFIX) :]: value for key, value in settings.to_params().items()}
     with_retries(
         lambda: client.log_batch(
             run_id,

@@ -27,10 +27,6 @@ class TrialDiverged(RuntimeError):
     """The loss became NaN or inf: the trial stops at once instead of training on garbage."""
 
 
-class InjectedFault(RuntimeError):
-    """Raised on purpose by `fail_at_epoch`, to test how sweeps survive failing trials."""
-
-
 @dataclasses.dataclass
 class TrainState:
     model: nn.Module

@@ -2,7 +2,7 @@
 
     python -m benchmark.trial --model vqvae --dataset digits --epochs 5
 
-prints one JSON object with every metric. The Ray Tune trainable (`benchmark.tune_trial`)
+prints one JSON object with every metric. The Ray Tune trainable (`benchmark.sweep.trainable`)
 runs the same `run_trial`, adding checkpoints and MLflow logging through `on_epoch`.
 """
 
@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,30 +19,31 @@ from typing import Callable
 
 from torch import nn
 
-from benchmark.config import ConfigError, TrialConfig, dataset_label, normalise_dataset
+from benchmark import fault_injection
+from benchmark.config import PAPER_TRAINING, PAPER_VQ, TEST_HOOKS, ConfigError, TrialConfig, dataset_label, normalise_dataset
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, DatasetCard, load_dataset
-from benchmark.evaluate import Evaluation, evaluate
-from benchmark.figures import save_reconstruction_grid, save_tsne
+from benchmark.evaluation.evaluate import Evaluation, evaluate
+from benchmark.evaluation.figures import save_reconstruction_grid, save_tsne
+from benchmark.evaluation.train_probe import LINEAR_ACC, SSIM, is_due, train_probe
 from benchmark.outputs import folder_problem
-from benchmark.train import InjectedFault, TrainState, TrialDiverged, init_state, pick_device, to_device, train_epoch
-from benchmark.train_probe import LINEAR_ACC, SSIM, is_due, train_probe
+from benchmark.train import TrainState, TrialDiverged, init_state, pick_device, to_device, train_epoch
 
 EpochCallback = Callable[[TrainState, dict[str, float]], None]
-FAULT_MODE_ENV = "VQBENCH_FAULT_MODE"  # "exit": fail_at_epoch kills the process instead of raising;
-# "exit-before-checkpoint": the sweep's trainable kills it after logging that epoch, before checkpointing it
 
 HELP = {
     "model": "vae (continuous Gaussian latent) or vqvae (discrete codes)",
     "dataset": "digits (embedded), mnist, fashion_mnist, cifar10, cifar100, or an image folder: its name inside --data-dir "
     "(e.g. CIFAR-10-images) or its path",
     "seed": "seeds torch, numpy, Python and the batch order",
-    "epochs": "training epochs (paper: 10)",
-    "batch_size": "training batch size (paper: 64)",
-    "lr": "Adam learning rate (paper: 1e-3)",
-    "num_codes": "K, codebook size (VQ-VAE; paper: 512)",
-    "code_dim": "D, latent channels per position (paper: 64)",
-    "beta": "commitment cost (VQ-VAE; paper: 0.25)",
+    "epochs": f"training epochs (paper: {PAPER_TRAINING['epochs']})",
+    "batch_size": f"training batch size (paper: {PAPER_TRAINING['batch_size']})",
+    "lr": f"Adam learning rate (paper: {PAPER_TRAINING['lr']:g})",
+    "num_codes": f"K, codebook size (VQ-VAE; paper: {PAPER_VQ['num_codes']})",
+    "code_dim": f"D, latent channels per position (paper: {PAPER_VQ['code_dim']})",
+    "beta": f"commitment cost (VQ-VAE; paper: {PAPER_VQ['beta']:g})",
     "kl_weight": "KL weight on the per-pixel scale (VAE; the paper does not state it)",
+    "target_rate": "bits per image a rate-matched VAE holds its KL at, in place of the KL weight (VAE; 0 = off)",
+    "capacity_weight": "gamma of a rate-matched VAE's recon + gamma * |KL - target| (per-pixel scale)",
     "batch_norm": "BatchNorm in encoder and decoder (the paper's setting for complex colour images)",
     "label_embedding": "none, or add: the paper's label embedding, which leaks the label into the latent",
     "ema": "EMA codebook updates instead of the codebook loss",
@@ -51,7 +51,6 @@ HELP = {
     "restart_dead_codes": "re-seed unused codes from encoder outputs",
     "precision": "fp32 or bf16 (autocast)",
     "train_probe_every": "the per-epoch linear probe and SSIM on held-out train images every N epochs and after the last (0 = never)",
-    "fail_at_epoch": "fault injection: crash after this epoch, once; a retry resumed from its checkpoint succeeds (0 = never)",
 }
 
 
@@ -86,11 +85,7 @@ def run_trial(
             epoch_metrics.update(train_probe(state.model, data, config))
         if on_epoch is not None:
             on_epoch(state, epoch_metrics)
-        # A transient crash: a trial resumed from its checkpoint does not fail again.
-        if config.fail_at_epoch == state.epoch and resume is None:
-            if os.environ.get(FAULT_MODE_ENV) == "exit":  # a worker process dying without any cleanup
-                os._exit(17)
-            raise InjectedFault(f"fail_at_epoch={config.fail_at_epoch}: failing on purpose after epoch {state.epoch}")
+        fault_injection.after_epoch(config, state.epoch, resumed=resume is not None)  # a test hook; never without fail_at_epoch
     train_s = time.perf_counter() - train_start
     eval_start = time.perf_counter()
     evaluation = evaluate(state.model, data, config)
@@ -125,6 +120,8 @@ def print_epoch(config: TrialConfig, state: TrainState, metrics: dict[str, float
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrialConfig()
     for field in dataclasses.fields(TrialConfig):
+        if field.name in TEST_HOOKS:  # not an option: the reliability tests set it in a space file
+            continue
         default = "on except for digits, mnist and fashion_mnist" if field.name == "batch_norm" else getattr(defaults, field.name)
         parser.add_argument(
             f"--{field.name.replace('_', '-')}", dest=field.name, default=None, help=f"{HELP[field.name]} (default: {default})"
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download", action="store_true", help="let torchvision fetch a missing dataset (needs internet)")
     parser.add_argument("--figures", type=Path, default=None, help="folder for reconstructions.png and tsne.png (default: none)")
     args = parser.parse_args(argv)
-    raw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig) if getattr(args, f.name) is not None}
+    raw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig) if getattr(args, f.name, None) is not None}
     if "dataset" in raw:
         raw["dataset"] = normalise_dataset(raw["dataset"])
     try:

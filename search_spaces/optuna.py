@@ -4,7 +4,7 @@ VQ-VAE: K log-uniform in [16, 2048], D in {16, 32, 64, 128}, beta in [0.05, 1], 
 VAE: D, KL weight log-uniform in [1e-4, 1], lr. OptunaSearch rejects grid_search, so the
 categorical axes (dataset, model family) are separate studies, not part of the search.
 TPE and ASHA rank trials on the per-epoch linear probe on held-out train images
-(`train_probe/linear_acc`, benchmark/train_probe.py): the paper asks which latent carries label
+(`train_probe/linear_acc`, benchmark/evaluation/train_probe.py): the paper asks which latent carries label
 information, and the test split never chooses. The final probes run on the survivors.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from ray import tune
 
+from benchmark.evaluation.train_probe import LINEAR_ACC
 from benchmark.space import SpaceOptions, Study, datasets, with_epochs
-from benchmark.train_probe import LINEAR_ACC
 
 DESCRIPTION = "Optuna TPE + ASHA on the per-epoch train-split linear probe, one study per dataset and model family"
 

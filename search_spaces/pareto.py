@@ -7,8 +7,8 @@ trials on one number. The knobs searched are the `optuna` space's. The report dr
 family's Pareto front from the finished trials' test-split evaluation.
 """
 
+from benchmark.evaluation.train_probe import LINEAR_ACC, SSIM
 from benchmark.space import SpaceOptions, Study
-from benchmark.train_probe import LINEAR_ACC, SSIM
 from search_spaces.optuna import family_studies
 
 DESCRIPTION = "multi-objective Optuna (train-split probe accuracy up, SSIM up), no ASHA, one study per dataset and model family"

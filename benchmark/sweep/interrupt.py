@@ -30,16 +30,16 @@ def _hold(signum: int, frame: Any) -> None:
     _held.append((signum, frame))
 
 
-def fit_was_interrupted(tuner: Any) -> bool:
-    """Run fit(); True if a SIGINT ended it. Ray Tune stops gracefully on it and returns normally,
-    so the signs are that its handler gave SIGINT back to the one installed before, or that the
-    signal was still held when the last trial ended."""
+def fit_watching_interrupts(tuner: Any) -> tuple[Any, bool]:
+    """Run fit(); its ResultGrid, and True if a SIGINT ended it. Ray Tune stops gracefully on it and
+    returns normally, so the signs are that its handler gave SIGINT back to the one installed before,
+    or that the signal was still held when the last trial ended."""
     previous = signal.signal(signal.SIGINT, _second_interrupt)
     _held.clear()
     try:
-        tuner.fit()
+        results = tuner.fit()
         tune_saw_it = signal.getsignal(signal.SIGINT) is _second_interrupt and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-        return tune_saw_it or bool(_held)
+        return results, tune_saw_it or bool(_held)
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -11,8 +11,8 @@ import dataclasses
 from typing import Any
 
 from benchmark.config import ConfigError, TrialConfig
+from benchmark.evaluation.train_probe import PREFIX as TRAIN_PROBE_PREFIX
 from benchmark.space import Study
-from benchmark.train_probe import PREFIX as TRAIN_PROBE_PREFIX
 
 SCHEDULERS = ("fifo", "asha")
 OVERRIDES = ("precision", "train_probe_every")  # trial config keys the command line sets for every trial

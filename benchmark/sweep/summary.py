@@ -18,7 +18,8 @@ import pandas as pd
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
-from benchmark.tracking import ERROR_TAG, STOPPED_TAG, TrackingTarget
+from benchmark.tracking.runs import ERROR_TAG, STOPPED_TAG
+from benchmark.tracking.store import TrackingTarget
 
 KEYS = ["dataset", "model", "K", "label_emb"]
 METRICS = {
@@ -38,9 +39,11 @@ class Outcome:
     runs: pd.DataFrame  # one row per child run: KEYS, ending, run name and id, error, METRICS
     interrupted: bool
     problems: list[str] = field(default_factory=list)
+    missing: int = 0  # planned trials with no run at all: they failed before opening one, and count as failed
 
     def count(self, ending: str) -> int:
-        return int((self.runs["ending"] == ending).sum()) if not self.runs.empty else 0
+        found = int((self.runs["ending"] == ending).sum()) if not self.runs.empty else 0
+        return found + (self.missing if ending == "failed" else 0)
 
     @property
     def exit_code(self) -> int:
@@ -49,7 +52,8 @@ class Outcome:
         return EXIT_FAILED if self.count("failed") else EXIT_OK
 
 
-def read_outcome(target: TrackingTarget, interrupted: bool) -> Outcome:
+def read_outcome(target: TrackingTarget, interrupted: bool, planned: int = 0) -> Outcome:
+    """The sweep's child runs; fewer than the `planned` trials (not interrupted) means some failed before their run opened."""
     client = MlflowClient(target.uri)
     runs = client.search_runs([target.experiment_id], f"tags.mlflow.parentRunId = '{target.parent_run_id}'", max_results=10_000)
     frame = pd.DataFrame([_row(run, interrupted) for run in runs])
@@ -58,7 +62,10 @@ def read_outcome(target: TrackingTarget, interrupted: bool) -> Outcome:
         frame = frame.sort_values(KEYS + ["run_name"], key=_numeric_k, ignore_index=True)
         for row in frame[frame.ending.isin(["failed", "diverged"])].itertuples():
             problems.append(f"{row.ending} {row.run_name}: {row.error or 'no error recorded'} (run {row.run_id})")
-    return Outcome(frame, interrupted, problems)
+    missing = 0 if interrupted else max(0, planned - len(frame))
+    if missing:
+        problems.append(f"failed: {missing} trial(s) ended before opening an MLflow run; their errors are in Ray Tune's trial folders")
+    return Outcome(frame, interrupted, problems, missing)
 
 
 def _row(run: Run, interrupted: bool) -> dict[str, object]:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from benchmark import probe
 from benchmark.data import Dataset
+from benchmark.evaluation import probe
+from benchmark.evaluation.probe import Probed, ProbeSettings, probe_all
 from benchmark.outputs import write_atomically
-from benchmark.probe import Probed, ProbeSettings, probe_all
 
 CACHE_ENV = "VQBENCH_PIXEL_PROBE_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/vqbench/pixel-probes"

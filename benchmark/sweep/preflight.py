@@ -14,8 +14,9 @@ from pathlib import Path
 
 from benchmark.config import ConfigError
 from benchmark.data import check_data_dir
+from benchmark.error_text import first_line
 from benchmark.outputs import folder_problem
-from benchmark.tracking import resolve_tracking_uri
+from benchmark.tracking.store import resolve_tracking_uri
 
 RAY_RESOURCE_UNIT = 1e-4  # Ray refuses fractions of a CPU or GPU below this
 MAX_SEEDS = 1000  # far beyond any honest interval's needs; a typo of 10**8 would build its configs for minutes
@@ -38,6 +39,14 @@ def check_gpus_per_trial(gpus: float) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Every option's value, before anything is read or started; each message names the fix."""
+    _check_resources(args)
+    _check_counts(args)
+    _check_names(args)
+    _check_places(args)
+
+
+def _check_resources(args: argparse.Namespace) -> None:
+    """What each trial reserves: finite, a CPU share above 0, nothing below Ray's smallest unit."""
     for key in ("cpus_per_trial", "gpus_per_trial"):
         if not math.isfinite(getattr(args, key)):
             raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be a finite number")
@@ -50,6 +59,10 @@ def check_options(args: argparse.Namespace) -> None:
                 f"({RAY_RESOURCE_UNIT}): use at least that"
             )
     check_gpus_per_trial(args.gpus_per_trial)
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Seeds, epochs, samples, concurrency and retries: whole numbers in their range."""
     for key in ("seeds", "epochs", "num_samples"):
         value = getattr(args, key)
         if value is not None and value < 1:
@@ -59,11 +72,19 @@ def check_options(args: argparse.Namespace) -> None:
     for key in ("max_concurrent", "max_failures"):
         if getattr(args, key) < 0:
             raise ConfigError(f"--{key.replace('_', '-')}={getattr(args, key)} is not allowed: it must be >= 0")
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """The experiment and the sweep's name: the sweep's name is a folder, so no path in it."""
     if not args.experiment.strip():
         raise ConfigError("--experiment is empty: name the MLflow experiment, e.g. --experiment vqbench")
     name = args.resume or args.name
     if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
         raise ConfigError(f"--name {name!r} is not allowed: it names a folder under --storage-path, so use letters, digits, - and _")
+
+
+def _check_places(args: argparse.Namespace) -> None:
+    """Where the sweep reads and writes: the tracking store, the storage folder, the data root."""
     for key in ("tracking_uri", "storage_path"):
         if getattr(args, key) is not None and not getattr(args, key).strip():
             raise ConfigError(f"--{key.replace('_', '-')} is empty: pass a value, or leave the option out for its default")
@@ -88,9 +109,20 @@ def check_address(address: str | None) -> None:
         ) from None
 
 
-def connect_ray(args: argparse.Namespace) -> bool:
+def refused_token(error: BaseException) -> bool:
+    """Whether Ray's token authentication is behind `error`: `ray.init` wraps it in a ConnectionError."""
+    from ray.exceptions import AuthenticationError
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, AuthenticationError):
+        cause = cause.__cause__ or cause.__context__
+    return cause is not None
+
+
+def connect_ray(args: argparse.Namespace, worker_env: dict[str, str] | None = None) -> bool:
     """Join or start Ray before any run is created: a wrong --address, or trials asking for more
-    than a local Ray has (they would wait forever), is bad input. True if it started Ray."""
+    than a local Ray has (they would wait forever), is bad input. True if it started Ray.
+    `worker_env` reaches every trial on every node (the tracking server's login)."""
     import ray
 
     if ray.is_initialized():
@@ -100,11 +132,20 @@ def connect_ray(args: argparse.Namespace) -> bool:
         check_address(args.address)
         try:
             ray.init(
-                address=args.address or "local", include_dashboard=False, log_to_driver=False, logging_level=ray_log_level(args.verbose)
+                address=args.address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=ray_log_level(args.verbose),
+                runtime_env={"env_vars": worker_env} if worker_env else None,
             )
         except Exception as err:
+            if refused_token(err):
+                raise ConfigError(
+                    f"--address {args.address}: the Ray cluster refused this client's token (InvalidAuthToken): "
+                    "export RAY_AUTH_MODE=token with the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)"
+                ) from None
             raise ConfigError(
-                f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                f"--address {args.address}: cannot connect to Ray ({type(err).__name__}: {first_line(err)}); "
                 "use auto on a cluster node, or leave it out to start a local Ray"
             ) from None
     if args.address is None:

@@ -9,13 +9,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.clustering import cluster_agreement
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
-from benchmark.pixel_probes import pixel_probes
-from benchmark.probe import ProbeSettings, compact, probe_all, versioned_prefix
+from benchmark.evaluation.clustering import cluster_agreement
+from benchmark.evaluation.pixel_probes import pixel_probes
+from benchmark.evaluation.probe import ProbeSettings, compact, probe_all
+from benchmark.evaluation.reconstruction import reconstruction_metrics
 from benchmark.quantizer import code_perplexity
-from benchmark.reconstruction import reconstruction_metrics
+from benchmark.rate import vae_rates, vq_rates
+from benchmark.result_keys import versioned_prefix
 from benchmark.train import autocast, scale
 
 GRID_IMAGES = 8
@@ -91,6 +93,9 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
         metrics["codebook/perplexity"] = code_perplexity(codes, config.num_codes).item()
         metrics["codebook/usage"] = used.float().mean().item()
         metrics["codebook/dead_codes"] = float((~used).sum().item())
+        metrics.update(vq_rates(codes, config.num_codes))
+    if "kl_nats" in test:
+        metrics.update(vae_rates(test["kl_nats"], config.target_rate))
     metrics.update({f"time/eval_{k}_s": v for k, v in timings.items()})
 
     grid = grid_indices(data.test_y, GRID_IMAGES).to(originals.device)
@@ -111,7 +116,7 @@ def probe_representations(
     train: dict[str, torch.Tensor], test: dict[str, torch.Tensor], data: Dataset, config: TrialConfig, settings: ProbeSettings
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Every probe on each encoded representation and on the raw pixels: metrics `probe/{rep}/{key}`, the same again
-    under the protocol's own prefix (`probe_v3/{rep}/{key}`), and the per-image test predictions."""
+    under the protocol's own prefix (`probe_v4/{rep}/{key}`), and the per-image test predictions."""
     metrics: dict[str, float] = {}
     predictions = {"labels": compact(data.test_y, data.num_classes)}
     found = {}

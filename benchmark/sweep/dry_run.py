@@ -21,8 +21,8 @@ from benchmark.data import (
     resolve_data_dir,
 )
 from benchmark.image_folder import SPLITS
-from benchmark.progress import plural
 from benchmark.space import Study
+from benchmark.sweep.progress import plural
 
 
 def domain_text(domain: Domain) -> str:

@@ -1,6 +1,6 @@
 """The per-epoch probe: a cheap, train-split-only signal of label information and reconstruction, for searches.
 
-The final probes (`benchmark.probe`) need the whole train split and score on the test split: too
+The final probes (`benchmark.evaluation.probe`) need the whole train split and score on the test split: too
 slow for every epoch, and a search that ranked trials on them would let the test split choose.
 This one fits a linear probe on a fixed, seeded subsample of the train split (`FIT` images) and
 scores it on `HELD` other train images, whose first `SSIM_IMAGES` also give the reconstruction SSIM
@@ -18,9 +18,9 @@ from torch import nn
 
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
-from benchmark.evaluate import represent_split
-from benchmark.probe import ProbeSettings, accuracy, predict_scores, standardise, train_classifier
-from benchmark.reconstruction import ssim_per_image
+from benchmark.evaluation.evaluate import represent_split
+from benchmark.evaluation.probe import ProbeSettings, accuracy, predict_scores, standardise, train_classifier
+from benchmark.evaluation.reconstruction import ssim_per_image
 from benchmark.train import scale
 
 FIT, HELD = 5_000, 2_000  # a dataset with fewer train images keeps this 5:2 ratio

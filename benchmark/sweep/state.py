@@ -15,8 +15,8 @@ from typing import Any
 
 from benchmark.config import ConfigError
 from benchmark.data import resolve_data_dir
-from benchmark.storage import RemoteFolder, storage_folder
-from benchmark.tracking import TrackingTarget
+from benchmark.sweep.storage import RemoteFolder, storage_folder
+from benchmark.tracking.store import TrackingTarget
 
 SWEEP_FILE = "vqbench_sweep.json"
 # What --resume may be given besides the name: where the sweep is, the Ray to run on, and how much to print.

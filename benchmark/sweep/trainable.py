@@ -6,7 +6,7 @@ How a trial ends decides what Ray and MLflow are told:
 - finished: the run ends FINISHED with the final evaluation;
 - stopped by the scheduler (Ray raises SystemExit in `tune.report`): FINISHED, tagged with
   the epoch it stopped at; KILLED instead if the driver marked the sweep interrupted
-  (`benchmark.interrupt`);
+  (`benchmark.sweep.interrupt`);
 - diverged, or a deterministic error (bad data, a bug): FAILED at once, and the trial
   returns normally so that Ray does not retry what would fail the same way again;
 - a crash worth retrying (`RETRYABLE`, or the worker process dying): FAILED, and Ray retries
@@ -25,16 +25,22 @@ import ray
 import torch
 from ray import tune
 
-from benchmark import train_probe
 from benchmark.config import TrialConfig
-from benchmark.probe import ProbeSettings, save_predictions
+from benchmark.evaluation import train_probe
+from benchmark.evaluation.probe import ProbeSettings, save_predictions
+from benchmark.fault_injection import InjectedFault, before_checkpoint
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.saved_model import save_model
-from benchmark.tracking import TrackingTarget, TrialRun
-from benchmark.train import InjectedFault, TrainState, TrialDiverged, pick_device
-from benchmark.trial import FAULT_MODE_ENV, run_trial, save_figures
+from benchmark.tracking.runs import TrialRun
+from benchmark.tracking.store import TrackingTarget
+from benchmark.train import TrainState, TrialDiverged, pick_device
+from benchmark.trial import run_trial, save_figures
 
 CHECKPOINT_FILE = "state.pt"
+# A reused actor waits TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default: 2 s) for a stopped trial's thread before it
+# gives the actor up and kills it. That thread is still closing the trial's MLflow run (tags, status), which took longer
+# than 2 s on a loaded machine: the run was left RUNNING and then closed as orphaned. Read in this actor's process.
+os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
 # Failures that may not happen again: out of memory (other trials share the device), a network
 # hiccup, and the fault injected to test retries. Anything else is reported once and not retried.
 RETRYABLE = (MemoryError, torch.OutOfMemoryError, ConnectionError, TimeoutError, InjectedFault)
@@ -70,8 +76,7 @@ def tune_trial(params: dict[str, Any]) -> None:
 
     def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
         run.log_epoch(metrics, state.epoch)
-        if config.fail_at_epoch == state.epoch and resume is None and os.environ.get(FAULT_MODE_ENV) == "exit-before-checkpoint":
-            os._exit(17)  # the window the MLflow history must survive: logged, not yet checkpointed
+        before_checkpoint(config, state.epoch, resumed=resume is not None)  # a test hook: logged, not yet checkpointed
         with tempfile.TemporaryDirectory() as folder:
             torch.save({**state.state_dict(), "mlflow_run_id": run.run_id}, Path(folder) / CHECKPOINT_FILE)
             tune.report({**metrics, EPOCH: state.epoch, MLFLOW_RUN_ID: run.run_id}, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -21,8 +21,8 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from benchmark.config import TrialConfig
-from benchmark.preflight import ray_log_level
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
+from benchmark.sweep.preflight import ray_log_level
 
 HEADER_EVERY_ROWS = 40
 # (header, width); the trial name's width is set per sweep
@@ -99,6 +99,13 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def outcome(result: dict, epochs: int) -> str:
+    """How a trial ended, from its last report: done, stopped (early, by the scheduler), diverged or failed."""
+    if result.get(FAILED):
+        return "diverged" if result.get(DIVERGED) else "failed"
+    return "done" if result.get(EPOCH, 0) >= epochs else "stopped"
+
+
 class SweepProgress(Callback):
     """Prints the progress of one Tune run (a study) of a sweep; `setup` starts the clock, also on resume."""
 
@@ -145,10 +152,7 @@ class SweepProgress(Callback):
             self.print_overall(trials)
 
     def outcome(self, trial: Trial) -> str:
-        result = trial.last_result or {}
-        if result.get(FAILED):
-            return "diverged" if result.get(DIVERGED) else "failed"
-        return "done" if result.get(EPOCH, 0) >= trial_config(trial).epochs else "stopped"
+        return outcome(trial.last_result or {}, trial_config(trial).epochs)
 
     def end(self, trials: list[Trial], trial: Trial, status: str) -> None:
         self.ended[trial.trial_id] = status
