@@ -3,8 +3,9 @@
     python -m cluster.cycle --workspace /tmp/cycle --report /tmp/cycle/report.json
 
 `cluster.yaml` rendered for the local provider (head 127.0.0.2, one worker 127.0.0.3) drives
-stand-in machines in a sandbox (`cluster.sandbox`): `ray up`, wait for both nodes, a smoke sweep
-submitted with `ray exec` and logged to the head's MLflow server, the runs checked from the
+stand-in machines in a sandbox (`cluster.sandbox`): Ray's token made on the launcher, `ray up`,
+wait for both nodes, a smoke sweep submitted with `ray exec` and logged to the head's MLflow server,
+what a client without the token or the login gets (`cluster.outsider`), the runs checked from the
 launcher's side, the server stopped, `ray down`, and then whatever Ray or MLflow process or
 listening port is left. The report (JSON) holds the timings and every observation; the test
 (`tests/test_cluster.py`) decides what they must be. Needs root, sshd, rsync and `unshare`.
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import sandbox
+from cluster import outsider, sandbox
 from cluster.local import REPO, load, local_config
 
 # Not 127.0.0.1: `ray start --address=127.0.0.1:...` on a worker means "this machine" to Ray.
@@ -83,11 +85,13 @@ def runs_on_server(uri: str, artifacts: Path) -> dict[str, Any]:
     """What the head's server holds for the sweep, read over HTTP as a user's laptop would."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    client = MlflowClient(uri)  # logged in by ~/.mlflow/credentials: the sandbox's machines share one home
     experiment = client.get_experiment_by_name("cycle")
     parents = client.search_runs([experiment.experiment_id], "tags.`vqbench.role` = 'sweep'")
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'") if parents else []
     return {
+        "experiment_id": experiment.experiment_id,
+        "runs_in_experiment": len(client.search_runs([experiment.experiment_id])),
         "parents": [p.info.status for p in parents],
         "children": [
             {
@@ -100,6 +104,12 @@ def runs_on_server(uri: str, artifacts: Path) -> dict[str, Any]:
         ],
         "artifact_files_on_head": sorted(p.name for p in artifacts.rglob("*.png")),
     }
+
+
+def make_token() -> None:
+    """The launcher's Ray token, made as docs/cluster-auth.md says (its value stays out of the log)."""
+    subprocess.run([RAY, "get-auth-token", "--generate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    (Path.home() / ".ray" / "auth_token").chmod(0o600)
 
 
 def stop_ray_on(ip: str, ssh_key: Path) -> str:
@@ -162,12 +172,20 @@ def run_cycle(workspace: Path, cpus_per_trial: int) -> dict[str, Any]:
     cycle = Cycle(config, workspace / "cycle.log")
     report: dict[str, Any] = {"seconds": cycle.seconds}
     try:
+        make_token()
         cycle.ray("ray up", "up", "-y", str(config))
         report["alive_nodes"] = cycle.wait_for_nodes(2)
+        report["listening"] = outsider.listening()
         report["sweep_output"] = cycle.ray("sweep", "exec", str(config), sweep_command(cpus_per_trial), check=False)[-4000:]
         uri = (box.home / "mlflow" / "uri").read_text().strip()
         report["tracking_uri"] = uri
         report.update(runs_on_server(uri, box.home / "mlflow" / "artifacts"))
+        probing = time.perf_counter()
+        report["ray_without_token"] = outsider.ray_client(f"{HEAD}:6379", None)
+        report["ray_with_a_wrong_token"] = outsider.ray_client(f"{HEAD}:6379", secrets.token_hex(16))
+        report["mlflow_without_login"] = outsider.mlflow_without_login(uri, report["experiment_id"])
+        report["runs_in_experiment_after"] = runs_on_server(uri, box.home / "mlflow" / "artifacts")["runs_in_experiment"]
+        report["seconds"]["refusal checks"] = round(time.perf_counter() - probing, 1)
     except Exception as err:  # recorded; teardown and the leftover check still run
         report["error"] = f"{type(err).__name__}: {err}"
     finally:
@@ -216,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "--cpus-per-trial",
             str(args.cpus_per_trial),
         ]
-        code = subprocess.run(sandbox.isolated_command(inner), cwd=REPO).returncode
+        code = subprocess.run(sandbox.isolated_command(inner), cwd=REPO, preexec_fn=sandbox.dies_with_parent).returncode
         if (args.workspace / "report.json").is_file():  # the sandbox's /tmp is its own: the report comes out through the workspace
             shutil.copy(args.workspace / "report.json", args.report)
         return code

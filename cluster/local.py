@@ -5,7 +5,7 @@
 
 Only what describes machines changes: the provider, the ssh login, and the node types (the local
 provider refuses `available_node_types` and `head_node_type`; it makes one type of its own).
-File-mount sources are made absolute against the checkout, as `ray up` from its root would read them.
+File-mount sources are made absolute against the checkout (`~` against the home), as `ray up` from its root would read them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def local_config(
     local["auth"] = {"ssh_user": ssh_user, "ssh_private_key": str(ssh_key)}
     sources = mount_sources or {}
     local["file_mounts"] = {
-        target: str(sources.get(target, (checkout / source).resolve())) for target, source in config.get("file_mounts", {}).items()
+        target: str(sources.get(target, (checkout / Path(source).expanduser()).resolve()))
+        for target, source in config.get("file_mounts", {}).items()
     }
     return local
 

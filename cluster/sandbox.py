@@ -18,6 +18,7 @@ the commands of `cluster.yaml` then run unchanged.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -50,6 +51,17 @@ def missing_prerequisite() -> str | None:
     if probe.returncode != 0:
         return f"cannot create namespaces here: {probe.stderr.strip()}"
     return None
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def dies_with_parent() -> None:
+    """A `preexec_fn`: the kernel kills this child (SIGKILL) when the process that started it dies, however it dies.
+    A cycle killed from outside (a test's timeout) would otherwise leave its sandbox running: `unshare` outlives its
+    parent, and its --kill-child only acts once `unshare` itself dies."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def isolated_command(argv: list[str]) -> list[str]:
