@@ -19,6 +19,7 @@ from analysis.tables import (
     DIFFERENCE_MEASURES,
     MEASURES,
     MODEL_NAMES,
+    PAIR_KEYS,
     Measure,
     dataset_rank,
     finished,
@@ -42,8 +43,6 @@ from analysis.verdicts import (
     with_tost,
 )
 
-# Knobs both models share: a VAE and a VQ-VAE run are compared only where these agree.
-PAIR_KEYS = ["dataset", "label_embedding", "seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
 TEST_COLUMNS = ["n", "difference", "low", "high", "p", "p_sign_flip", "p_holm", "methods_disagree"]
 NO_TEST = PairedTest(0, math.nan, math.nan, math.nan, math.nan, math.nan)
 

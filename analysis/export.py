@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from analysis import predictions, tables
-from analysis.runs import RunsError, open_experiment, scope_runs, write_runs_csv
+from analysis.runs import RunsError, add_protocol_option, open_experiment, scope_runs, write_runs_csv
 from benchmark.outputs import file_problem
-from benchmark.tracking import DEFAULT_EXPERIMENT
+from benchmark.tracking.store import DEFAULT_EXPERIMENT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the CSV file to write")
     parser.add_argument("--parent-run-id", default=None, help="the sweep run to export (default: the latest)")
     parser.add_argument("--all-sweeps", action="store_true", help="export the trials of every sweep in the experiment")
+    add_protocol_option(parser)
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".csv" or args.out.is_dir():
         print(f"error: --out {args.out} is not a .csv file path: pass e.g. --out results/runs.csv", file=sys.stderr)
@@ -42,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         source = open_experiment(args.experiment, args.tracking_uri)
-        scope = scope_runs(source, args.parent_run_id, args.all_sweeps)
+        scope = scope_runs(source, args.parent_run_id, args.all_sweeps, args.protocol)
     except RunsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_runs_csv(scope.runs, args.out)
     counts = ", ".join(f"{n} {status}" for status, n in tables.outcome(scope.runs).value_counts().items())  # stopped early apart
     print(f"wrote {len(scope.runs)} trial run(s) ({counts}) to {args.out}")
-    found = predictions.from_store(source.client, list(scope.runs["run_id"]))
+    found = predictions.from_store(source.client, list(scope.runs["run_id"]), args.protocol)
     target = predictions.companion(args.out)
     if found.save(target):
         print(f"wrote the per-image test predictions of {len(found)} run(s) to {target}")

@@ -19,14 +19,13 @@ from matplotlib.transforms import Bbox
 
 from analysis import plots
 from analysis.claims import verdict_text
-from analysis.paper import PAPER_VQ
 from analysis.plan import SENSITIVITY, Plan
 from analysis.plots import legend_below, probe_vs_ssim_axes, save
 from analysis.stats import CONFIDENCE
 from analysis.tables import (
     DATASET_NAMES,
-    DEFAULT_KL_WEIGHT,
     MLP,
+    SHARED_KNOBS,
     SSIM,
     dataset_rank,
     finished,
@@ -36,9 +35,10 @@ from analysis.tables import (
     paired,
 )
 from analysis.verdicts import PairedTest, decide, holm_family, with_tost
+from benchmark.config import DEFAULT_KL_WEIGHT, PAPER_VQ, paper_vq_text
 
-PAIR_KEYS = ["seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
 COLOURS = {"vae": "tab:blue", "vqvae": "tab:orange"}
+AT_PAPER_D_BETA = f"D={PAPER_VQ['code_dim']}, beta={PAPER_VQ['beta']:g}"  # where the VQ-VAE's K axis is drawn
 
 
 def _vq_centre(runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def _raw(dataset: str, label: str, comparisons: list[tuple[str, float, pd.DataFr
     metric = plan.sensitivity_metric
     rows = []
     for knob, value, vae, vq in comparisons:
-        test, pairs = paired(vae, vq, metric, PAIR_KEYS)
+        test, pairs = paired(vae, vq, metric, SHARED_KNOBS)
         test = with_tost(test, plan.margin(metric))
         rows.append(
             {
@@ -275,7 +275,7 @@ VQ_NAMES = {"num_codes": "K", "code_dim": "D", "beta": "beta"}
 def vq_setting(row: dict) -> str:
     """'K=32' for a point on an axis; the paper's setting for the centre."""
     if row["knob"] == "centre":
-        return "K=512, D=64, beta=0.25 (paper)"
+        return f"{paper_vq_text()} (paper)"
     return f"{VQ_NAMES[row['knob']]}={row['value']:g}"
 
 
@@ -343,7 +343,7 @@ def frontier_plot(runs: pd.DataFrame) -> Figure | None:
     """The frontier figure, laid out and its point labels placed so that no two overlap (see `place_labels`)."""
     done = finished(runs)
     done = done[done["label_embedding"] == "none"]
-    curves = {("vae", "kl_weight"): "VAE along the KL weight", ("vqvae", "num_codes"): "VQ-VAE along K (D=64, beta=0.25)"}
+    curves = {("vae", "kl_weight"): "VAE along the KL weight", ("vqvae", "num_codes"): f"VQ-VAE along K ({AT_PAPER_D_BETA})"}
     datasets = [
         d
         for d in sorted(done["dataset"].unique(), key=dataset_rank)
@@ -351,8 +351,7 @@ def frontier_plot(runs: pd.DataFrame) -> Figure | None:
     ]
     if not datasets:
         return None
-    fig = Figure(figsize=(max(4.8 * len(datasets), 5.5), 4.4), layout="constrained", dpi=plots.DPI)
-    axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+    fig, axes = plots.dataset_panels(datasets, 4.8, 5.5, 4.4, dpi=plots.DPI)
     labels, counts = [], []
     for ax, dataset in zip(axes, datasets):
         here = done[done["dataset"] == dataset]
@@ -487,7 +486,7 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[l
         "### Claim 1 at each VAE KL weight",
         "",
         "The VAE's KL weight is not stated in the paper and decides how far its latents are pulled toward the prior. "
-        "Each row: the VQ-VAE at the paper's K=512, D=64, beta=0.25 minus the VAE at that KL weight, MLP probe, over "
+        f"Each row: the VQ-VAE at the paper's {paper_vq_text()} minus the VAE at that KL weight, MLP probe, over "
         "matched seeds (seed-only t interval: the knob tables do not read per-image predictions).",
     ]
     if kl.empty:
@@ -502,7 +501,7 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[l
         "",
         "### Claim 1 along the VQ-VAE's K, D and beta",
         "",
-        f"Each row: the VQ-VAE one knob away from the paper's K=512, D=64, beta=0.25 minus the VAE at the default KL weight "
+        f"Each row: the VQ-VAE one knob away from the paper's {paper_vq_text()} minus the VAE at the default KL weight "
         f"({DEFAULT_KL_WEIGHT:g}), MLP probe, over matched seeds, in the same family.",
     ]
     if vq.empty:
@@ -518,7 +517,7 @@ def section(runs: pd.DataFrame, figures: Path, out: Path, plan: Plan) -> tuple[l
     section += ["", "### Label information for reconstruction quality", ""]
     if path is None:
         section.append(
-            "Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at D=64, beta=0.25) takes two values in the finished runs."
+            f"Skipped: neither the VAE's KL weight nor the VQ-VAE's K (at {AT_PAPER_D_BETA}) takes two values in the finished runs."
         )
     else:
         made.append(path)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from analysis import plots
 from analysis.plots import COLOURS, legend_below, probe_vs_ssim_axes, save
@@ -72,12 +71,11 @@ def front_figure(table: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | 
     if table.empty:
         return None
     datasets = sorted(table["dataset"].unique(), key=dataset_rank)
-    fig = Figure(figsize=(max(5.0 * len(datasets), 5.5), 4.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+    fig, axes = plots.dataset_panels(datasets, 5.0, 5.5, 4.4)
     for ax, dataset in zip(axes, datasets):
         here = table[table["dataset"] == dataset]
         for (model, label), family in here.groupby(["model", "label_embedding"], sort=True):
-            name = MODEL_NAMES.get(model, model) + (" + label emb." if label != "none" else "")
+            name = plots.family_name(model, label)
             colour = COLOURS.get(model)
             dominated, front = family[~family["on_front"]], family[family["on_front"]].sort_values(SSIM.column)
             if len(dominated):

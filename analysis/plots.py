@@ -17,7 +17,6 @@ from matplotlib.figure import Figure
 from analysis.stats import CONFIDENCE, Estimate, t_interval
 from analysis.tables import (
     DATASET_NAMES,
-    DEFAULT_KL_WEIGHT,
     KNN,
     LINEAR,
     MLP,
@@ -30,6 +29,7 @@ from analysis.tables import (
     dataset_rank,
     finished,
 )
+from benchmark.config import DEFAULT_KL_WEIGHT
 
 KNOBS = {
     "num_codes": "K (codebook size)",
@@ -158,7 +158,7 @@ def _draw_lines(ax, frame: pd.DataFrame, knob: str, measure: Measure) -> list[in
         group = group[group[measure.column].notna()] if measure.column in group else group.iloc[0:0]
         if group.empty:
             continue
-        name = MODEL_NAMES.get(model, model) + (" + label emb." if label == "add" else "")
+        name = family_name(model, label)
         style = {"color": COLOURS.get(model), "marker": MARKERS.get(label, "o"), "label": name}
         if group[knob].nunique() > MAX_LINE_POINTS:
             ax.scatter(group[knob].astype(float), group[measure.column] * scale, s=14, alpha=0.7, **style)
@@ -251,12 +251,11 @@ def ssim_vs_probe_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     if done.empty:
         return None
     datasets = sorted(done["dataset"].unique(), key=dataset_rank)
-    fig = Figure(figsize=(max(4.2 * len(datasets), 5.0), 3.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+    fig, axes = dataset_panels(datasets, 4.2, 5.0, 3.6)
     for ax, dataset in zip(axes, datasets):
         here = done[done["dataset"] == dataset]
         for (model, label), group in _by_model_and_label(here):
-            name = MODEL_NAMES.get(model, model) + (" + label emb." if label == "add" else "")
+            name = family_name(model, label)
             ax.scatter(
                 group[MLP.column] * 100,
                 group[SSIM.column],
@@ -274,6 +273,17 @@ def ssim_vs_probe_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     legend_below(fig, axes)
     suptitle(fig, "Reconstruction (SSIM) against MLP-probe accuracy\none point per run (no interval)")
     return save(fig, path)
+
+
+def dataset_panels(datasets: list[str], panel_width: float, min_width: float, height: float, **figure: object) -> tuple[Figure, np.ndarray]:
+    """One panel per dataset, side by side: the layout every per-dataset figure of the report shares."""
+    fig = Figure(figsize=(max(panel_width * len(datasets), min_width), height), layout="constrained", **figure)
+    return fig, np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)[0])
+
+
+def family_name(model: str, label: str) -> str:
+    """A legend's name for a model family: 'VQ-VAE', or 'VQ-VAE + label emb.' for runs with the label embedding."""
+    return MODEL_NAMES.get(model, model) + (" + label emb." if label == "add" else "")
 
 
 def _by_model_and_label(frame: pd.DataFrame):

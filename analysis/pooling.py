@@ -59,7 +59,8 @@ def violations(runs: pd.DataFrame, refuse: tuple[str, ...]) -> list[str]:
             where = ", ".join(
                 f"{k}={v}"
                 for k, v in zip(keys, cell)
-                if k in ("model", "dataset", "label_embedding", "num_codes", "code_dim", "beta", "kl_weight") and not pd.isna(v)
+                if k in ("model", "dataset", "label_embedding", "num_codes", "code_dim", "beta", "kl_weight", "target_rate")
+                and not pd.isna(v)
             )
             parts = "; ".join(
                 f"{str(v)[:40]}: {', '.join(g['run_id'].astype(str).head(6))}{' ...' if len(g) > 6 else ''}"

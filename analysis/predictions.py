@@ -2,7 +2,7 @@
 turned into per-image paired differences for the two-level interval.
 
 A trial logs `predictions.npz`: `labels` (int, test order) and one int array per probe, `{rep}/{probe}`
-(e.g. `latent/mlp`, `codes/linear`, `pixels/mlp`). An exported batch keeps them beside its CSV as
+(e.g. `latent/mlp`, `codes/linear`, `pixels/mlp`; a probe averaged over R seeded restarts: R rows). An exported batch keeps them beside its CSV as
 `<csv-stem>.predictions.npz`, with keys `{run_id}/labels` and `{run_id}/{rep}/{probe}`.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ARTIFACT = "predictions.npz"
+from benchmark.result_keys import PREDICTIONS_FILE, versioned_predictions_file
+
 METRIC = re.compile(r"^probe/(?P<rep>[a-z]+)/(?P<probe>[a-z]+)_acc$")
 
 
@@ -41,11 +42,13 @@ class Predictions:
         return len(self.by_run)
 
     def correct(self, run_id: str, key: str) -> np.ndarray | None:
-        """1.0 where the probe's prediction equals the label, per test image; None if not recorded."""
+        """1.0 where the probe's prediction equals the label, per test image (a probe of R seeded restarts, one row
+        each: the fraction of them that is right); None if not recorded."""
         found = self.by_run.get(run_id, {})
-        if key not in found or "labels" not in found or len(found[key]) != len(found["labels"]):
+        if key not in found or "labels" not in found or np.shape(found[key])[-1] != len(found["labels"]):
             return None
-        return (found[key] == found["labels"]).astype(float)
+        right = (found[key] == found["labels"]).astype(float)
+        return right.mean(axis=0) if right.ndim == 2 else right
 
     def add_file(self, path: Path) -> None:
         with np.load(path) as data:
@@ -79,13 +82,14 @@ def from_csvs(paths: list[Path]) -> Predictions:
     return found
 
 
-def from_store(client, run_ids: list[str]) -> Predictions:
-    """Each run's `predictions.npz` artifact, where it has one."""
+def from_store(client, run_ids: list[str], protocol: str | None = None) -> Predictions:
+    """Each run's `predictions.npz` artifact (with `protocol`: that protocol's, `predictions_vP.npz`), where it has one."""
     found = Predictions()
+    artifact = PREDICTIONS_FILE if protocol is None else versioned_predictions_file(protocol)
     with tempfile.TemporaryDirectory() as tmp:
         for run_id in run_ids:
             try:
-                local = Path(client.download_artifacts(run_id, ARTIFACT, tmp))
+                local = Path(client.download_artifacts(run_id, artifact, tmp))
             except Exception:  # no artifact (runs logged before predictions existed), or an unreachable artifact store
                 continue
             if local.is_file():

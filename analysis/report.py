@@ -31,11 +31,13 @@ from mlflow.entities import Run
 
 from analysis import claims, knobs, leakage, pareto, plots, pooling, predictions, tables
 from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, SENSITIVITY, Plan, PlanError, deviations, load_plan
-from analysis.runs import RunsError, Source, download_artifact, open_experiment, read_runs_csv, scope_runs
+from analysis.runs import RunsError, Source, add_protocol_option, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
+from benchmark.config import PAPER_TRAINING, paper_vq_text
+from benchmark.error_text import first_line
 from benchmark.outputs import folder_problem
 from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
-from benchmark.tracking import DEFAULT_EXPERIMENT
+from benchmark.tracking.store import DEFAULT_EXPERIMENT
 
 ARTIFACT_DIR = "report"
 RUN_FIGURES = ("reconstructions.png", "tsne.png")
@@ -57,12 +59,12 @@ class Inputs:
     figure_folders: tuple[Path, ...] = ()  # from CSVs: the figures/ folders beside them, where the per-run figures are carried
 
 
-def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None, all_sweeps: bool) -> Inputs:
-    """Read and check a store's runs; raises RunsError (naming the fix) for anything unusable."""
+def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None, all_sweeps: bool, protocol: str | None = None) -> Inputs:
+    """Read and check a store's runs (under probe `protocol` where given); raises RunsError (naming the fix) for anything unusable."""
     source = open_experiment(experiment, tracking_uri)
-    scope = scope_runs(source, parent_run_id, all_sweeps)
+    scope = scope_runs(source, parent_run_id, all_sweeps, protocol)
     _check_finished(scope.runs, f"experiment {source.experiment_name!r}")
-    found = predictions.from_store(source.client, list(tables.finished(scope.runs)["run_id"]))
+    found = predictions.from_store(source.client, list(tables.finished(scope.runs)["run_id"]), protocol)
     return Inputs(source, scope.sweep, scope.runs, scope.outside, f"MLflow store `{source.tracking_uri}`", predictions=found)
 
 
@@ -246,7 +248,7 @@ def _runs_section(runs: pd.DataFrame) -> str:
                 "model": listed["model"].fillna("?"),
                 "dataset": listed["dataset"].fillna("?"),
                 "seed": listed["seed"].astype(str),
-                "error": [str(e).splitlines()[0][:160] if isinstance(e, str) and e else "" for e in listed["error"]],
+                "error": [first_line(e, 160) if isinstance(e, str) else "" for e in listed["error"]],
             }
         )
         text += ["", tables.markdown(frame)]
@@ -282,7 +284,7 @@ def _table1_section(runs: pd.DataFrame) -> list[str]:
         "column; a cell with fewer seeds says its own n), on the metric's own scale, so it can pass 100% or SSIM 1 at small n "
         "(see Intervals); runs repeating a config within a seed are averaged first. "
         "Accuracies in % (probe on the latents: MLP = the paper's feed-forward probe, linear, kNN). "
-        "The paper's numbers (one run each, K=512, D=64, beta=0.25, label embedding `add`, 10 epochs) stand beside every "
+        f"The paper's numbers (one run each, {paper_vq_text()}, label embedding `add`, {PAPER_TRAINING['epochs']} epochs) stand beside every "
         "row of their model and dataset; *vs paper setting* says which rows match that setting. VAE rows have no K or beta "
         "(they mean nothing to a VAE). The *raw pixels* rows are the same probes on the flattened pixels, averaged per seed "
         "over all runs on the dataset: the reference any latent should beat."
@@ -450,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CSV",
         help="build the report from runs CSVs (`python -m analysis.export`) instead of an MLflow store",
     )
+    add_protocol_option(parser)
     parser.add_argument(
         "--plan", type=Path, default=DEFAULT_PLAN, help="the analysis plan (TOML) the report enforces (default: analysis/plans/paper.toml)"
     )
@@ -478,8 +481,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri):
-        print("error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id and --all-sweeps", file=sys.stderr)
+    if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri or args.protocol):
+        print(
+            "error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id, --all-sweeps and --protocol "
+            "(a CSV holds the protocol it was exported with: `python -m analysis.export --protocol P`)",
+            file=sys.stderr,
+        )
         return 2
     out = args.out.resolve()
     try:
@@ -490,7 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if problem := folder_problem(out):
             raise RunsError(f"--out {args.out}: {problem}; pass a folder that can be written")
-        inputs = gather_csv(args.runs) if args.runs else gather(args.experiment, args.tracking_uri, args.parent_run_id, args.all_sweeps)
+        inputs = (
+            gather_csv(args.runs)
+            if args.runs
+            else gather(args.experiment, args.tracking_uri, args.parent_run_id, args.all_sweeps, args.protocol)
+        )
         check_pooling(inputs, plan, args.allow_pooling)
         out.mkdir(parents=True, exist_ok=True)
     except RunsError as err:

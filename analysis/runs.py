@@ -11,6 +11,7 @@ switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on the
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
 from dataclasses import dataclass, fields
@@ -21,13 +22,15 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.config import MODELS, TrialConfig
-from benchmark.tracking import TrackingError, check_reachable, resolve_tracking_uri
+from benchmark.config import DEFAULT_CAPACITY_WEIGHT, MODELS, TrialConfig
+from benchmark.error_text import first_line
+from benchmark.result_keys import protocol_view
+from benchmark.tracking.store import TrackingError, check_reachable, resolve_tracking_uri
 
 ROLE_TAG = "vqbench.role"
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 CONFIG_TYPES = {f.name: f.type for f in fields(TrialConfig)}
-VAE_ONLY = ("kl_weight",)
+VAE_ONLY = ("kl_weight", "target_rate", "capacity_weight")
 VQ_ONLY = ("num_codes", "beta", "ema", "ema_decay", "restart_dead_codes")
 TAG_COLUMNS = {
     "vqbench.error": "error",
@@ -69,7 +72,11 @@ TEXT_COLUMNS = (
     "dataset.root",
 )  # never typed as numbers (a hash may be all digits)
 # Config fields added after runs were published, with the value that describes the runs logged before them.
-LATER_CONFIG = {"train_probe_every": 0}  # a runs CSV exported before these existed lacks them
+LATER_CONFIG = {
+    "train_probe_every": 0,
+    "target_rate": 0.0,
+    "capacity_weight": DEFAULT_CAPACITY_WEIGHT,
+}  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
 FRONT = ["experiment", "sweep", "run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
@@ -113,44 +120,94 @@ def open_experiment(experiment: str, tracking_uri: str | None = None) -> Source:
             names = sorted(e.name for e in client.search_experiments())
     except MlflowException as err:
         raise RunsError(
-            f"cannot read the MLflow store {uri} ({_first_line(err)}): check --tracking-uri and that the store/server is up"
+            f"cannot read the MLflow store {uri} ({first_line(err, 300)}): check --tracking-uri and that the store/server is up"
         ) from None
     except Exception as err:  # network errors, a corrupt database
-        raise RunsError(f"cannot reach the MLflow store {uri} ({type(err).__name__}: {_first_line(err)}): check --tracking-uri") from None
+        raise RunsError(
+            f"cannot reach the MLflow store {uri} ({type(err).__name__}: {first_line(err, 300)}): check --tracking-uri"
+        ) from None
     if found is None:
         known = ", ".join(names) if names else "none"
         raise RunsError(f"experiment {experiment!r} not found in {uri}: pass --experiment with one of: {known}")
     return Source(client, uri, found.experiment_id, found.name)
 
 
-def load_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+def load_runs(experiment: str, tracking_uri: str | None = None, protocol: str | None = None) -> pd.DataFrame:
     """Every trial run of an experiment: typed config, final metrics, status and error.
 
     Columns: run_id, parent_run_id, run_name, status, error, start_time, end_time, the
     config (model, dataset, seed, num_codes, ...), config_id, leaks_label, device,
     git_commit, then one column per metric under its MLflow name ("recon/ssim", ...).
     Accuracies are fractions. K, beta (and the EMA switches) are NA for VAE rows and the
-    KL weight for VQ-VAE rows. Raises RunsError for an unknown experiment or store.
+    KL weight for VQ-VAE rows. With `protocol`, each run's `probe/*` metrics and `probe.*` settings are those of that
+    probe protocol (`protocol_rows`). Raises RunsError for an unknown experiment or store.
     """
-    return runs_frame(open_experiment(experiment, tracking_uri))
+    return runs_frame(open_experiment(experiment, tracking_uri), protocol)
 
 
-def runs_frame(source: Source) -> pd.DataFrame:
+def runs_frame(source: Source, protocol: str | None = None) -> pd.DataFrame:
     runs = _search(source, f"tags.`{ROLE_TAG}` = 'trial'")
+    if protocol is not None:
+        check_protocol_held(runs, protocol)
     parents = {run.info.run_id: run for run in sweep_runs(source)}
     sweeps = {run_id: run.info.run_name for run_id, run in parents.items()}
+    data = [_data(run, protocol) for run in runs]
     rows = [
-        {"experiment": source.experiment_name, "sweep": sweeps.get(run.data.tags.get("mlflow.parentRunId")), **_row(run)} for run in runs
+        {"experiment": source.experiment_name, "sweep": sweeps.get(run.data.tags.get("mlflow.parentRunId")), **_row(run, *found)}
+        for run, found in zip(runs, data)
     ]
     for row in rows:  # a trial without the plan tags inherits its sweep's registration
         parent = parents.get(row["parent_run_id"])
         for tag, column in (("vqbench.plan", "plan"), ("vqbench.plan_hash", "plan_hash")):
             if row.get(column) is None and parent is not None:
                 row[column] = parent.data.tags.get(tag)
-    metric_names = sorted({name for run in runs for name in run.data.metrics})
+    metric_names = sorted({name for metrics, _ in data for name in metrics})
     # Params beyond TrialConfig's (the probe settings, or keys a newer TrialConfig may add).
-    extra = sorted({key for run in runs for key in run.data.params} - set(CONFIG_TYPES))
+    extra = sorted({key for _, params in data for key in params} - set(CONFIG_TYPES))
     return typed_runs(pd.DataFrame(rows, columns=_columns(extra, metric_names)))
+
+
+def as_protocol(run: Run, protocol: str) -> tuple[dict[str, float], dict[str, str]] | None:
+    """The run's metrics and params as probe protocol `protocol` scored it: that protocol's under the plain names
+    (`probe/*`, `probe.*`), every protocol's versioned ones left out; None where it holds no such metrics."""
+    view = protocol_view(run.data.metrics, run.data.params, protocol)
+    if view is None:
+        return None
+    metrics, params = _without_probes(run)
+    return {**metrics, **view[0]}, {**params, **view[1]}
+
+
+def _without_probes(run: Run) -> tuple[dict[str, float], dict[str, str]]:
+    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(("probe/", "probe_v"))}
+    params = {k: v for k, v in run.data.params.items() if not k.startswith(("probe.", "probe_v"))}
+    return metrics, params
+
+
+def add_protocol_option(parser: argparse.ArgumentParser) -> None:
+    """`--protocol P`, the same for every command that reads a store."""
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        metavar="P",
+        help="read every run's probe metrics and predictions as probe protocol P scored them (trained under it, or re-probed "
+        "by `python -m benchmark.reprobe`); a finished run without them is an error (default: each run's own protocol)",
+    )
+
+
+def check_protocol_held(runs: list[Run], protocol: str) -> None:
+    """Refuse, rather than drop, finished runs that hold no metrics of `protocol`: a table that silently lost its
+    un-reprobed runs would change its n without a word."""
+    missing = [
+        run.info.run_name or run.info.run_id
+        for run in runs
+        if run.info.status == "FINISHED" and "vqbench.stopped_at_epoch" not in run.data.tags and as_protocol(run, protocol) is None
+    ]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise RunsError(
+            f"{len(missing)} finished run(s) hold no probe protocol {protocol} metrics ({shown}): re-probe them under it with "
+            "`python -m benchmark.reprobe --experiment NAME --tracking-uri URI`, or leave out --protocol"
+        )
 
 
 def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
@@ -161,7 +218,7 @@ def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise RunsError(
-                f"cannot read runs CSV {path} ({type(err).__name__}: {_first_line(err)}): pass a file written by `python -m analysis.export`"
+                f"cannot read runs CSV {path} ({type(err).__name__}: {first_line(err, 300)}): pass a file written by `python -m analysis.export`"
             ) from None
         check_runs_csv(frame, path)
         frames.append(frame)
@@ -244,10 +301,11 @@ class Scope:
     outside: int  # trial runs of the experiment in other sweeps
 
 
-def scope_runs(source: Source, parent_run_id: str | None, all_sweeps: bool) -> Scope:
-    """The latest sweep's trials (or the given sweep's, or every sweep's); RunsError when there are none."""
+def scope_runs(source: Source, parent_run_id: str | None, all_sweeps: bool, protocol: str | None = None) -> Scope:
+    """The latest sweep's trials (or the given sweep's, or every sweep's), under `protocol` where given; RunsError
+    when there are none."""
     sweep = pick_sweep(source, parent_run_id)
-    every = runs_frame(source)
+    every = runs_frame(source, protocol)
     runs = every if all_sweeps or sweep is None else every[every["parent_run_id"] == sweep.info.run_id]
     if runs.empty:
         where = f"experiment {source.experiment_name!r}" + (f", sweep run {sweep.info.run_id}" if sweep and not all_sweeps else "")
@@ -318,15 +376,19 @@ def _experiment_by_id(client: MlflowClient, experiment_id: str):
         return None
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:300]
-
-
 def _columns(extra_params: list[str], metric_names: list[str]) -> list[str]:
     return FRONT + list(CONFIG_TYPES) + extra_params + ["config_id", "leaks_label", "device", "git_commit", *LATER_TAGS] + metric_names
 
 
-def _row(run: Run) -> dict[str, object]:
+def _data(run: Run, protocol: str | None) -> tuple[dict[str, float], dict[str, str]]:
+    """The run's metrics and params; with `protocol`, as that protocol scored it, and without probe metrics where it
+    holds none of that protocol's (a run that never finished: finished ones are refused first)."""
+    if protocol is None:
+        return run.data.metrics, run.data.params
+    return as_protocol(run, protocol) or _without_probes(run)
+
+
+def _row(run: Run, metrics: dict[str, float], params: dict[str, str]) -> dict[str, object]:
     tags, info = run.data.tags, run.info
     row: dict[str, object] = {
         "run_id": info.run_id,
@@ -337,11 +399,11 @@ def _row(run: Run) -> dict[str, object]:
         "end_time": info.end_time,
     }
     row.update({column: tags.get(tag) for tag, column in TAG_COLUMNS.items()})
-    row.update({key: value for key, value in run.data.params.items()})
+    row.update(params)
     for tag, column in TAG_FALLBACKS.items():
         if row.get(column) is None:
             row[column] = tags.get(tag)
-    row.update(run.data.metrics)
+    row.update(metrics)
     return row
 
 
@@ -363,6 +425,10 @@ def _typed(frame: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
         frame.loc[is_vae, column] = pd.NA
     for column in VAE_ONLY:
         frame.loc[is_vq, column] = pd.NA
+    # a VAE has either a KL weight or a target rate (with its gamma): the other knobs mean nothing for it
+    rate_matched = is_vae & (frame["target_rate"].fillna(0) > 0)
+    frame.loc[rate_matched, "kl_weight"] = pd.NA
+    frame.loc[is_vae & ~rate_matched, ["target_rate", "capacity_weight"]] = pd.NA
     return frame.sort_values(["dataset", "model", "label_embedding", "seed", "start_time"], na_position="last", ignore_index=True)
 
 

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 from scipy import stats
 
-CONFIDENCE = 0.95
+CONFIDENCE = 0.95  # every interval the analysis reports, and the verdicts' tests
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-CONFIDENCE = 0.95
+from analysis.stats import CONFIDENCE
+
 ALPHA = 0.05
 MIN_SEEDS = 3
 MIN_N = 5  # the paper plan's minimum n for a verdict (`analysis.plan`); MIN_SEEDS is perf.precision_check's
