@@ -4,7 +4,7 @@
     python -m perf.cluster_scale --trials 1000
 
 A `ray.cluster_utils.Cluster` (a head and two more nodes, 1 CPU each) runs trials that train
-nothing but make a real trial's tracking traffic through `benchmark.tracking.TrialRun` (a child
+nothing but make a real trial's tracking traffic through `benchmark.tracking.runs.TrialRun` (a child
 run with its tags and params, one metrics batch and a Tune report with a checkpoint per epoch,
 final metrics and three artifacts) against one `mlflow server` on 127.0.0.1 (sqlite, artifacts
 proxied), as on a cluster's head. Each trial times its own calls; trials are grouped by start
@@ -42,7 +42,8 @@ def scale_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     from benchmark.config import TrialConfig
-    from benchmark.tracking import TrackingTarget, TrialRun
+    from benchmark.tracking.runs import TrialRun
+    from benchmark.tracking.store import TrackingTarget
 
     trial = TrialConfig.from_dict({"model": "vqvae", "dataset": "digits", "seed": config["i"], "epochs": EPOCHS})
     started = time.time()
@@ -128,7 +129,8 @@ def run(folder: Path, trials: int, nodes: int, server_workers: int) -> tuple[flo
     from ray import tune
     from ray.cluster_utils import Cluster
 
-    from benchmark.tracking import ensure_experiment, start_sweep_run
+    from benchmark.tracking.runs import start_sweep_run
+    from benchmark.tracking.store import ensure_experiment
 
     port = free_port()
     server = start_server(folder, port, server_workers)

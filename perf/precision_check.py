@@ -24,7 +24,7 @@ import torch
 
 from analysis.runs import CONFIG_TYPES, RunsError, read_runs_csv
 from analysis.verdicts import MIN_SEEDS, paired_test
-from benchmark.config import TrialConfig
+from benchmark.config import TEST_HOOKS, TrialConfig
 from benchmark.data import DATA_DIR_ENV
 from benchmark.trial import run_trial
 from perf.record import Options, available_cores, write_record
@@ -43,14 +43,14 @@ class Check:
 
 CHECKS = (Check("probe/latent/mlp_acc", 0.005, False), Check("recon/ssim", 0.03, False), Check("recon/mse", 0.10, True))
 # A trial's identity without its precision: the pairs compared.
-PAIR_KEYS = [key for key in CONFIG_TYPES if key not in ("precision", "fail_at_epoch", "train_probe_every")]
+IDENTITY_KEYS = [key for key in CONFIG_TYPES if key not in ("precision", "train_probe_every", *TEST_HOOKS)]
 
 
 def compare(runs: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:
     """Figures and verdicts per model and check, from one row per finished trial."""
     figures: dict[str, float] = {}
     verdicts: dict[str, str] = {}
-    pair = runs[PAIR_KEYS].astype(object).map(str).agg("|".join, axis=1)  # NA knobs (K of a VAE) would drop out of an index
+    pair = runs[IDENTITY_KEYS].astype(object).map(str).agg("|".join, axis=1)  # NA knobs (K of a VAE) would drop out of an index
     for model, frame in runs.assign(pair=pair).groupby("model"):
         wide = frame.pivot_table(index="pair", columns="precision", values=[c.metric for c in CHECKS] + [TRAIN_S]).dropna(how="any")
         for check in CHECKS:

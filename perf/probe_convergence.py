@@ -1,4 +1,4 @@
-"""Are the probes converged? Protocol 3's probes against longer or tighter versions of themselves, per representation.
+"""Are the probes converged? The protocol's probes against longer or tighter versions of themselves, per representation.
 
     python -m perf.probe_convergence                       # paper-config VAE and VQ-VAE, 10 epochs, real MNIST
     python -m perf.probe_convergence --models-from runs/*/model.pt   # probe trained models (a trial's model.pt), any number
@@ -7,10 +7,11 @@
 Trains each model for `--epochs` (or reads trained ones: every kind the studies produce, several seeds), encodes
 both splits, then probes every representation (the VAE's posterior means, the VQ-VAE's quantized vectors and code
 indices, raw pixels):
-- MLP: the protocol's probe (learning rate and weight decay from its grid on the held-out split, learning-rate
-  cuts at held-out plateaus, best held-out epoch kept) against the same member on a fixed cosine schedule
-  `--factor` times as long, last epoch kept; and `--restarts` seeded restarts of the chosen member, whose spread
-  (max - min test accuracy) says whether one restart is enough.
+- MLP: the protocol's probe (learning rate and weight decay from its grid on the held-out split, its fixed cosine
+  budget, last epoch kept) against the same member on a cosine schedule `--factor` times as long; and `--restarts`
+  seeded restarts of the chosen member, whose spread (max - min test accuracy) says whether one restart is enough;
+  with `--grid`, every member of protocol 3's 2 x 2 grid on the same budget, to show whether the one member the
+  protocol fixes gives up anything against a per-trial grid.
 - linear: the L-BFGS probe (convex: converged means its tolerance) against the same L2 strength solved 10x tighter (100x is below what float32 resolves: it stalls)
   with 4x the iteration cap; its iterations, gradient norm and cap flag.
 Differences in points; only the train split (and its held-out share) chooses anything. Representations are
@@ -29,16 +30,19 @@ from torch import nn
 
 from benchmark.config import TrialConfig
 from benchmark.data import load_dataset
-from benchmark.evaluate import represent_split
-from benchmark.probe import (
+from benchmark.evaluation.evaluate import represent_split
+from benchmark.evaluation.probe import (
     MLP_HIDDEN,
+    REFERENCE_MLP_GRID,
     ProbeSettings,
     accuracy,
     fit_logistic,
     linear_probe,
     linear_scores,
+    mlp_member,
     mlp_probe,
     predict_scores,
+    restart_seed,
     standardise,
     train_classifier,
 )
@@ -53,32 +57,62 @@ def timed(call):
     return call(), time.perf_counter() - start
 
 
-def mlp_figures(train_x, train_y, test_x, test_y, classes, seed, settings, num_codes, factor, restarts) -> dict[str, float]:
+def mlp_figures(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    classes,
+    seed,
+    settings,
+    num_codes,
+    factor,
+    restarts,
+    grid: tuple[tuple[float, ...], tuple[float, ...]],
+) -> dict[str, float]:
     (fitted, lr, weight_decay), spent = timed(lambda: mlp_probe(train_x, train_y, classes, seed, settings, num_codes))
     acc = accuracy(predict_scores(fitted.net, test_x), test_y)
-    chosen = dataclasses.replace(settings, lr=lr, weight_decay=weight_decay)
-    fixed = dataclasses.replace(chosen, max_epochs=factor * fitted.epochs_run, patience=0)
-    long, long_spent = timed(lambda: train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed, fixed, num_codes))
+    chosen = mlp_member(settings, lr, weight_decay)
+    longer = dataclasses.replace(chosen, max_epochs=factor * fitted.epochs_run)
+    long, long_spent = timed(lambda: train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed, longer, num_codes))
     long_acc = accuracy(predict_scores(long.net, test_x), test_y)
     again = [
         accuracy(
-            predict_scores(train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed + 1000 * r, chosen, num_codes).net, test_x), test_y
+            predict_scores(train_classifier(train_x, train_y, classes, MLP_HIDDEN, restart_seed(seed, r), chosen, num_codes).net, test_x),
+            test_y,
         )
         for r in range(1, restarts)
     ]
-    spread = 100 * (max([acc, *again]) - min([acc, *again]))
-    return {
-        "early_acc": acc,
-        "early_epochs": float(fitted.epochs_run),
-        "early_s": spent,
+    runs = [acc, *again]
+    figures = {
+        "probe_acc": acc,
+        "probe_epochs": float(fitted.epochs_run),
+        "probe_s": spent,
         "lr": lr,
         "weight_decay": weight_decay,
-        "fixed_acc": long_acc,
-        "fixed_epochs": float(long.epochs_run),
-        "fixed_s": long_spent,
+        "long_acc": long_acc,
+        "long_epochs": float(long.epochs_run),
+        "long_s": long_spent,
         "diff_points": 100 * (acc - long_acc),
-        "restart_spread_points": spread,
+        "restart_spread_points": 100 * (max(runs) - min(runs)),
+        "restart_mean_acc": sum(runs) / len(runs),
     }
+    # the reference grid, each member on the protocol's budget: which one the held-out split would pick (a tie: the
+    # protocol's own member, then the grid's order), and its test accuracy
+    members = {(lr, weight_decay): (fitted.held_acc, acc)}
+    for member_lr in grid[0]:
+        for member_wd in grid[1]:
+            if (member_lr, member_wd) not in members:
+                member = mlp_member(settings, member_lr, member_wd)
+                other = train_classifier(train_x, train_y, classes, MLP_HIDDEN, seed, member, num_codes)
+                members[member_lr, member_wd] = (other.held_acc, accuracy(predict_scores(other.net, test_x), test_y))
+    for (member_lr, member_wd), (held, test) in members.items():
+        figures[f"grid/lr{member_lr:g}-wd{member_wd:g}/held_acc"] = held
+        figures[f"grid/lr{member_lr:g}-wd{member_wd:g}/test_acc"] = test
+    best = max(members, key=lambda m: members[m][0])
+    figures["grid_best_acc"] = members[best][1]
+    figures["grid_diff_points"] = 100 * (acc - members[best][1])
+    return figures
 
 
 def linear_figures(train_x, train_y, test_x, test_y, classes, seed, settings, num_codes) -> dict[str, float]:
@@ -122,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     options.sized("--dataset", "mnist", "digits", "dataset")
     options.sized("--epochs", 10, 1, "autoencoder training epochs (the paper's 10)")
     options.sized("--models", ("vae", "vqvae"), ("vqvae",), "models to train and probe")
-    options.add_argument("--factor", type=int, default=4, help="the fixed schedule's length over the early-stopped run's (default: 4)")
+    options.add_argument("--factor", type=int, default=4, help="the longer schedule's length over the protocol's (default: 4)")
     options.sized("--restarts", 3, 2, "seeded restarts of the chosen MLP probe, for their spread")
+    options.add_argument(
+        "--grid",
+        action="store_true",
+        help="also fit every member of protocol 3's MLP grid (REFERENCE_MLP_GRID): the held-out choice and its test accuracy",
+    )
+    options.add_argument("--no-pixels", dest="pixels", action="store_false", help="leave raw pixels out (another process probes them)")
     options.add_argument("--seed", type=int, default=0, help="trial and probe seed (default: 0)")
     options.add_argument("--threads", type=int, default=available_cores(), help="torch threads (default: all cores)")
     options.add_argument(
@@ -143,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = ProbeSettings()
     if args.tiny:  # one grid member, short schedules: a run of seconds
         settings = dataclasses.replace(
-            settings, max_epochs=4, mlp_lrs=settings.mlp_lrs[:1], mlp_weight_decays=settings.mlp_weight_decays[:1]
+            settings, max_epochs=4, mlp_epochs=4, mlp_lrs=settings.mlp_lrs[:1], mlp_weight_decays=settings.mlp_weight_decays[:1]
         )
     representations = {}
     for config, model in trained_models(args, saved, data, device):
@@ -152,20 +192,23 @@ def main(argv: list[str] | None = None) -> int:
         representations[f"{config.name}/latent"] = (*standardise(train["latent"], test["latent"]), None)
         if "codes" in train:
             representations[f"{config.name}/codes"] = (train["codes"], test["codes"], config.num_codes)
-    representations["pixels"] = (*standardise(data.train_x.flatten(1).float(), data.test_x.flatten(1).float()), None)
+    if args.pixels:
+        representations["pixels"] = (*standardise(data.train_x.flatten(1).float(), data.test_x.flatten(1).float()), None)
 
     figures: dict[str, float] = {}
     print(f"{args.dataset}, seed {args.seed}, {args.threads} thread(s), {device}; probe protocol {settings.protocol}")
     print(f"{'representation':44} {'probe':6} {'acc':>6} {'epochs/iters':>12} {'s':>6} {'longer':>6} {'s':>6} {'diff':>6} {'spread':>6}")
     for name, (train_x, test_x, num_codes) in representations.items():
         common = (train_x, data.train_y, test_x, data.test_y, data.num_classes, args.seed, settings, num_codes)
-        mlp = mlp_figures(*common, args.factor, args.restarts)
+        grid = REFERENCE_MLP_GRID if args.grid else ((), ())
+        mlp = mlp_figures(*common, args.factor, args.restarts, grid)
         linear = linear_figures(*common)
         figures.update({f"{name}/mlp/{k}": v for k, v in mlp.items()})
         figures.update({f"{name}/linear/{k}": v for k, v in linear.items()})
         print(
-            f"{name:44} {'mlp':6} {100 * mlp['early_acc']:6.2f} {mlp['early_epochs']:12.0f} {mlp['early_s']:6.1f} "
-            f"{100 * mlp['fixed_acc']:6.2f} {mlp['fixed_s']:6.1f} {mlp['diff_points']:+6.2f} {mlp['restart_spread_points']:6.2f}"
+            f"{name:44} {'mlp':6} {100 * mlp['probe_acc']:6.2f} {mlp['probe_epochs']:12.0f} {mlp['probe_s']:6.1f} "
+            f"{100 * mlp['long_acc']:6.2f} {mlp['long_s']:6.1f} {mlp['diff_points']:+6.2f} {mlp['restart_spread_points']:6.2f}"
+            + (f"  grid's pick {100 * mlp['grid_best_acc']:.2f} ({mlp['grid_diff_points']:+.2f})" if args.grid else "")
         )
         flag = " capped" if linear["capped"] else ""
         print(
@@ -174,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     figures["worst_abs_diff_points"] = max(abs(v) for k, v in figures.items() if k.endswith("/diff_points"))
     figures["worst_restart_spread_points"] = max(v for k, v in figures.items() if k.endswith("/restart_spread_points"))
+    figures["worst_abs_grid_diff_points"] = max(abs(v) for k, v in figures.items() if k.endswith("/grid_diff_points"))
     print(
         f"largest |probe - longer or tighter|: {figures['worst_abs_diff_points']:.2f} points; "
-        f"largest spread of {args.restarts} MLP restarts: {figures['worst_restart_spread_points']:.2f} points"
+        f"largest spread of {args.restarts} MLP restarts: {figures['worst_restart_spread_points']:.2f} points; "
+        f"largest |MLP - the reference grid's held-out pick|: {figures['worst_abs_grid_diff_points']:.2f} points"
     )
     write_record(args, figures, str(device))
     return 0

@@ -19,7 +19,7 @@ import torch
 from scipy.stats import spearmanr
 
 from benchmark.config import TrialConfig
-from benchmark.train_probe import LINEAR_ACC, SSIM
+from benchmark.evaluation.train_probe import LINEAR_ACC, SSIM
 from benchmark.trial import run_trial
 from perf.record import Options, write_record
 
@@ -29,7 +29,7 @@ VQ = [{"num_codes": k} for k in (16, 64, 256, 1024)] + [{"num_codes": 64, "code_
 
 
 def grid(dataset: str, epochs: int, size: int) -> list[TrialConfig]:
-    """The first `size` configs of each family, around D=64, KL weight 0.01, beta 0.25."""
+    """The first `size` configs of each family, around the config's defaults (the paper's D and beta, the default KL weight)."""
     return [TrialConfig.from_dict({"model": "vae", "dataset": dataset, "epochs": epochs, **c}) for c in VAE[:size]] + [
         TrialConfig.from_dict({"model": "vqvae", "dataset": dataset, "epochs": epochs, **c}) for c in VQ[:size]
     ]

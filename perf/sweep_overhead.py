@@ -33,7 +33,7 @@ EXPERIMENT = "perf-overhead"
 def import_seconds() -> float:
     """What a fresh Ray actor pays before its first trial: importing the trainable."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import benchmark.tune_trial"], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-c", "import benchmark.sweep.trainable"], cwd=REPO, check=True)
     return time.perf_counter() - start
 
 

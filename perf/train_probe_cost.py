@@ -1,4 +1,4 @@
-"""Seconds of the per-epoch probe (benchmark/train_probe.py) against one training epoch, on MNIST-sized tensors.
+"""Seconds of the per-epoch probe (benchmark/evaluation/train_probe.py) against one training epoch, on MNIST-sized tensors.
 
     python -m perf.train_probe_cost               # both models, 60,000 synthetic images, 1 thread: ~3 min
     python -m perf.train_probe_cost --threads 2
@@ -18,8 +18,8 @@ import sys
 
 import torch
 
+from benchmark.evaluation.train_probe import train_probe
 from benchmark.train import init_state, pick_device, to_device, train_epoch
-from benchmark.train_probe import train_probe
 from perf.measure import interleaved, median
 from perf.record import Options, write_record
 from perf.workload import paper_config, synthetic_dataset

@@ -9,7 +9,7 @@ process wall time - training time + training time x trial_epochs / epochs. Trial
 of a layout = sum over its concurrent processes of 3600 / extrapolated seconds.
 Both precisions run in the same run, fp32 as the reference, taking turns within each layout
 so that a machine whose load drifts slows both alike; the pixel probes are computed into this
-machine's cache (`benchmark.pixel_probes`) before anything is timed, as a sweep finds them
+machine's cache (`benchmark.evaluation.pixel_probes`) before anything is timed, as a sweep finds them
 after its first trials. The layout answer is what `python -m benchmark.sweep --cpus-per-trial`
 should default to.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmark.config import PRECISIONS
 from benchmark.data import load_dataset
-from benchmark.pixel_probes import pixel_probes
+from benchmark.evaluation.pixel_probes import pixel_probes
 from benchmark.train import pick_device, to_device
 from perf.record import REPO, Options, available_cores, write_record
 from perf.workload import real_data_dir

@@ -1,4 +1,4 @@
-"""What the perf scripts train: the paper's models (K=512, D=64, batch 64, Adam 1e-3) on synthetic data.
+"""What the perf scripts train: the paper's models (`benchmark.config.PAPER_VQ`, `PAPER_TRAINING`) on synthetic data.
 
 Random uint8 images of a real dataset's shape cost what real ones cost (every layer is
 dense), and need no download; scripts that measure accuracy or evaluation use real data.
@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from benchmark.config import TrialConfig
+from benchmark.config import PAPER_TRAINING, PAPER_VQ, TrialConfig
 from benchmark.data import DATA_DIR_ENV, Dataset
 from perf.record import REPO
 
@@ -21,7 +21,14 @@ SHAPES = {"mnist": (1, "mnist"), "cifar": (3, "cifar10")}
 def paper_config(model: str, shape: str = "mnist", **overrides: object) -> TrialConfig:
     """The paper's configuration; `from_dict` applies the project's per-dataset presets."""
     return TrialConfig.from_dict(
-        {"model": model, "dataset": SHAPES[shape][1], "num_codes": 512, "code_dim": 64, "batch_size": 64, "lr": 1e-3, **overrides}
+        {
+            "model": model,
+            "dataset": SHAPES[shape][1],
+            **PAPER_VQ,
+            "batch_size": PAPER_TRAINING["batch_size"],
+            "lr": PAPER_TRAINING["lr"],
+            **overrides,
+        }
     )
 
 
