@@ -17,11 +17,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VQBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_user_caches(tmp_path_factory):
+    """Module- and session-scoped fixtures are set up before the per-test caches below: they get
+    these, so nothing a test runs ever reads or writes the user's ~/.cache."""
+    from benchmark.evaluation.pixel_probes import CACHE_ENV as PIXELS
+    from benchmark.image_folder import CACHE_ENV as IMAGES
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PIXELS, str(tmp_path_factory.mktemp("session-pixel-probes")))
+        patch.setenv(IMAGES, str(tmp_path_factory.mktemp("session-image-folders")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def pixel_probe_cache(tmp_path_factory, monkeypatch) -> Path:
     """Each test its own empty pixel-probe cache: none writes to ~/.cache, none sees another's results.
     Sweeps and Ray workers the test starts inherit it through the environment."""
-    from benchmark.pixel_probes import CACHE_ENV
+    from benchmark.evaluation.pixel_probes import CACHE_ENV
 
     folder = tmp_path_factory.mktemp("pixel-probes")
     monkeypatch.setenv(CACHE_ENV, str(folder))
@@ -81,18 +94,25 @@ class MlflowServer:
     folder: Path
     port: int
     process: subprocess.Popen | None = None
+    admin_password: str | None = None  # set: MLflow's basic-auth app, its admin `admin` with this password
 
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        env = dict(os.environ)
+        if self.admin_password is not None:
+            from cluster.tracking_server import ADMIN, auth_env
+
+            env.update(auth_env(self.folder, ADMIN, self.admin_password))
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "mlflow",
                 "server",
+                *(["--app-name", "basic-auth"] if self.admin_password is not None else []),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -106,6 +126,7 @@ class MlflowServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.folder / "server.log", "a"),
+            env=env,
             start_new_session=True,
         )
         deadline = time.time() + 240  # a cold mlflow import on a busy 2-core machine is slow
@@ -122,7 +143,10 @@ class MlflowServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        os.killpg(self.process.pid, 15)
+        try:
+            os.killpg(self.process.pid, 15)
+        except ProcessLookupError:  # it died on its own (a failed start)
+            pass
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -134,6 +158,15 @@ class MlflowServer:
 @pytest.fixture
 def mlflow_server(tmp_path):
     server = MlflowServer(tmp_path, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mlflow_auth_server(tmp_path):
+    """The same server behind MLflow's basic-auth app, as on a cluster's head."""
+    server = MlflowServer(tmp_path, free_port(), admin_password="a-test-password-" + os.urandom(6).hex())
     server.start()
     yield server
     server.stop()

@@ -35,6 +35,7 @@ from analysis.report import main as report_main
 from analysis.stats import t_interval
 from analysis.verdicts import holm
 from benchmark.config import TrialConfig
+from benchmark.tracking.runs import trial_tags
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = load_plan(DEFAULT_PLAN)
@@ -129,17 +130,7 @@ class Store:
         **overrides,
     ) -> str:
         config = TrialConfig.from_dict({"epochs": 10, **overrides})
-        tags = {
-            "mlflow.parentRunId": parent,
-            "vqbench.role": "trial",
-            "vqbench.model": config.model,
-            "vqbench.dataset": config.dataset,
-            "vqbench.label_embedding": config.label_embedding,
-            "vqbench.leaks_label": str(config.leaks_label).lower(),
-            "vqbench.config_id": config.config_id,
-            "vqbench.device": "cpu",
-            "vqbench.git_commit": "abc123",
-        }
+        tags = {**trial_tags(config, parent, "cpu"), "vqbench.git_commit": "abc123"}
         if error:
             tags["vqbench.error"] = error
         if stopped_at is not None:
@@ -321,6 +312,26 @@ def test_load_runs_types_and_columns(store, paper_runs):
     assert runs.loc[runs["label_embedding"] == "add", "leaks_label"].all()
     row = runs[(runs["status"] == "FINISHED")].iloc[0]
     assert math.isclose(row["train/loss"], 1 / 3)  # the last epoch's value
+
+
+def test_a_rate_matched_vae_has_a_target_rate_and_no_kl_weight_and_old_csvs_read(paper_runs, tmp_path):
+    from analysis.runs import read_runs_csv, write_runs_csv
+
+    write_runs_csv(paper_runs, tmp_path / "all.csv")
+    raw = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False, na_values=[""])
+    matched = raw.index[raw["model"] == "vae"][0]
+    raw.loc[matched, ["target_rate", "run_id"]] = ["40", "rate-matched-run"]
+    raw.to_csv(tmp_path / "rate.csv", index=False)
+    runs = read_runs_csv([tmp_path / "rate.csv"])
+    row = runs[runs["run_id"] == "rate-matched-run"].iloc[0]
+    assert row["target_rate"] == 40 and row["capacity_weight"] == 100 and pd.isna(row["kl_weight"])
+    others = runs[runs["run_id"] != "rate-matched-run"]
+    assert others["target_rate"].isna().all() and others["capacity_weight"].isna().all()  # a KL-weight VAE, or a VQ-VAE
+    assert others.loc[others["model"] == "vae", "kl_weight"].notna().all()
+    # a CSV exported before the rate-matched VAE existed: every VAE in it is a KL-weight VAE
+    raw.drop(columns=["target_rate", "capacity_weight"]).drop(index=matched).to_csv(tmp_path / "old.csv", index=False)
+    old = read_runs_csv([tmp_path / "old.csv"])
+    assert old["target_rate"].isna().all() and old.loc[old["model"] == "vae", "kl_weight"].notna().all()
 
 
 def test_load_runs_bad_input(store, tmp_path):
@@ -808,13 +819,16 @@ def test_report_header_names_precisions_and_warns_when_runs_were_probed_differen
 
 
 def test_a_runs_csv_exported_before_a_config_field_existed_still_reads(paper_runs, tmp_path):
-    from analysis.runs import LATER_CONFIG, read_runs_csv, write_runs_csv
+    from analysis.runs import LATER_CONFIG, VAE_ONLY, read_runs_csv, write_runs_csv
 
     path = tmp_path / "old.csv"
     write_runs_csv(paper_runs.drop(columns=list(LATER_CONFIG)), path)
     old = read_runs_csv([path])
     for column, before in LATER_CONFIG.items():
-        assert (old[column] == before).all()
+        if column in VAE_ONLY:  # a rate-matched VAE's knobs: no older run is one, so they mean nothing in any row
+            assert old[column].isna().all()
+        else:
+            assert (old[column] == before).all()
     # an evaluation switch is not a setting: old and new runs of one config share their Table 1 row
     mixed = pd.concat([old, paper_runs.assign(run_id=paper_runs["run_id"] + "-new")], ignore_index=True)
     assert len(tables.table1(mixed)) == len(tables.table1(paper_runs))

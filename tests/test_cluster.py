@@ -7,19 +7,23 @@ sandbox cannot be made (not root, no sshd, rsync or unshare).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmark.summary import ui_command
-from benchmark.tracking import TrackingTarget
+from benchmark.sweep.summary import ui_command
+from benchmark.tracking.store import TrackingTarget
 from cluster import sandbox
 from cluster.local import MACHINE_KEYS, REPO, load, local_config
 from tests.conftest import free_port
@@ -56,7 +60,11 @@ def test_local_rendering_changes_only_the_machines(tmp_path):
     assert differing == set(MACHINE_KEYS) | {"file_mounts"}
     assert all(local[k] == aws[k] for k in COMMAND_KEYS)
     assert local["provider"] == {"type": "local", "head_ip": "127.0.0.2", "worker_ips": ["127.0.0.3"]}
-    assert local["file_mounts"] == {"~/vqbench": str(REPO), "~/data": str(tmp_path / "data")}  # same targets, sources made absolute
+    assert local["file_mounts"] == {  # same targets, sources made absolute
+        "~/vqbench": str(REPO),
+        "~/data": str(tmp_path / "data"),
+        "~/.ray/auth_token": str(Path.home() / ".ray" / "auth_token"),
+    }
 
 
 def test_local_rendering_cli_writes_valid_yaml(tmp_path):
@@ -102,13 +110,14 @@ def test_sweep_prints_mlflow_ui_for_a_local_store():
     assert "http://127.0.0.1:5000/#/experiments/2/runs" in text
 
 
-def tracking_server(action: str, folder: Path, port: int) -> str:
+def tracking_server(action: str, folder: Path, port: int, *extra: str) -> str:
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "cluster.tracking_server",
             action,
+            *extra,
             "--folder",
             str(folder),
             "--port",
@@ -117,6 +126,8 @@ def tracking_server(action: str, folder: Path, port: int) -> str:
             "127.0.0.1",
             "--workers",
             "1",
+            "--credentials",
+            str(folder / "credentials"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -127,16 +138,61 @@ def tracking_server(action: str, folder: Path, port: int) -> str:
     return done.stdout.strip()
 
 
+def mlflow_call(port: int, login: tuple[str, str] | None, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """The HTTP status and JSON answer of one MLflow REST call, with `login` as basic auth or none."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+
+
+def mlflow_status(port: int, login: tuple[str, str] | None, path: str, body: dict | None = None) -> int:
+    return mlflow_call(port, login, path, body)[0]
+
+
 @pytest.mark.slow
 def test_head_tracking_server_start_is_idempotent_and_stop_ends_it(tmp_path):
+    """The start commands of every `ray up`: one server, behind a login, whose users outlive a restart."""
+    from cluster.tracking_server import read_login
+
     port = free_port()
+    search = "experiments/search?max_results=1"
     try:
         uri = tracking_server("start", tmp_path, port).removeprefix("mlflow server: ")
         assert uri.endswith(f":{port}") and (tmp_path / "uri").read_text().strip() == uri
+        admin = read_login(tmp_path / "credentials")
+        assert admin[0] == "admin" and len(admin[1]) >= 24 and (tmp_path / "credentials").stat().st_mode & 0o777 == 0o600
         pid, log = (tmp_path / "server.pid").read_text(), (tmp_path / "server.log").read_text()
+        assert all(admin[1] not in command for command in processes_mentioning(f"--port {port}")), "the password is on a command line"
+        assert mlflow_status(port, None, search) == 401 and mlflow_status(port, ("admin", "wrong"), search) == 401
+        assert mlflow_status(port, None, "experiments/create", {"name": "anyone"}) == 401
+        status, created = mlflow_call(port, admin, "experiments/create", {"name": "sweep"})
+        assert status == 200
+        added = tracking_server("add-user", tmp_path, port, "reviewer")
+        reviewer = ("reviewer", added.split("password ", 1)[1].split(" ", 1)[0])
+        assert mlflow_status(port, reviewer, search) == 200  # reads
+        assert (
+            mlflow_status(port, reviewer, "runs/create", {"experiment_id": created["experiment_id"]}) == 403
+        )  # changes nothing of the sweep's
+
         assert tracking_server("start", tmp_path, port) == f"mlflow server: {uri}"  # what a second `ray up` does
         assert (tmp_path / "server.pid").read_text() == pid, "a second server was started"
         assert (tmp_path / "server.log").read_text().startswith(log), "the log was truncated"
+        assert read_login(tmp_path / "credentials") == admin, "the second start changed the admin's password"
+        assert tracking_server("stop", tmp_path, port) == "mlflow server stopped"
+        tracking_server("start", tmp_path, port)  # a new server on the same stores: the same users
+        assert mlflow_status(port, reviewer, search) == 200 and mlflow_status(port, admin, search) == 200
+
+        assert tracking_server("rotate", tmp_path, port) == f"mlflow admin password rotated: the new one is in {tmp_path / 'credentials'}"
+        rotated = read_login(tmp_path / "credentials")
+        assert rotated != admin and mlflow_status(port, admin, search) == 401 and mlflow_status(port, rotated, search) == 200
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
     finally:
         assert tracking_server("stop", tmp_path, port) == "mlflow server stopped"
@@ -144,6 +200,34 @@ def test_head_tracking_server_start_is_idempotent_and_stop_ends_it(tmp_path):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
     assert not (tmp_path / "server.pid").exists()
     assert tracking_server("stop", tmp_path, port) == "no mlflow server was running"
+
+
+@pytest.mark.slow
+def test_head_tracking_server_start_refuses_to_keep_a_server_without_login(tmp_path, mlflow_server):
+    """A cluster launched before the login: `ray up` would keep its open server; it stops with the fix instead."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.tracking_server",
+            "start",
+            "--folder",
+            str(tmp_path / "head"),
+            "--port",
+            str(mlflow_server.port),
+            "--credentials",
+            str(tmp_path / "credentials"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
+        f"the mlflow server on port {mlflow_server.port} lets anyone in (started without its login, e.g. before vqbench turned it on): "
+        "stop it (python -m cluster.tracking_server stop) and start again"
+    )
+    assert not (tmp_path / "head" / "uri").exists(), "the sweep would have been pointed at it"
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -182,11 +266,19 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     assert sorted(c["model"] for c in children) == ["vae", "vqvae"] and all(c["status"] == "FINISHED" for c in children)
     assert len({c["node"] for c in children}) == 2, "the trials did not run on both nodes"
     assert all(
-        c["artifacts"] == ["config.json", "model.pt", "predictions.npz", "predictions_v3.npz", "reconstructions.png", "tsne.png"]
+        c["artifacts"] == ["config.json", "model.pt", "predictions.npz", "predictions_v5.npz", "reconstructions.png", "tsne.png"]
         for c in children
     )
     assert sorted(report["artifact_files_on_head"]) == ["reconstructions.png"] * 2 + ["tsne.png"] * 2  # stored by the head's server
     assert f"MLflow UI: browse {report['tracking_uri']}/#/experiments/" in report["sweep_output"]
+    assert report["runs_in_experiment"] == report["runs_in_experiment_after"] == 3  # the parent and its two trials
+    # only the owner drives it: a Ray driver with no token or a wrong one runs nothing; MLflow asks for the login
+    assert "InvalidAuthToken" in report["ray_without_token"] and "InvalidAuthToken" in report["ray_with_a_wrong_token"]
+    assert report["mlflow_without_login"] == {"search": 401, "create_run": 401}
+    # beyond loopback: Ray's own servers (token), the runtime-env agents, ssh, and MLflow (login); no dashboard, no Ray Client
+    exposed = [line for line in report["listening"] if not line.startswith("127.0.0.1:")]
+    assert {line.split()[1] for line in exposed} <= {"gcs_server", "raylet", "ray::RuntimeEnv", "sshd", "python"}, exposed
+    assert [line for line in exposed if line.split()[1] == "python"] == ["0.0.0.0:5000 python"], exposed
     assert report["mlflow_stop"] == "mlflow server stopped"
     assert report["leftover_processes"] == [] and report["leftover_ports"] == []
     assert done.returncode == 0
@@ -199,7 +291,7 @@ def test_sweep_refuses_a_storage_path_a_node_cannot_see(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from benchmark.storage import check_shared
+    from benchmark.sweep.storage import check_shared
 
     if os.geteuid() != 0 or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
         pytest.skip("needs root and unshare to give the driver a folder the nodes cannot see")
@@ -253,7 +345,7 @@ def test_sweep_refuses_a_storage_path_a_node_cannot_see(tmp_path):
 
 def test_storage_uri_stays_a_uri_and_its_files_round_trip(tmp_path):
     """s3:// is read through pyarrow as Ray Tune reads it; a file:// URI takes the same road here."""
-    from benchmark.storage import RemoteFolder, storage_folder
+    from benchmark.sweep.storage import RemoteFolder, storage_folder
 
     assert (
         str(storage_folder("s3://bucket/vqbench/") / "sweep-1" / "vqbench_sweep.json") == "s3://bucket/vqbench/sweep-1/vqbench_sweep.json"
@@ -331,6 +423,31 @@ def sandbox_mounts_missing() -> str | None:
     if subprocess.run(sandbox.isolated_command(["true"]), capture_output=True).returncode != 0:
         return "cannot create namespaces here"
     return None
+
+
+STARTS_A_SANDBOX = (
+    "import subprocess, sys; from cluster import sandbox; "
+    "subprocess.run(sandbox.isolated_command(['sleep', sys.argv[1]]), preexec_fn=sandbox.dies_with_parent)"
+)
+
+
+def test_a_sandbox_dies_with_the_process_that_started_it():
+    """A cycle killed from outside (the test's timeout kills only its own child) must not leave its machines running."""
+    reason = sandbox_mounts_missing()
+    if reason:
+        pytest.skip(f"the sandbox cannot be made here: {reason}")
+    marker = str(3_600 + secrets.randbelow(100_000))  # `sleep <marker>` names this test's process
+    starter = subprocess.Popen([sys.executable, "-c", STARTS_A_SANDBOX, marker], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not processes_mentioning(f"sleep {marker}"):
+        assert time.monotonic() < deadline and starter.poll() is None, "the sandbox did not start"
+        time.sleep(0.2)
+    starter.kill()  # SIGKILL: nothing of the starter's own runs
+    starter.wait()
+    deadline = time.monotonic() + 30
+    while processes_mentioning(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_mentioning(f"sleep {marker}") == [], "the sandbox outlived the process that started it"
 
 
 @pytest.mark.parametrize(

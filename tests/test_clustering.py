@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.clustering import cluster_agreement
+from benchmark.evaluation.clustering import cluster_agreement
 
 
 def blobs(classes: int, per_class: int, spread: float, features: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

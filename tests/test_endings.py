@@ -19,11 +19,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark import interrupt, sweep
+from benchmark.result_keys import EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.space import available_spaces
-from benchmark.summary import read_outcome, render
-from benchmark.sweep_state import SWEEP_FILE
-from benchmark.tracking import INTERRUPTED_TAG, STOPPED_TAG, TrackingTarget, ensure_experiment, mark_interrupted, start_sweep_run
+from benchmark.sweep import cli, interrupt
+from benchmark.sweep.runner import stopped_early
+from benchmark.sweep.state import SWEEP_FILE
+from benchmark.sweep.summary import read_outcome, render
+from benchmark.tracking.runs import ERROR_TAG, INTERRUPTED_TAG, STOPPED_TAG, close_stopped, mark_interrupted, start_sweep_run
+from benchmark.tracking.store import TrackingTarget, ensure_experiment
 from tests.conftest import REPO
 from tests.test_data import IDX_NAMES, LABEL_MAGIC, write_cifar10, write_idx, write_idx_dataset
 from tests.test_reliability import finished_steps, runs_by_config, sweep_process, wait_for, wait_for_sweep_start, write_space
@@ -37,7 +40,7 @@ def refused_fast(tmp_path: Path, monkeypatch, capsys, argv: list[str], expected:
     monkeypatch.chdir(tmp_path)
     before = set(tmp_path.rglob("*"))
     start = time.perf_counter()
-    assert sweep.main(argv) == 2
+    assert cli.main(argv) == 2
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
@@ -132,7 +135,7 @@ def test_offline_download_is_refused_once_before_ray(tmp_path, monkeypatch, caps
         f"sqlite:///{tmp_path / 'mlflow.db'}",
     ]
     monkeypatch.chdir(tmp_path)
-    assert sweep.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot download mnist") and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
@@ -257,7 +260,7 @@ def test_every_bad_option_value_is_refused_before_anything_starts(tmp_path, monk
 def test_badly_typed_options_exit_2_through_argparse(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:
-        sweep.main(argv)
+        cli.main(argv)
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert "error: argument" in err and "Traceback" not in err
@@ -270,7 +273,7 @@ def test_more_cpus_per_trial_than_the_local_ray_has_is_refused(tmp_path, monkeyp
 
 
 def test_list_spaces_shows_each_description(capsys):
-    assert sweep.main(["--list-spaces"]) == 0
+    assert cli.main(["--list-spaces"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == available_spaces() and "smoke" in available_spaces()
     assert any("install check" in line for line in lines)
@@ -326,6 +329,62 @@ def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp
     assert read_outcome(target, interrupted=True).exit_code == 130
 
 
+def test_trials_that_never_opened_a_run_count_as_failed(tmp_path):
+    # a trial that dies before its MLflow run opens leaves no child run: the sweep must not exit 0 "0 failed"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "t", uri)
+    target = TrackingTarget(uri, experiment, start_sweep_run(client, experiment, "s", {}, {}))
+    run = client.create_run(experiment, run_name="one", tags={"mlflow.parentRunId": target.parent_run_id})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    outcome = read_outcome(target, interrupted=False, planned=3)
+    assert outcome.count("failed") == 2 and outcome.exit_code == 1
+    lines = render(outcome, "s", 1.0, target, "t", "resume").splitlines()
+    assert lines[0] == "sweep s ended after 1 s: 1 finished, 2 failed"
+    assert any("2 trial(s) ended before opening an MLflow run" in line for line in lines) and "so the sweep exits 1" in lines[-1]
+    assert read_outcome(target, interrupted=False, planned=1).exit_code == 0
+    assert read_outcome(target, interrupted=True, planned=3).exit_code == 130
+
+
+def test_the_driver_ends_stopped_trials_whose_worker_died_before_it_could(tmp_path):
+    # Ray Tune tears a stopped trial's worker down without waiting for its thread (unless it reuses the actor), so the
+    # trial may never end its run; the driver ends it as stopped early, not as orphaned, and leaves every other run alone
+    from ray.tune import Result
+
+    def result(run_id: str | None, epoch: int, error: Exception | None = None, **final: float) -> Result:
+        metrics = {EPOCH: epoch, **final, "config": {"trial": {"model": "vae", "dataset": "digits", "epochs": 4}}}
+        return Result(metrics={**metrics, MLFLOW_RUN_ID: run_id} if run_id else metrics, checkpoint=None, error=error, path=str(tmp_path))
+
+    results = [
+        result("stopped", 2),
+        result("finished", 4, **{FAILED: 0.0}),
+        result("diverged", 1, **{FAILED: 1.0}),
+        result("crashed", 3, error=RuntimeError("worker died")),
+        result(None, 1),
+    ]
+    assert stopped_early(results) == {"stopped": 2}
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "t", uri)
+    parent = start_sweep_run(client, experiment, "s", {}, {})
+
+    def child(status: str) -> str:
+        run_id = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
+        return run_id
+
+    left, ended, killed = child("RUNNING"), child("FINISHED"), child("KILLED")
+    assert close_stopped(client, parent, {left: 2, ended: 3, killed: 1}) == 1
+    assert client.get_run(left).info.status == "FINISHED" and client.get_run(left).data.tags[STOPPED_TAG] == "2"
+    assert STOPPED_TAG not in client.get_run(ended).data.tags and client.get_run(killed).info.status == "KILLED"
+    mark_interrupted(uri, parent)  # a Ctrl-C'd sweep's stopped trials are interrupted, for --resume to continue
+    interrupted = child("RUNNING")
+    assert close_stopped(client, parent, {interrupted: 1}) == 1
+    assert client.get_run(interrupted).info.status == "KILLED" and ERROR_TAG in client.get_run(interrupted).data.tags
+
+
 # ---------------------------------------------------------------- real sweeps
 
 
@@ -339,7 +398,7 @@ def test_asha_stopped_trials_end_as_stopped_not_failed(tmp_path, local_ray, caps
         "    return [Study('asha', base=base, search={'kl_weight': tune.loguniform(1e-4, 10.0)}, num_samples=6)]\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--space",
             str(space),
@@ -382,7 +441,7 @@ def test_deterministic_trial_error_fails_once_and_is_not_retried(tmp_path, local
     write_idx(tmp_path / "data" / "MNIST" / "raw" / IDX_NAMES[("train", "labels")], labels, LABEL_MAGIC)
     space = write_space(tmp_path, [{"model": "vae", "dataset": "mnist", "epochs": 1}, {"model": "vae", "dataset": "digits", "epochs": 1}])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--space",
             str(space),
@@ -420,14 +479,14 @@ def test_crash_before_the_first_checkpoint_keeps_one_run_per_config(tmp_path, mo
     """A worker dying after logging epoch 1, every attempt: each retry reopens the same run and never logs epoch 1 twice."""
     import ray
 
-    from benchmark.trial import FAULT_MODE_ENV
+    from benchmark.fault_injection import FAULT_MODE_ENV
 
     monkeypatch.setenv(FAULT_MODE_ENV, "exit-before-checkpoint")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         space = write_space(tmp_path, [{"model": "vae", "dataset": "digits", "epochs": 2, "fail_at_epoch": 1}])
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        rc = sweep.main(
+        rc = cli.main(
             [
                 "--space",
                 str(space),

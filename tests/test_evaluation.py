@@ -13,9 +13,8 @@ from torch import nn
 
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
-from benchmark.evaluate import GRID_IMAGES, evaluate, represent_split
-from benchmark.models import build_model
-from benchmark.probe import (
+from benchmark.evaluation.evaluate import GRID_IMAGES, evaluate, represent_split
+from benchmark.evaluation.probe import (
     CodeFeatures,
     ProbeSettings,
     accuracy,
@@ -23,10 +22,12 @@ from benchmark.probe import (
     knn_predict,
     predict_scores,
     probe_all,
+    seen_pairs,
     standardise,
     train_classifier,
 )
-from benchmark.reconstruction import mse_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
+from benchmark.evaluation.reconstruction import mse_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
+from benchmark.models import build_model
 from benchmark.train import scale
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -103,7 +104,7 @@ def blobs(num_classes: int, n_train: int, n_test: int, dim: int = 24, seed: int 
 
 
 # one MLP grid member and no label budgets: the tests of those are their own
-FAST = ProbeSettings(max_epochs=15, batch_size=32, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), label_budgets=())
+FAST = ProbeSettings(max_epochs=15, mlp_epochs=15, batch_size=32, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), label_budgets=())
 LINEAR_KEYS = {"linear_l2", "linear_iters", "linear_grad_norm", "linear_capped", "linear_path_capped"}
 MLP_KEYS = {"mlp_epochs", "mlp_lr", "mlp_weight_decay"}
 
@@ -129,7 +130,7 @@ def test_probes_are_at_chance_on_random_labels():
 
 def test_probe_with_a_hundred_classes_reports_top5():
     train_x, train_y, test_x, test_y = blobs(100, 500, 200, dim=32, seed=2)
-    settings = dataclasses.replace(FAST, max_epochs=10, batch_size=64)
+    settings = dataclasses.replace(FAST, max_epochs=10, mlp_epochs=10, batch_size=64)
     results = probe_all(train_x, train_y, test_x, test_y, 100, seed=0, settings=settings).metrics
     assert set(results) == {f"{p}_{m}" for p in ("mlp", "linear", "knn") for m in ("acc", "top5")} | MLP_KEYS | LINEAR_KEYS
     for p in ("mlp", "linear", "knn"):
@@ -139,8 +140,8 @@ def test_probe_with_a_hundred_classes_reports_top5():
 
 def test_probes_are_reproducible_for_a_seed():
     train_x, train_y, test_x, test_y = blobs(3, 90, 60, seed=3, spread=1.0)
-    a = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(max_epochs=3, knn_train_size=50))
-    b = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(max_epochs=3, knn_train_size=50))
+    a = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(max_epochs=3, mlp_epochs=3, knn_train_size=50))
+    b = probe_all(train_x, train_y, test_x, test_y, 3, seed=4, settings=ProbeSettings(max_epochs=3, mlp_epochs=3, knn_train_size=50))
     assert a == b
     net1 = train_classifier(train_x, train_y, 3, 16, seed=4, settings=ProbeSettings(max_epochs=2)).net
     net2 = train_classifier(train_x, train_y, 3, 16, seed=4, settings=ProbeSettings(max_epochs=2)).net
@@ -181,7 +182,9 @@ def test_fixed_schedule_runs_every_epoch_and_keeps_the_last():
 
 def test_probe_choices_never_see_the_test_split():
     train_x, train_y, test_x, test_y = blobs(4, 200, 200, seed=7, spread=1.0)
-    settings = ProbeSettings(max_epochs=8, patience=2, batch_size=32, mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(1e-4,), label_budgets=(40,))
+    settings = ProbeSettings(
+        max_epochs=8, mlp_epochs=8, patience=2, batch_size=32, mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(1e-4,), label_budgets=(40,)
+    )
     base = probe_all(train_x, train_y, test_x, test_y, 4, seed=1, settings=settings)
     # scrambled test labels change the test accuracies only: never the kept epoch, the grid's choice, the L2
     # strength, its iterations or gradient norm, nor any prediction
@@ -218,7 +221,9 @@ def test_knn_ignores_near_prior_dimensions_that_standardising_would_turn_into_no
     (train_x, train_y), (test_x, test_y) = sample(400), sample(400)
     naive_train, naive_test = standardise(train_x, test_x)
     naive = accuracy(knn_predict(naive_train, train_y, naive_test, 5, 4), test_y)
-    ours = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=dataclasses.replace(FAST, max_epochs=2)).metrics["knn_acc"]
+    ours = probe_all(train_x, train_y, test_x, test_y, 4, seed=0, settings=dataclasses.replace(FAST, max_epochs=2, mlp_epochs=2)).metrics[
+        "knn_acc"
+    ]
     assert naive < 0.5  # near chance (0.25)
     assert ours > 0.95
 
@@ -281,17 +286,32 @@ def test_knn_tie_with_equal_rank_sums_goes_to_the_nearest_neighbour():
 def test_code_features_equal_a_linear_layer_on_the_one_hot():
     positions, num_codes, out = 16, 12, 5
     torch.manual_seed(0)
-    features = CodeFeatures(positions, num_codes, out)
+    fit = torch.randint(0, num_codes - 4, (30, positions))  # codes 8..11 never occur in the fit rows
+    features = CodeFeatures(positions, num_codes, out, seen_pairs(fit, num_codes))
     codes = torch.randint(0, num_codes, (9, positions))
     one_hot = torch.nn.functional.one_hot(codes, num_codes).float().reshape(9, positions * num_codes)
     linear = nn.Linear(positions * num_codes, out, bias=False)
-    with torch.no_grad():
-        linear.weight.copy_(features.bag.weight.t())
+    with torch.no_grad():  # a seen pair's column is its weight row; an unseen pair's column is zero
+        linear.weight.copy_(features.bag.weight[features.row].t())
+    assert linear.weight[:, seen_pairs(fit, num_codes)].abs().min() > 0
+    assert linear.weight[:, ~seen_pairs(fit, num_codes)].abs().max() == 0
     torch.testing.assert_close(features(codes), linear(one_hot))
-    # the same position with another code changes the output; the same code at another position too
+    # the same position with another seen code changes the output; the same code at another position too
     other = codes.clone()
-    other[:, 0] = (other[:, 0] + 1) % num_codes
+    other[:, 0] = (fit[:9, 0] + 1) % (num_codes - 4)
     assert not torch.allclose(features(other), features(codes))
+    # unseen pairs add nothing, and get no gradient
+    unseen = torch.full((2, positions), num_codes - 1)
+    assert features(unseen).abs().max() == 0
+    features(unseen).sum().backward()
+    assert features.bag.weight.grad.abs().max() == 0
+
+
+def test_code_probe_weights_only_the_pairs_its_fit_rows_hold():
+    # 4 codes of 512 used: the first layer has 16 x 4 rows (+ the zero row), not 16 x 512
+    codes = torch.randint(0, 4, (200, 16), generator=torch.Generator().manual_seed(1)) * 100
+    fitted = train_classifier(codes, codes[:, 0] // 100, 4, 8, seed=0, settings=ProbeSettings(max_epochs=1), num_codes=512)
+    assert fitted.net[0].bag.weight.shape == (16 * 4 + 1, 8)
 
 
 def test_code_probe_learns_a_label_carried_by_one_position():
@@ -299,7 +319,7 @@ def test_code_probe_learns_a_label_carried_by_one_position():
     num_codes = 8
     codes = torch.randint(0, num_codes, (1200, 16), generator=g)
     labels = codes[:, 5] % 4  # the label is a function of one position's code
-    settings = dataclasses.replace(FAST, max_epochs=10, mlp_lrs=(1e-2,))
+    settings = dataclasses.replace(FAST, max_epochs=10, mlp_epochs=10, mlp_lrs=(1e-2,))
     results = probe_all(codes[:1000], labels[:1000], codes[1000:], labels[1000:], 4, seed=0, settings=settings, num_codes=num_codes).metrics
     assert set(results) == {"mlp_acc", "linear_acc"} | MLP_KEYS | LINEAR_KEYS  # no kNN on code indices
     assert results["linear_acc"] >= 0.97 and results["mlp_acc"] >= 0.97
@@ -331,7 +351,9 @@ def tiny_dataset(channels=1, n_train=64, n_test=40, num_classes=10, coarse=False
     return Dataset("tiny", images(n_train), train_y, images(n_test), test_y, num_classes, **extra)
 
 
-QUICK = ProbeSettings(max_epochs=1, batch_size=32, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2), label_budgets=(20,))
+QUICK = ProbeSettings(
+    max_epochs=1, mlp_epochs=1, batch_size=32, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2), label_budgets=(20,)
+)
 
 
 @pytest.mark.parametrize("model_name", ["vae", "vqvae"])
@@ -344,13 +366,14 @@ def test_evaluate_reports_every_metric(model_name):
 
     reps = ("latent", "pixels", "codes") if model_name == "vqvae" else ("latent", "pixels")
     per_rep = {f"{p}_acc" for p in ("mlp", "linear", "linear_n20")} | MLP_KEYS | LINEAR_KEYS | {"linear_n20_l2", "linear_n20_capped"}
-    probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", "probe_v3/") for rep in reps for key in per_rep}
-    probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", "probe_v3/") for rep in ("latent", "pixels")}
+    probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", "probe_v5/") for rep in reps for key in per_rep}
+    probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", "probe_v5/") for rep in ("latent", "pixels")}
     expected = (
         probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
     )
     if model_name == "vqvae":
-        expected |= {"codebook/perplexity", "codebook/usage", "codebook/dead_codes"}
+        expected |= {"codebook/perplexity", "codebook/usage", "codebook/dead_codes", "rate/nominal_bits", "rate/effective_bits"}
+    expected.add("rate/bits")
     assert expected <= set(ev.metrics)
     assert all(key.startswith("time/") for key in set(ev.metrics) - expected), set(ev.metrics) - expected
     for key, value in ev.metrics.items():
@@ -358,7 +381,7 @@ def test_evaluate_reports_every_metric(model_name):
         if key.endswith("_acc"):
             assert 0 <= value <= 1
         if key.startswith("probe/"):
-            assert ev.metrics["probe_v3/" + key[len("probe/") :]] == value
+            assert ev.metrics["probe_v5/" + key[len("probe/") :]] == value
 
     # per-image predictions: the labels in test order and one compact array per representation and probe
     preds = ev.predictions
@@ -381,6 +404,15 @@ def test_evaluate_reports_every_metric(model_name):
         assert ev.metrics["codebook/usage"] == pytest.approx(used / 32)
         assert ev.metrics["codebook/dead_codes"] == 32 - used
         assert 1 <= ev.metrics["codebook/perplexity"] <= used + 1e-4
+        # 16 positions of 32 codes: 80 bits nominal; what the used codes carry is at most that, and more than 0
+        assert ev.metrics["rate/bits"] == ev.metrics["rate/nominal_bits"] == pytest.approx(16 * 5)
+        assert 0 < ev.metrics["rate/effective_bits"] <= min(16 * 5, 16 * np.log2(used)) + 1e-6
+    else:  # the VAE's rate: its test images' mean KL to the prior, in bits
+        with torch.no_grad():
+            mean, logvar = model.posterior(scale(data.test_x), data.test_y)
+        nats = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))
+        assert ev.metrics["rate/bits"] == pytest.approx(float(nats.mean()) / np.log(2), rel=1e-5)
+        assert "rate/nominal_bits" not in ev.metrics
 
     # figure data
     assert ev.originals.shape == (GRID_IMAGES, 1, 32, 32)
@@ -464,7 +496,7 @@ def test_pixel_probes_follow_the_data_not_its_name():
 
 
 def test_the_reconstruction_grid_shows_one_image_per_class_in_turn_even_on_a_class_sorted_test_set():
-    from benchmark.evaluate import grid_indices
+    from benchmark.evaluation.evaluate import grid_indices
 
     sorted_labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)  # an image folder's test split, class by class
     picks = grid_indices(sorted_labels, 8)

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import image_folder, sweep
+from benchmark import image_folder
 from benchmark.config import ConfigError, TrialConfig, check_dataset, dataset_label, normalise_dataset
 from benchmark.data import DataError, load_dataset
+from benchmark.sweep import cli
 from tests.conftest import REPO
 from tests.test_endings import refused_fast
 
@@ -342,7 +343,7 @@ def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, mon
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
-    code = sweep.main(
+    code = cli.main(
         [
             "--space",
             str(space),
@@ -383,7 +384,7 @@ def test_a_sweep_over_an_image_folder_tags_every_run_with_the_card(tmp_path, mon
     assert f"`pets` (pets), hash `{expected.content_hash[:12]}`, 2 classes: pets: noise images for a test" in header
     assert "SSIM on colour images: scikit-image's `structural_similarity` with `channel_axis`" in header
 
-    from benchmark.saved_model import load_model
+    from benchmark import load_model
 
     model, config = load_model(trials[0].info.run_id, uri)  # an image folder's shape comes from model.pt, not a table
     assert config.dataset == "pets" and next(model.parameters()).shape[1] == 3  # the first convolution reads RGB
@@ -404,7 +405,7 @@ def test_a_paper_dry_run_over_the_cifar_copy_lists_its_trials_reading_no_image(c
     monkeypatch.setattr(image_folder, "decode", lambda listing: pytest.fail("a dry run decoded images"))
     monkeypatch.setattr(image_folder, "list_folder", lambda root: pytest.fail("a dry run listed every image"))
     monkeypatch.chdir(tmp_path)
-    assert sweep.main(["--space", "paper", "--datasets", "CIFAR-10-images", "--data-dir", str(cifar_copy.parent), "--dry-run"]) == 0
+    assert cli.main(["--space", "paper", "--datasets", "CIFAR-10-images", "--data-dir", str(cifar_copy.parent), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count('"dataset": "CIFAR-10-images"') == 12 and "12 trials in space 'paper'" in out
     assert f"CIFAR-10-images: image folder {cifar_copy.resolve()}" in out

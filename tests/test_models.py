@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from benchmark.config import ConfigError, TrialConfig
 from benchmark.models import VAE, VQVAE, build_model
 from benchmark.quantizer import VectorQuantizer, code_perplexity
+from benchmark.rate import gaussian_kl_nats
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,6 +59,9 @@ def test_bad_choice_names_key_value_and_choices(key, value, allowed):
         ("ema_decay", 1.0),
         ("seed", -1),
         ("fail_at_epoch", -1),
+        ("target_rate", -1.0),
+        ("capacity_weight", 0.0),
+        ("capacity_weight", -2.0),
     ],
 )
 def test_out_of_range_values_name_the_key(key, value):
@@ -96,6 +101,7 @@ NON_DEFAULT = TrialConfig(
     code_dim=16,
     beta=0.5,
     kl_weight=0.1,
+    capacity_weight=5.0,
     batch_norm=True,
     label_embedding="add",
     ema=True,
@@ -107,7 +113,18 @@ NON_DEFAULT = TrialConfig(
 )
 
 
-@pytest.mark.parametrize("config", [TrialConfig(), NON_DEFAULT, TrialConfig(dataset="cifar100", batch_norm=False)])
+RATE_MATCHED = TrialConfig(model="vae", dataset="mnist", target_rate=48.5, capacity_weight=30.0)
+
+
+def test_a_rate_matched_vae_is_named_by_its_rate_and_refuses_what_contradicts_it():
+    assert RATE_MATCHED.name == "vae-mnist-D64-rate48.5-s0" and TrialConfig(model="vae").name == "vae-digits-D64-kl0.01-s0"
+    with pytest.raises(ConfigError, match="target_rate=20.0 is not allowed for model=vqvae: a VQ-VAE's rate is set by"):
+        TrialConfig(model="vqvae", target_rate=20.0)
+    with pytest.raises(ConfigError, match="kl_weight=0.1 and target_rate=20.0 both set the VAE's KL term"):
+        TrialConfig.from_dict({"model": "vae", "kl_weight": "0.1", "target_rate": "20"})
+
+
+@pytest.mark.parametrize("config", [TrialConfig(), NON_DEFAULT, RATE_MATCHED, TrialConfig(dataset="cifar100", batch_norm=False)])
 def test_from_dict_round_trips_to_dict_and_mlflow_strings(config):
     assert TrialConfig.from_dict(config.to_dict()) == config
     as_params = {key: str(value) for key, value in config.to_dict().items()}  # what MLflow gives back
@@ -119,7 +136,7 @@ def test_from_dict_round_trips_to_dict_and_mlflow_strings(config):
 
 
 def test_from_params_ignores_the_settings_logged_beside_the_config():
-    from benchmark.probe import ProbeSettings
+    from benchmark.evaluation.probe import ProbeSettings
 
     params = {**{key: str(value) for key, value in NON_DEFAULT.to_dict().items()}, **ProbeSettings().to_params()}
     assert TrialConfig.from_params(params) == NON_DEFAULT
@@ -363,7 +380,7 @@ def test_forward_and_represent_shapes(model_name, channels):
     assert rep["latent"].shape == (5, 16 * config.code_dim)  # 4x4 positions of D channels
     assert rep["recon"].shape == x.shape
     if model_name == "vae":
-        assert set(rep) == {"latent", "recon"}
+        assert set(rep) == {"latent", "kl_nats", "recon"} and rep["kl_nats"].shape == (5,) and bool((rep["kl_nats"] >= 0).all())
     else:
         assert set(rep) == {"latent", "codes", "recon"}
         assert rep["codes"].shape == (5, 16) and rep["codes"].dtype == torch.int64
@@ -436,3 +453,21 @@ def test_vqvae_quantizer_follows_the_config():
     assert q.codebook.shape == (24, 6)
     assert (q.beta, q.ema, q.ema_decay, q.restart_dead_codes) == (0.7, True, 0.8, True)
     assert not q.codebook.requires_grad
+
+
+def test_a_rate_matched_vae_penalises_its_kl_distance_from_the_target():
+    x, y = torch.rand(4, 1, 32, 32), torch.arange(4)  # images are padded to 32 x 32
+    plain = build_model(TrialConfig(model="vae", dataset="mnist"), 1, 10)
+    matched = build_model(TrialConfig(model="vae", dataset="mnist", target_rate=30.0, capacity_weight=7.0), 1, 10)
+    matched.load_state_dict(plain.state_dict())  # the same weights: the same posterior, reconstruction and KL
+    torch.manual_seed(0)
+    a = plain(x, y)
+    torch.manual_seed(0)
+    b = matched(x, y)
+    assert torch.equal(a.terms["kl"], b.terms["kl"]) and torch.equal(a.terms["recon_loss"], b.terms["recon_loss"])
+    assert torch.allclose(a.loss, a.terms["recon_loss"] + 0.01 * a.terms["kl"])
+    target_per_pixel = 30.0 * math.log(2) / 1024  # the loss's KL is per pixel; the target is bits per image
+    assert torch.allclose(b.loss, b.terms["recon_loss"] + 7.0 * (b.terms["kl"] - target_per_pixel).abs())
+    # and the KL per pixel is each image's KL (in nats) over its pixels, averaged
+    mean, logvar = plain.posterior(x, y)
+    assert torch.allclose(a.terms["kl"], gaussian_kl_nats(mean, logvar).mean() / 1024)

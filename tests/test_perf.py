@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from benchmark.config import TrialConfig
+from benchmark.evaluation.probe import REFERENCE_MLP_GRID, ProbeSettings
 from benchmark.models import build_model
-from benchmark.probe import ProbeSettings
 from benchmark.saved_model import save_model
 from perf import (
     cluster_scale,
@@ -195,20 +195,29 @@ def test_eval_cost(tmp_path):
 
 
 def test_probe_convergence(tmp_path):
-    f = run(probe_convergence, tmp_path, "--factor", "2")["figures"]
+    f = run(probe_convergence, tmp_path, "--factor", "2", "--grid")["figures"]
     model = "vqvae-digits-K512-D64-b0.25-s0"
     reps = (f"{model}/latent", f"{model}/codes", "pixels")
     for rep in reps:
         mlp, linear = f"{rep}/mlp", f"{rep}/linear"
-        assert 0 <= f[f"{mlp}/early_acc"] <= 1 and 0 <= f[f"{mlp}/fixed_acc"] <= 1
-        # the fixed schedule runs exactly factor x the epochs the early-stopped probe ran, at the grid's choice
-        assert f[f"{mlp}/fixed_epochs"] == 2 * f[f"{mlp}/early_epochs"]
+        assert 0 <= f[f"{mlp}/probe_acc"] <= 1 and 0 <= f[f"{mlp}/long_acc"] <= 1
+        # the protocol's fixed budget (--tiny: 4 epochs), and the longer schedule exactly factor x it, at the grid's choice
+        assert f[f"{mlp}/probe_epochs"] == 4 and f[f"{mlp}/long_epochs"] == 2 * f[f"{mlp}/probe_epochs"]
         assert f[f"{mlp}/lr"] in ProbeSettings().mlp_lrs and f[f"{mlp}/weight_decay"] in ProbeSettings().mlp_weight_decays
         assert f[f"{mlp}/restart_spread_points"] >= 0
+        assert abs(100 * (f[f"{mlp}/restart_mean_acc"] - f[f"{mlp}/probe_acc"])) <= f[f"{mlp}/restart_spread_points"] + 1e-3
         # a difference of two accuracies stored to 6 significant digits: right to about 1e-4 points, whatever its size
-        assert f[f"{mlp}/diff_points"] == pytest.approx(100 * (f[f"{mlp}/early_acc"] - f[f"{mlp}/fixed_acc"]), abs=1e-3)
+        assert f[f"{mlp}/diff_points"] == pytest.approx(100 * (f[f"{mlp}/probe_acc"] - f[f"{mlp}/long_acc"]), abs=1e-3)
         assert f[f"{linear}/diff_points"] == pytest.approx(100 * (f[f"{linear}/acc"] - f[f"{linear}/tight_acc"]), abs=1e-3)
         assert f[f"{linear}/l2"] > 0 and f[f"{linear}/iters"] >= 0 and f[f"{linear}/capped"] in (0.0, 1.0)
+        # every member of the reference grid, the protocol's own among them; the pick is the best held-out member,
+        # a tie going to the protocol's own member, then to the grid's order
+        own = f"lr{f[f'{mlp}/lr']:g}-wd{f[f'{mlp}/weight_decay']:g}"
+        grid = [f"lr{lr:g}-wd{wd:g}" for lr in REFERENCE_MLP_GRID[0] for wd in REFERENCE_MLP_GRID[1]]
+        assert {k.split("/")[-2] for k in f if k.startswith(f"{mlp}/grid/")} == {own, *grid}
+        pick = max([own, *(m for m in grid if m != own)], key=lambda m: f[f"{mlp}/grid/{m}/held_acc"])
+        assert f[f"{mlp}/grid_best_acc"] == f[f"{mlp}/grid/{pick}/test_acc"]
+        assert f[f"{mlp}/grid/{own}/test_acc"] == f[f"{mlp}/probe_acc"]
     assert f["worst_abs_diff_points"] == max(abs(f[f"{rep}/{p}/diff_points"]) for rep in reps for p in ("mlp", "linear"))
     assert f["worst_restart_spread_points"] == max(f[f"{rep}/mlp/restart_spread_points"] for rep in reps)
 
@@ -217,7 +226,10 @@ def test_probe_convergence_probes_saved_models_and_refuses_another_dataset(tmp_p
     config = TrialConfig(model="vae", dataset="digits", epochs=1, code_dim=8)
     path = save_model(build_model(config, 1, 10), config, tmp_path, 1, 10)
     f = run(probe_convergence, tmp_path, "--models-from", str(path))["figures"]
-    assert {key.rsplit("/", 2)[0] for key in f if "/" in key} == {"vae-digits-D8-kl0.01-s0/latent", "pixels"}
+    assert {key.split("/mlp/")[0].split("/linear/")[0] for key in f if "/" in key} == {"vae-digits-D8-kl0.01-s0/latent", "pixels"}
+    (tmp_path / "alone").mkdir()
+    f = run(probe_convergence, tmp_path / "alone", "--models-from", str(path), "--no-pixels")["figures"]
+    assert {key.split("/mlp/")[0].split("/linear/")[0] for key in f if "/" in key} == {"vae-digits-D8-kl0.01-s0/latent"}
     with pytest.raises(SystemExit) as exit:
         probe_convergence.main(["--tiny", "--dataset", "mnist", "--out", str(tmp_path / "x.jsonl"), "--models-from", str(path)])
     assert exit.value.code == 2

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import pixel_probes as cache
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
-from benchmark.evaluate import evaluate
+from benchmark.evaluation import pixel_probes as cache
+from benchmark.evaluation.evaluate import evaluate
+from benchmark.evaluation.probe import ProbeSettings, probe_all
 from benchmark.models import build_model
-from benchmark.probe import ProbeSettings, probe_all
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-QUICK = ProbeSettings(max_epochs=2, batch_size=32, knn_train_size=50, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2))
+QUICK = ProbeSettings(
+    max_epochs=2, mlp_epochs=2, batch_size=32, knn_train_size=50, mlp_lrs=(2e-3,), mlp_weight_decays=(1e-4,), l2_grid=(1.0, 1e-2)
+)
 
 
 def small_dataset(seed: int = 0) -> Dataset:

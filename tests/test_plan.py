@@ -31,7 +31,9 @@ from analysis.verdicts import (
     tost_p,
     with_tost,
 )
-from benchmark import sweep
+from benchmark.config import ConfigError
+from benchmark.sweep import cli
+from benchmark.sweep import plan as sweep_plan
 from tests.test_analysis import Store, metrics_for
 
 PLAN = load_plan(DEFAULT_PLAN)
@@ -300,7 +302,7 @@ def test_a_runs_csv_accepts_any_dataset_name_and_lists_dataset_tags(planned, tmp
 
 def _registered(store: Store, name: str, plan_path: Path) -> None:
     """A sweep's parent and trials tagged exactly as `benchmark.sweep` tags them from --plan."""
-    tags, _ = sweep.read_plan(str(plan_path))
+    tags, _ = sweep_plan.read_plan(str(plan_path))
     experiment = store.client.create_experiment(name, artifact_location=str(store.root / "artifacts" / name))
     parent = store.client.create_run(experiment, run_name=f"sweep-{name}", tags={"vqbench.role": "sweep", **tags}).info.run_id
     for seed in range(5):
@@ -319,14 +321,14 @@ def _registered(store: Store, name: str, plan_path: Path) -> None:
 
 
 def test_sweep_read_plan_and_its_errors(tmp_path):
-    tags, text = sweep.read_plan(str(DEFAULT_PLAN))
+    tags, text = sweep_plan.read_plan(str(DEFAULT_PLAN))
     assert tags == {"vqbench.plan": "paper", "vqbench.plan_hash": PLAN.sha256} and text == DEFAULT_PLAN.read_text()
     (tmp_path / "bad.toml").write_text("[[[")
-    with pytest.raises(sweep.ConfigError, match="not a TOML plan"):
-        sweep.read_plan(str(tmp_path / "bad.toml"))
-    with pytest.raises(sweep.ConfigError, match="cannot read it"):
-        sweep.read_plan(str(tmp_path / "none.toml"))
-    assert sweep.main(["--plan", str(tmp_path / "none.toml"), "--dry-run"]) == 2
+    with pytest.raises(ConfigError, match="not a TOML plan"):
+        sweep_plan.read_plan(str(tmp_path / "bad.toml"))
+    with pytest.raises(ConfigError, match="cannot read it"):
+        sweep_plan.read_plan(str(tmp_path / "none.toml"))
+    assert cli.main(["--plan", str(tmp_path / "none.toml"), "--dry-run"]) == 2
 
 
 def test_the_registered_plan_is_read_back_and_an_edit_after_registration_is_flagged(planned, tmp_path):
@@ -365,7 +367,7 @@ def test_a_real_sweep_registers_the_plan_on_its_parent_and_trials_and_its_report
     plan_path = tmp_path / "paper.toml"
     shutil.copyfile(DEFAULT_PLAN, plan_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--space",
             "smoke",
@@ -403,7 +405,7 @@ def test_a_real_sweep_registers_the_plan_on_its_parent_and_trials_and_its_report
 
 
 def test_the_sweep_registers_the_plan_on_its_parent_and_trials_without_training(tmp_path, monkeypatch, capsys):
-    """benchmark.sweep.main end to end with Ray Tune's fit replaced: the real parent run, the real param space
+    """benchmark.sweep.cli.main end to end with Ray Tune's fit replaced: the real parent run, the real param space
     (`tuner_for`), and trial runs opened with the tags the trainable gets from it, as `tune_trial` opens them."""
     import sys
     import types
@@ -411,28 +413,30 @@ def test_the_sweep_registers_the_plan_on_its_parent_and_trials_without_training(
     from mlflow.tracking import MlflowClient
 
     from benchmark.config import TrialConfig
-    from benchmark.tracking import TrackingTarget, TrialRun
+    from benchmark.sweep import runner
+    from benchmark.tracking.runs import TrialRun
+    from benchmark.tracking.store import TrackingTarget
 
-    fake = types.ModuleType("benchmark.tune_trial")
+    fake = types.ModuleType("benchmark.sweep.trainable")
     fake.tune_trial = lambda params: None
-    monkeypatch.setitem(sys.modules, "benchmark.tune_trial", fake)
-    monkeypatch.setattr(sweep, "connect_ray", lambda args: False)
+    monkeypatch.setitem(sys.modules, "benchmark.sweep.trainable", fake)
+    monkeypatch.setattr(runner, "connect_ray", lambda args, worker_env=None: False)
 
-    def fit(tuner):  # what each trial of the grid does with its params (benchmark.tune_trial), minus the training
+    def fit(tuner):  # what each trial of the grid does with its params (benchmark.sweep.trainable), minus the training
         space = tuner._local_tuner._param_space
         for trial in space["trial"]["grid_search"]:
             config = TrialConfig.from_dict(trial)
             run = TrialRun.open(TrackingTarget(**space["tracking"]), config, "cpu", tags=dict(space["study_tags"]))
             run.finish({"probe/latent/mlp_acc": 0.9}, config.epochs, [], config)
-        return False
+        return [], False
 
-    import benchmark.interrupt
+    import benchmark.sweep.interrupt
 
-    monkeypatch.setattr(benchmark.interrupt, "fit_was_interrupted", fit)
+    monkeypatch.setattr(benchmark.sweep.interrupt, "fit_watching_interrupts", fit)
     plan_path = tmp_path / "paper.toml"
     shutil.copyfile(DEFAULT_PLAN, plan_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--space",
             "smoke",

@@ -10,8 +10,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from benchmark import probe
-from benchmark.probe import (
+from benchmark.evaluation import probe
+from benchmark.evaluation.probe import (
     FittedProbe,
     ProbeSettings,
     balanced_subsets,
@@ -168,7 +168,7 @@ def test_mlp_grid_keeps_the_best_held_out_member_and_the_first_of_a_tie(monkeypa
     members = []
 
     def fake(train_x, train_y, classes, hidden, seed, settings, num_codes=None):
-        members.append((settings.lr, settings.weight_decay, hidden))
+        members.append((settings.lr, settings.weight_decay, hidden, settings.max_epochs, settings.patience))
         return FittedProbe(
             torch.nn.Linear(train_x.shape[1], classes),
             best_epoch=len(members),
@@ -177,15 +177,31 @@ def test_mlp_grid_keeps_the_best_held_out_member_and_the_first_of_a_tie(monkeypa
         )
 
     monkeypatch.setattr(probe, "train_classifier", fake)
-    settings = ProbeSettings(mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(0.0, 1e-4))
+    settings = ProbeSettings(mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(0.0, 1e-4), mlp_epochs=17)
     fitted, lr, weight_decay = probe.mlp_probe(torch.randn(50, 3), torch.arange(50) % 2, 2, 0, settings)
-    assert sorted(members) == sorted((lr_, wd, probe.MLP_HIDDEN) for lr_, wd in held)
+    assert sorted(members) == sorted((lr_, wd, probe.MLP_HIDDEN, 17, 0) for lr_, wd in held)  # each on the fixed budget
     assert (lr, weight_decay) == (1e-3, 1e-4) and fitted.best_epoch == 2
+
+
+def test_the_mlp_trains_its_fixed_budget_whatever_the_held_out_split_says():
+    x, y = overlapping(n=400)
+    settings = ProbeSettings(mlp_epochs=5, max_epochs=60, patience=1, batch_size=64, mlp_lrs=(1e-2,), l2_grid=(1.0,), label_budgets=())
+    probed = probe_all(x[:300], y[:300], x[300:], y[300:], 4, seed=0, settings=settings)
+    assert probed.metrics["mlp_epochs"] == 5  # not the early-stopping schedule's epochs: the probe's own budget, the last epoch kept
+    # exactly that member trained on a fixed cosine schedule of 5 epochs
+    member = probe.mlp_member(settings, 1e-2, settings.mlp_weight_decays[0])
+    assert (member.max_epochs, member.patience, member.lr) == (5, 0, 1e-2)
+    train_x, test_x = probe.standardise(x[:300].float(), x[300:].float())
+    direct = probe.train_classifier(train_x, y[:300], 4, probe.MLP_HIDDEN, 0, member)
+    assert direct.epochs_run == direct.best_epoch == 5
+    assert torch.equal(probe.predict_scores(direct.net, test_x).argmax(1), probed.predictions["mlp"])
 
 
 def test_scrambled_test_labels_change_no_choice_of_any_probe():
     x, y = overlapping(n=700)
-    settings = ProbeSettings(max_epochs=4, batch_size=64, mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(1e-4,), label_budgets=(100,))
+    settings = ProbeSettings(
+        max_epochs=4, mlp_epochs=4, batch_size=64, mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(1e-4,), label_budgets=(100,)
+    )
     base = probe_all(x[:500], y[:500], x[500:], y[500:], 4, seed=2, settings=settings)
     shuffled = y[500:][torch.randperm(200, generator=torch.Generator().manual_seed(0))]
     scrambled = probe_all(x[:500], y[:500], x[500:], shuffled, 4, seed=2, settings=settings)
@@ -202,7 +218,7 @@ def test_predictions_file_round_trip(tmp_path):
         "codes/mlp": compact(np.array([0, 1, 2, 3, 4]), 10),
     }
     paths = save_predictions(predictions, tmp_path)
-    assert [p.name for p in paths] == ["predictions.npz", "predictions_v3.npz"]
+    assert [p.name for p in paths] == ["predictions.npz", "predictions_v5.npz"]
     for path in paths:
         back = read_predictions(path)
         assert back.keys() == predictions.keys()
@@ -213,5 +229,34 @@ def test_predictions_file_round_trip(tmp_path):
 
 def test_protocol_is_logged_with_the_settings():
     params = ProbeSettings().to_params()
-    assert params["probe.protocol"] == probe.PROTOCOL == "3"
+    assert params["probe.protocol"] == probe.PROTOCOL == "5"
     assert dataclasses.replace(ProbeSettings(), l2_grid=(1.0,)).to_params()["probe.l2_grid"] == "(1.0,)"
+
+
+def test_mlp_restarts_are_averaged_and_each_kept():
+    x, y = overlapping(n=400)
+    settings = ProbeSettings(mlp_epochs=3, batch_size=64, mlp_restarts=3, l2_grid=(1.0,), label_budgets=())
+    probed = probe_all(x[:300], y[:300], x[300:], y[300:], 4, seed=0, settings=settings)
+    rows = probed.predictions["mlp"]
+    assert rows.shape == (3, 100) and probed.predictions["linear"].shape == (100,)
+    accs = [float((row == y[300:]).float().mean()) for row in rows]
+    assert probed.metrics["mlp_acc"] == pytest.approx(sum(accs) / 3)
+    assert probed.metrics["mlp_restart_spread"] == pytest.approx(max(accs) - min(accs))
+    # restart 0 is the single probe; the others are seeded restarts, not copies of it
+    single = probe_all(x[:300], y[:300], x[300:], y[300:], 4, seed=0, settings=dataclasses.replace(settings, mlp_restarts=1))
+    assert torch.equal(rows[0], single.predictions["mlp"]) and "mlp_restart_spread" not in single.metrics
+    again = probe.train_classifier(
+        probe.standardise(x[:300].float(), x[300:].float())[0],
+        y[:300],
+        4,
+        probe.MLP_HIDDEN,
+        probe.restart_seed(0, 2),
+        probe.mlp_member(settings, settings.mlp_lrs[0], settings.mlp_weight_decays[0]),
+    )
+    test_x = probe.standardise(x[:300].float(), x[300:].float())[1]
+    assert torch.equal(probe.predict_scores(again.net, test_x).argmax(1), rows[2])
+    # the report reads a restarted probe per image as the fraction of its restarts that is right
+    from analysis.predictions import Predictions
+
+    found = Predictions({"run": {"labels": y[300:].numpy(), "latent/mlp": rows.numpy()}})
+    assert np.allclose(found.correct("run", "latent/mlp"), (rows == y[300:]).float().mean(0).numpy())

@@ -4,6 +4,7 @@ fields and in what order), never their numbers, so that an example cannot drift 
 from __future__ import annotations
 
 import json
+import pkgutil
 import re
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.summary import SPREAD_CAPTION, Outcome, render
-from benchmark.tracking import TrackingTarget
+from benchmark.sweep.summary import SPREAD_CAPTION, Outcome, render
+from benchmark.tracking.store import TrackingTarget
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -61,7 +62,7 @@ def test_the_trial_cli_prints_the_readme_s_per_epoch_lines(tmp_path):
 
 
 def test_the_sweep_s_closing_table_has_the_readme_s_caption_and_header(tmp_path):
-    example = block_after("What the first command prints")
+    example = block_after("What the quick sweep prints")
     caption = example.index(SPREAD_CAPTION)  # the caption as the code prints it, word for word
     header, rows = example[caption + 1], example[caption + 2 :]
     rows = rows[: next(i for i, line in enumerate(rows) if not line.strip())]
@@ -102,3 +103,21 @@ def test_the_sweep_s_closing_table_has_the_readme_s_caption_and_header(tmp_path)
     assert [shape(line) for line in printed] == [shape(line) for line in rows]
     assert shape(lines[0]) == shape(next(line for line in example if line.startswith("sweep ") and " ended after " in line))
     assert shape(lines[-1]).split(" --tracking-uri")[0] == shape(example[-1]).split(" --tracking-uri")[0]
+
+
+def test_the_readme_s_layout_names_every_module_of_benchmark_where_it_is():
+    """The layout as it really is: each sub-package of `benchmark/` on its own line, every module named in its block."""
+    layout = block_after("## Layout")
+    blocks: dict[str, str] = {}
+    current = None
+    for line in layout:
+        head = line.split()[0] if line.strip() and not line.startswith(" " * 16) else None
+        if head:
+            current = head.rstrip("/")
+        if current:
+            blocks[current] = blocks.get(current, "") + " " + line
+    packages = {"": "benchmark", **{m.name: m.name for m in pkgutil.iter_modules([str(REPO / "benchmark")]) if m.ispkg}}
+    for folder, block in packages.items():
+        modules = {m.name for m in pkgutil.iter_modules([str(REPO / "benchmark" / folder)]) if not m.ispkg} - {"__main__"}
+        missing = sorted(m for m in modules if not re.search(rf"\b{m}\b", blocks.get(block, "")))
+        assert not missing, f"README's layout does not name {missing} under {block}/"

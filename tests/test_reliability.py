@@ -16,9 +16,11 @@ import ray
 import torch
 from mlflow.tracking import MlflowClient
 
-from benchmark import sweep
 from benchmark.config import TrialConfig
-from benchmark.trial import FAULT_MODE_ENV, run_trial
+from benchmark.fault_injection import FAULT_MODE_ENV
+from benchmark.sweep import cli
+from benchmark.sweep.state import SWEEP_FILE
+from benchmark.trial import run_trial
 from tests.conftest import REPO
 
 # ---------------------------------------------------------------- bad input: exit 2, nothing written
@@ -63,7 +65,7 @@ def refused(tmp_path: Path, monkeypatch, capsys, argv: list[str], expected: str)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "EMPTY").mkdir(exist_ok=True)
     before = set(tmp_path.iterdir())
-    assert sweep.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "Traceback" not in err
     assert len(err.splitlines()) == 1
@@ -121,7 +123,7 @@ def test_diverging_trial_fails_alone_and_the_sweep_goes_on(tmp_path, local_ray_w
     bad = {"model": "vqvae", "dataset": "digits", "epochs": 2, "lr": 1e9, "num_codes": 16}
     space = write_space(tmp_path, [good, bad])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray")])
+    rc = cli.main(["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray")])
     assert rc == 0
     runs = runs_by_config(MlflowClient(uri), "t")
     by_id = {TrialConfig.from_params(rs[0].data.params).lr: rs for rs in runs.values()}
@@ -143,7 +145,7 @@ def test_diverging_trial_fails_alone_and_the_sweep_goes_on(tmp_path, local_ray_w
 def test_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(tmp_path, local_ray_with_env):
     space = write_space(tmp_path, [{"model": "vqvae", "dataset": "digits", "epochs": 3, "num_codes": 16, "fail_at_epoch": 2}])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         ["--space", str(space), "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray"), "--max-failures", "1"]
     )
     assert rc == 0
@@ -177,7 +179,7 @@ def sweep_process(tmp_path: Path, *args: str, log: str = "driver.log") -> subpro
 
 def wait_for_sweep_start(storage: Path, name: str, driver: subprocess.Popen) -> None:
     """The driver creates the sqlite store; a second process opening it mid-creation can deadlock both."""
-    wait_for(lambda: (storage / name / sweep.SWEEP_FILE).is_file() or driver.poll() is not None, 600, "the sweep to start")
+    wait_for(lambda: (storage / name / SWEEP_FILE).is_file() or driver.poll() is not None, 600, "the sweep to start")
     assert driver.poll() is None, f"the sweep driver exited early with {driver.returncode}"
 
 
@@ -333,7 +335,7 @@ def test_tracking_server_restart_mid_sweep_loses_no_final_metrics(tmp_path, mlfl
             "config.json",
             "model.pt",
             "predictions.npz",
-            "predictions_v3.npz",
+            "predictions_v5.npz",
         }
 
 
@@ -343,7 +345,7 @@ def test_tracking_server_restart_mid_sweep_loses_no_final_metrics(tmp_path, mlfl
 @pytest.mark.slow
 def test_logged_params_alone_rebuild_the_logged_metrics(tmp_path, local_ray_with_env):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert sweep.main(["--space", "smoke", "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray")]) == 0
+    assert cli.main(["--space", "smoke", "--tracking-uri", uri, "--experiment", "t", "--storage-path", str(tmp_path / "ray")]) == 0
     client = MlflowClient(uri)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the trial ran: one CPU per trial

@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 
 from analysis.report import main as report_main
-from benchmark import sweep
-from benchmark.tracking import STOPPED_TAG
-from benchmark.train_probe import LINEAR_ACC, SSIM
+from benchmark.evaluation.train_probe import LINEAR_ACC, SSIM
+from benchmark.sweep import cli
+from benchmark.tracking.runs import STOPPED_TAG
 from tests.test_reliability import runs_by_config
 
 
@@ -29,12 +29,12 @@ def history(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
     ],
 )
 def test_searches_refuse_what_cannot_rank_their_trials(argv, expected, capsys):
-    assert sweep.main([*argv, "--datasets", "digits", "--dry-run"]) == 2
+    assert cli.main([*argv, "--datasets", "digits", "--dry-run"]) == 2
     assert expected in capsys.readouterr().err
 
 
 def test_dry_run_says_what_each_search_ranks_on(capsys):
-    assert sweep.main(["--space", "pareto", "--datasets", "digits", "--dry-run"]) == 0
+    assert cli.main(["--space", "pareto", "--datasets", "digits", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"ranked on {LINEAR_ACC} (max) and {SSIM} (max)" in out and out.strip().endswith("40 trials in space 'pareto'")
 
@@ -50,7 +50,7 @@ def test_asha_stops_trials_on_the_per_epoch_probe(tmp_path, local_ray, capsys):
         "                  metric='train_probe/linear_acc', mode='max')]\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--space",
             str(space),
@@ -84,7 +84,7 @@ def test_asha_stops_trials_on_the_per_epoch_probe(tmp_path, local_ray, capsys):
 @pytest.mark.slow
 def test_pareto_space_on_digits_produces_a_front(tmp_path, local_ray, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--space",
             "pareto",

@@ -11,14 +11,16 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from benchmark import load_model, sweep
+from benchmark import load_model
 from benchmark.config import TrialConfig
+from benchmark.sweep import cli
+from benchmark.sweep import plan as sweep_plan
 from tests.conftest import REPO
 
 
 def run_sweep(tmp_path: Path, *extra: str, uri: str | None = None, name: str = "s") -> tuple[int, MlflowClient, str]:
     uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = sweep.main(
+    rc = cli.main(
         ["--space", "smoke", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--experiment", "t", "--name", name, *extra]
     )
     client = MlflowClient(uri)
@@ -63,7 +65,7 @@ def test_sweep_logs_parent_and_child_runs_to_sqlite(tmp_path, local_ray):
         assert 0 < metrics["recon/mse"] < 1 and -1 < metrics["recon/ssim"] <= 1
         assert ("codebook/usage" in metrics) == (config.model == "vqvae")
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert artifacts == {"reconstructions.png", "tsne.png", "config.json", "model.pt", "predictions.npz", "predictions_v3.npz"}
+        assert artifacts == {"reconstructions.png", "tsne.png", "config.json", "model.pt", "predictions.npz", "predictions_v5.npz"}
         local = Path(client.download_artifacts(run.info.run_id, "reconstructions.png", str(tmp_path)))
         assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         for tag in ("vqbench.device", "vqbench.git_commit", "vqbench.versions", "vqbench.model", "vqbench.dataset"):
@@ -82,7 +84,7 @@ def test_sweep_logs_over_http_to_a_real_mlflow_server(tmp_path, local_ray, mlflo
             "tsne.png",
             "config.json",
             "predictions.npz",
-            "predictions_v3.npz",
+            "predictions_v5.npz",
         }
         assert "probe/latent/mlp_acc" in run.data.metrics
         with pytest.raises(FileNotFoundError, match="--no-log-model"):
@@ -124,7 +126,7 @@ def test_quarter_gpus_pack_four_trials_at_once(tmp_path):
 
 
 def dry_run(capsys, *args: str) -> list[str]:
-    assert sweep.main(["--dry-run", *args]) == 0
+    assert cli.main(["--dry-run", *args]) == 0
     return capsys.readouterr().out.strip().splitlines()
 
 
@@ -178,8 +180,8 @@ def test_precision_applies_to_every_trial_and_reaches_the_parent_params(capsys):
         line for line in dry_run(capsys, "--space", "paper", "--datasets", "digits", "--precision", "bf16") if line.startswith("paper: ")
     ]
     assert len(lines) == 12 and all(json.loads(line.split(": ", 1)[1])["precision"] == "bf16" for line in lines)
-    args = sweep.parse_args(["--space", "paper", "--datasets", "digits", "--precision", "bf16", "--dry-run"])
-    assert sweep.resolved_params(args, sweep.plan(args), "sqlite:///x.db")["precision"] == "bf16"
+    args = cli.parse_args(["--space", "paper", "--datasets", "digits", "--precision", "bf16", "--dry-run"])
+    assert sweep_plan.resolved_params(args, sweep_plan.plan(args), "sqlite:///x.db")["precision"] == "bf16"
 
 
 def test_dry_run_starts_nothing(tmp_path, capsys, monkeypatch):
@@ -200,7 +202,7 @@ def test_cluster_yaml_passes_rays_offline_validation():
 
 
 def test_git_commit_names_head_and_marks_a_dirty_checkout(tmp_path):
-    from benchmark.tracking import read_git_commit
+    from benchmark.tracking.provenance import read_git_commit
 
     def git(*args: str) -> str:
         return subprocess.run(

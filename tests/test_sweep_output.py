@@ -17,17 +17,18 @@ from mlflow.tracking import MlflowClient
 from ray.tune import choice, lograndint, loguniform, qrandint, randn, uniform
 from ray.tune.experiment import Trial
 
-from benchmark import load_model, sweep
-from benchmark import tune_trial as tune_trial_module
+from benchmark import load_model
 from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import load_dataset
-from benchmark.dry_run import domain_text
-from benchmark.evaluate import represent_split
-from benchmark.progress import COLUMNS, SweepProgress, trial_dirname, trial_name
-from benchmark.reconstruction import reconstruction_metrics
+from benchmark.evaluation.evaluate import represent_split
+from benchmark.evaluation.reconstruction import reconstruction_metrics
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.space import available_spaces
-from benchmark.tracking import DEFAULT_EXPERIMENT, TrackingTarget, ensure_experiment, start_sweep_run
+from benchmark.sweep import cli, trainable
+from benchmark.sweep.dry_run import domain_text
+from benchmark.sweep.progress import COLUMNS, SweepProgress, trial_dirname, trial_name
+from benchmark.tracking.runs import start_sweep_run
+from benchmark.tracking.store import DEFAULT_EXPERIMENT, TrackingTarget, ensure_experiment
 from benchmark.train import scale
 from tests.conftest import REPO
 from tests.test_endings import offline
@@ -139,10 +140,10 @@ class TuneSession:
     def __init__(self, monkeypatch) -> None:
         self.reports: list[dict] = []
         resources = SimpleNamespace(required_resources={"CPU": 1})
-        monkeypatch.setattr(tune_trial_module.tune, "report", lambda metrics, checkpoint=None: self.reports.append(dict(metrics)))
-        monkeypatch.setattr(tune_trial_module.tune, "get_checkpoint", lambda: None)
-        monkeypatch.setattr(tune_trial_module.tune, "get_context", lambda: SimpleNamespace(get_trial_resources=lambda: resources))
-        monkeypatch.setattr(tune_trial_module.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
+        monkeypatch.setattr(trainable.tune, "report", lambda metrics, checkpoint=None: self.reports.append(dict(metrics)))
+        monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: None)
+        monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_resources=lambda: resources))
+        monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
 
 
 @pytest.mark.parametrize(
@@ -163,7 +164,7 @@ def test_progress_tells_each_ending_from_what_the_trainable_reports(
     target = TrackingTarget(uri, experiment, start_sweep_run(client, experiment, "s", {}, {}))
     trial_config = TrialConfig.from_dict({"dataset": "digits", "train_probe_every": 0, **config})
     session = TuneSession(monkeypatch)
-    tune_trial_module.tune_trial(
+    trainable.tune_trial(
         {"trial": trial_config.to_dict(), "tracking": asdict(target), "data_dir": str(tmp_path / "no-data"), "log_model": False}
     )
     trial = stub_trial(trial_config.to_dict(), Trial.RUNNING)
@@ -190,6 +191,7 @@ SPACES = {
     "optuna": (40, ["mnist"]),
     "pareto": (40, ["mnist"]),
     "sensitivity": (39, ["mnist"]),
+    "rate": (27, ["mnist"]),
 }
 
 
@@ -201,7 +203,7 @@ def test_every_space_is_dry_run_below():
 def test_every_space_dry_runs_without_data(tmp_path, monkeypatch, capsys, space):
     count, missing = SPACES[space]
     monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
-    assert sweep.main(["--space", space, "--dry-run"]) == 0
+    assert cli.main(["--space", space, "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"{count} trials in space {space!r}"
     for dataset in missing:
@@ -220,7 +222,7 @@ def test_dry_run_reports_data_present_or_fetched_before_ray_starts(tmp_path, mon
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).touch()
     monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
-    assert sweep.main(["--space", "paper", "--dry-run", "--download", *address]) == 0
+    assert cli.main(["--space", "paper", "--dry-run", "--download", *address]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "  mnist: present" in out and "  cifar100: missing; fetched once, on this machine, before Ray starts (--download)" in out
 
@@ -232,7 +234,7 @@ def test_download_with_a_cluster_is_refused_saying_how_to_stage_the_data(tmp_pat
     offline(monkeypatch)  # were it not refused, its fetch would fail here, not reach the internet
     monkeypatch.chdir(tmp_path)
     argv = ["--space", "paper", "--datasets", "mnist,cifar100", "--data-dir", str(tmp_path / "data"), "--download", "--address", address]
-    assert sweep.main(argv + dry_run) == 2
+    assert cli.main(argv + dry_run) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1, err
     assert err.startswith(
@@ -245,7 +247,7 @@ def test_download_with_a_cluster_is_refused_saying_how_to_stage_the_data(tmp_pat
 
 def test_download_with_a_cluster_and_only_embedded_data_says_there_is_nothing_to_fetch(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert sweep.main(["--space", "smoke", "--download", "--address", "auto"]) == 2
+    assert cli.main(["--space", "smoke", "--download", "--address", "auto"]) == 2
     assert capsys.readouterr().err == (
         "error: --download with --address: this sweep's only dataset, digits, is embedded in scikit-learn "
         "and every node has it: leave out --download\n"
@@ -254,13 +256,13 @@ def test_download_with_a_cluster_and_only_embedded_data_says_there_is_nothing_to
 
 
 def test_dry_run_says_one_trial_not_one_trials(capsys):
-    assert sweep.main(["--space", "smoke", "--only", "model=vae", "--dry-run"]) == 0
+    assert cli.main(["--space", "smoke", "--only", "model=vae", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "1 trial in space 'smoke'"
 
 
 def test_optuna_dry_run_writes_domains_as_a_person_does(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQBENCH_DATA_DIR", str(tmp_path))
-    assert sweep.main(["--space", "optuna", "--dry-run"]) == 0
+    assert cli.main(["--space", "optuna", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "object at 0x" not in out
     assert "  num_codes ~ log-uniform int [16, 2048)" in out and "  code_dim ~ one of [16, 32, 64, 128]" in out
@@ -277,7 +279,7 @@ def test_bool_options_say_what_they_accept():
         TrialConfig.from_dict({"ema": "yes"})
 
 
-@pytest.mark.parametrize("module", ["benchmark.trial", "benchmark.sweep"])
+@pytest.mark.parametrize("module", ["benchmark.trial", "benchmark.sweep.cli"])
 def test_help_gives_each_option_one_default(module, capsys):
     with pytest.raises(SystemExit):
         importlib.import_module(module).main(["--help"])

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from benchmark import sweep
 from benchmark.config import ConfigError
-from benchmark.sweep_state import SWEEP_FILE, read_state, resumed_args, write_state
-from benchmark.tracking import TrackingTarget
+from benchmark.sweep import cli
+from benchmark.sweep.state import SWEEP_FILE, read_state, resumed_args, write_state
+from benchmark.tracking.store import TrackingTarget
 
 TARGET = TrackingTarget("sqlite:////abs/mlflow.db", "1", "parent")
 
@@ -20,21 +20,21 @@ def test_resume_from_another_folder_finds_the_space_data_and_storage_the_sweep_s
     elsewhere.mkdir()
     (started / "my_space.py").write_text("")
     monkeypatch.chdir(started)
-    args = sweep.parse_args(["--space", "my_space.py", "--storage-path", "rr", "--data-dir", "data", "--name", "s", "--epochs", "3"])
+    args = cli.parse_args(["--space", "my_space.py", "--storage-path", "rr", "--data-dir", "data", "--name", "s", "--epochs", "3"])
     (started / "rr" / "s").mkdir(parents=True)
     write_state(started / "rr" / "s", TARGET, args)
 
     monkeypatch.chdir(elsewhere)
-    resumed = resumed_args(sweep.parse_args(["--resume", "s", "--storage-path", str(started / "rr")]), sweep.parse_args([]))
+    resumed = resumed_args(cli.parse_args(["--resume", "s", "--storage-path", str(started / "rr")]), cli.parse_args([]))
     assert resumed.space == str(started / "my_space.py") and resumed.data_dir == str(started / "data")
     assert resumed.storage_path == str(started / "rr") and resumed.epochs == 3 and resumed.resume == "s"
     assert read_state(started / "rr" / "s")[0] == TARGET
 
 
 def test_resume_refuses_options_it_would_ignore():
-    given = sweep.parse_args(["--resume", "s", "--tracking-uri", "sqlite:////other.db", "--verbose", "--address", "auto"])
+    given = cli.parse_args(["--resume", "s", "--tracking-uri", "sqlite:////other.db", "--verbose", "--address", "auto"])
     with pytest.raises(ConfigError, match="leave out --tracking-uri \\(to change them, start a new sweep\\)"):
-        resumed_args(given, sweep.parse_args([]))
+        resumed_args(given, cli.parse_args([]))
 
 
 @pytest.mark.parametrize("content", ["", "{", json.dumps({"tracking": {}}), json.dumps({"args": {}}), json.dumps([1])])

@@ -9,18 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
-from benchmark.probe import ProbeSettings
-from benchmark.tracking import (
-    EPOCH_METRIC,
-    ERROR_TAG,
-    INTERRUPTED,
-    STOPPED_TAG,
-    TrackingTarget,
-    TrialRun,
-    ensure_experiment,
-    mark_interrupted,
-    start_sweep_run,
-)
+from benchmark.evaluation.probe import ProbeSettings
+from benchmark.tracking.runs import EPOCH_METRIC, ERROR_TAG, INTERRUPTED, STOPPED_TAG, TrialRun, mark_interrupted, start_sweep_run
+from benchmark.tracking.store import TrackingTarget, ensure_experiment
 
 CONFIG = TrialConfig(model="vqvae", dataset="digits", epochs=2, num_codes=16)
 
@@ -79,7 +70,7 @@ def test_a_trial_costs_one_round_trip_per_step(target, tmp_path, calls):
     assert run.data.params["model"] == "vqvae" and "probe.patience" in run.data.params
     assert run.data.metrics["probe/latent/mlp_acc"] == 0.9
     assert run.data.tags["dataset.hash"] == "f00d" and run.data.tags["dataset.note"] == "a test card"  # with the final metrics
-    from benchmark.tracking import GIT_COMMIT
+    from benchmark.tracking.provenance import GIT_COMMIT
 
     if GIT_COMMIT != "unknown":  # MLflow's own source-version tag, which its UI shows
         assert run.data.tags["mlflow.source.git.commit"] == GIT_COMMIT.removesuffix("-dirty")
@@ -125,7 +116,7 @@ def test_only_what_can_succeed_on_a_retry_is_retried():
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
-    from benchmark.tracking import with_retries
+    from benchmark.tracking.store import with_retries
 
     def failing(error: Exception):
         calls = []

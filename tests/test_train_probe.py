@@ -9,8 +9,8 @@ import torch
 
 from benchmark.config import ConfigError, TrialConfig
 from benchmark.data import load_dataset
+from benchmark.evaluation.train_probe import LINEAR_ACC, SECONDS, SSIM, is_due, subsample, train_probe
 from benchmark.train import init_state, train_epoch
-from benchmark.train_probe import LINEAR_ACC, SECONDS, SSIM, is_due, subsample, train_probe
 from benchmark.trial import run_trial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

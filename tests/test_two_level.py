@@ -19,6 +19,7 @@ from analysis.plan import DEFAULT_PLAN, PRIMARY, load_plan
 from analysis.report import main as report_main
 from analysis.runs import write_runs_csv
 from analysis.verdicts import SEED_ONLY, SUPPORTED, TWO_LEVEL, decide, holm_family, paired_test, two_level_test, with_tost
+from benchmark.result_keys import PREDICTIONS_FILE
 from tests.test_analysis import Store, metrics_for
 
 PLAN = load_plan(DEFAULT_PLAN)
@@ -160,8 +161,8 @@ def test_predictions_logged_as_mlflow_artifacts_are_read_by_the_report_and_expor
             )
             folder = tmp_path / "staging" / run_id
             folder.mkdir(parents=True)
-            np.savez(folder / predictions.ARTIFACT, labels=labels, **{"latent/mlp": np.where(correct > 0, labels, (labels + 3) % 10)})
-            s.client.log_artifact(run_id, str(folder / predictions.ARTIFACT))
+            np.savez(folder / PREDICTIONS_FILE, labels=labels, **{"latent/mlp": np.where(correct > 0, labels, (labels + 3) % 10)})
+            s.client.log_artifact(run_id, str(folder / PREDICTIONS_FILE))
             ids.append(run_id)
     assert report_main(["--experiment", "artifacts", "--tracking-uri", s.uri, "--out", str(tmp_path / "r")]) == 0
     line = next(
