@@ -5,7 +5,7 @@
     python -m benchmark.reprobe --run-id ID [ID ...] --check     # recompute, compare, log nothing
 
 For each finished trial run with a `model.pt` it reloads the model (`benchmark.load_model`), encodes
-both splits, runs every probe of protocol `benchmark.evaluation.probe.PROTOCOL` exactly as a trial's evaluation
+both splits, runs every probe of protocol `benchmark.evaluation.probe_settings.PROTOCOL` exactly as a trial's evaluation
 does (`benchmark.evaluation.evaluate.probe_representations`) and logs to the same run, keeping everything it held:
 
 - metrics `probe_v{P}/{rep}/{key}` (e.g. `probe_v4/latent/linear_acc`) at the run's last epoch;
@@ -33,7 +33,8 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
 from benchmark.evaluation.evaluate import probe_representations, represent_split
-from benchmark.evaluation.probe import PARAM_PREFIX, PROTOCOL, ProbeSettings, write_predictions
+from benchmark.evaluation.probe_predictions import write_predictions
+from benchmark.evaluation.probe_settings import PARAM_PREFIX, PROTOCOL, ProbeSettings
 from benchmark.result_keys import protocol_view, versioned_params, versioned_predictions_file, versioned_prefix
 from benchmark.tracking.logged_model import load_model
 from benchmark.tracking.store import TrackingError, resolve_tracking_uri, with_retries

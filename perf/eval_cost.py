@@ -3,7 +3,7 @@
     python -m perf.eval_cost                      # vqvae, paper config, real MNIST
     python -m perf.eval_cost --model vae
 
-"After" is the current probe protocol (`benchmark.evaluation.probe.PROTOCOL`); "before" is protocol 3 on the same
+"After" is the current probe protocol (`benchmark.evaluation.probe_settings.PROTOCOL`); "before" is protocol 3 on the same
 encoded features in the same run (`probes_before`: the same probes with its 2 x 2 MLP grid per trial), so the two
 are measured on one machine under one load.
 
@@ -31,7 +31,8 @@ from benchmark.data import load_dataset
 from benchmark.evaluation.evaluate import represent_split
 from benchmark.evaluation.figures import save_tsne
 from benchmark.evaluation.pixel_probes import pixel_probes
-from benchmark.evaluation.probe import REFERENCE_MLP_GRID, ProbeSettings, probe_all
+from benchmark.evaluation.probe import probe_all
+from benchmark.evaluation.probe_settings import REFERENCE_MLP_GRID, ProbeSettings
 from benchmark.evaluation.reconstruction import reconstruction_metrics
 from benchmark.train import init_state, pick_device, scale, to_device, train_epoch
 from perf.measure import seconds, timed

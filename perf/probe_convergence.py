@@ -31,21 +31,10 @@ from torch import nn
 from benchmark.config import TrialConfig
 from benchmark.data import load_dataset
 from benchmark.evaluation.evaluate import represent_split
-from benchmark.evaluation.probe import (
-    MLP_HIDDEN,
-    REFERENCE_MLP_GRID,
-    ProbeSettings,
-    accuracy,
-    fit_logistic,
-    linear_probe,
-    linear_scores,
-    mlp_member,
-    mlp_probe,
-    predict_scores,
-    restart_seed,
-    standardise,
-    train_classifier,
-)
+from benchmark.evaluation.linear_probe import fit_logistic, linear_probe, linear_scores
+from benchmark.evaluation.mlp_probe import mlp_member, mlp_probe, restart_seed, train_classifier
+from benchmark.evaluation.probe_inputs import accuracy, predict_scores, standardise
+from benchmark.evaluation.probe_settings import MLP_HIDDEN, REFERENCE_MLP_GRID, ProbeSettings
 from benchmark.saved_model import read_model
 from benchmark.train import init_state, pick_device, to_device, train_epoch
 from perf.record import Options, available_cores, write_record

@@ -14,18 +14,10 @@ from torch import nn
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.evaluation.evaluate import GRID_IMAGES, evaluate, represent_split
-from benchmark.evaluation.probe import (
-    CodeFeatures,
-    ProbeSettings,
-    accuracy,
-    holdout_split,
-    knn_predict,
-    predict_scores,
-    probe_all,
-    seen_pairs,
-    standardise,
-    train_classifier,
-)
+from benchmark.evaluation.mlp_probe import CodeFeatures, seen_pairs, train_classifier
+from benchmark.evaluation.probe import knn_predict, probe_all
+from benchmark.evaluation.probe_inputs import accuracy, holdout_split, predict_scores, standardise
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.evaluation.reconstruction import mse_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
 from benchmark.models import build_model
 from benchmark.train import scale

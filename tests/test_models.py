@@ -136,7 +136,7 @@ def test_from_dict_round_trips_to_dict_and_mlflow_strings(config):
 
 
 def test_from_params_ignores_the_settings_logged_beside_the_config():
-    from benchmark.evaluation.probe import ProbeSettings
+    from benchmark.evaluation.probe_settings import ProbeSettings
 
     params = {**{key: str(value) for key, value in NON_DEFAULT.to_dict().items()}, **ProbeSettings().to_params()}
     assert TrialConfig.from_params(params) == NON_DEFAULT

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmark.config import TrialConfig
-from benchmark.evaluation.probe import REFERENCE_MLP_GRID, ProbeSettings
+from benchmark.evaluation.probe_settings import REFERENCE_MLP_GRID, ProbeSettings
 from benchmark.models import build_model
 from benchmark.saved_model import save_model
 from perf import (

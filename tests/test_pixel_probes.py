@@ -13,7 +13,8 @@ from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.evaluation import pixel_probes as cache
 from benchmark.evaluation.evaluate import evaluate
-from benchmark.evaluation.probe import ProbeSettings, probe_all
+from benchmark.evaluation.probe import probe_all
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

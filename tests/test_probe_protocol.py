@@ -10,21 +10,15 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from benchmark.evaluation import linear_probe as linear
+from benchmark.evaluation import mlp_probe as mlp
 from benchmark.evaluation import probe
-from benchmark.evaluation.probe import (
-    FittedProbe,
-    ProbeSettings,
-    balanced_subsets,
-    choose_l2,
-    compact,
-    fit_logistic,
-    linear_probe,
-    linear_scores,
-    probe_all,
-    read_predictions,
-    save_predictions,
-    standardise,
-)
+from benchmark.evaluation.linear_probe import balanced_subsets, choose_l2, fit_logistic, linear_probe, linear_scores
+from benchmark.evaluation.mlp_probe import FittedProbe
+from benchmark.evaluation.probe import probe_all
+from benchmark.evaluation.probe_inputs import predict_scores, standardise
+from benchmark.evaluation.probe_predictions import compact, read_predictions, save_predictions
+from benchmark.evaluation.probe_settings import PROTOCOL, ProbeSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIGHT = ProbeSettings(lbfgs_tol=1e-5, lbfgs_max_iter=500)  # 1e-6 is at float32's floor here
@@ -98,14 +92,14 @@ def test_tolerance_stop_and_the_cap_flag():
 def test_l2_path_is_chosen_on_held_out_train_rows_and_refit_on_all(monkeypatch):
     x, y = overlapping(n=800)
     calls = []
-    fit = probe.fit_logistic
+    fit = linear.fit_logistic
 
     def spy(fx, fy, classes, l2, settings, num_codes=None, init=None, basis=None):
         calls.append((fx.shape[0], l2, init is not None))
         assert basis is not None and basis.z.shape == fx.shape  # the eigenbasis, computed once, of these rows
         return fit(fx, fy, classes, l2, settings, num_codes, init, basis)
 
-    monkeypatch.setattr(probe, "fit_logistic", spy)
+    monkeypatch.setattr(linear, "fit_logistic", spy)
     settings = ProbeSettings()
     result = linear_probe(x, y, 4, seed=0, settings=settings)
     path, refit = calls[:-1], calls[-1]
@@ -176,10 +170,10 @@ def test_mlp_grid_keeps_the_best_held_out_member_and_the_first_of_a_tie(monkeypa
             held_acc=held[settings.lr, settings.weight_decay],
         )
 
-    monkeypatch.setattr(probe, "train_classifier", fake)
+    monkeypatch.setattr(mlp, "train_classifier", fake)
     settings = ProbeSettings(mlp_lrs=(1e-3, 3e-3), mlp_weight_decays=(0.0, 1e-4), mlp_epochs=17)
-    fitted, lr, weight_decay = probe.mlp_probe(torch.randn(50, 3), torch.arange(50) % 2, 2, 0, settings)
-    assert sorted(members) == sorted((lr_, wd, probe.MLP_HIDDEN, 17, 0) for lr_, wd in held)  # each on the fixed budget
+    fitted, lr, weight_decay = mlp.mlp_probe(torch.randn(50, 3), torch.arange(50) % 2, 2, 0, settings)
+    assert sorted(members) == sorted((lr_, wd, mlp.MLP_HIDDEN, 17, 0) for lr_, wd in held)  # each on the fixed budget
     assert (lr, weight_decay) == (1e-3, 1e-4) and fitted.best_epoch == 2
 
 
@@ -189,12 +183,12 @@ def test_the_mlp_trains_its_fixed_budget_whatever_the_held_out_split_says():
     probed = probe_all(x[:300], y[:300], x[300:], y[300:], 4, seed=0, settings=settings)
     assert probed.metrics["mlp_epochs"] == 5  # not the early-stopping schedule's epochs: the probe's own budget, the last epoch kept
     # exactly that member trained on a fixed cosine schedule of 5 epochs
-    member = probe.mlp_member(settings, 1e-2, settings.mlp_weight_decays[0])
+    member = mlp.mlp_member(settings, 1e-2, settings.mlp_weight_decays[0])
     assert (member.max_epochs, member.patience, member.lr) == (5, 0, 1e-2)
-    train_x, test_x = probe.standardise(x[:300].float(), x[300:].float())
-    direct = probe.train_classifier(train_x, y[:300], 4, probe.MLP_HIDDEN, 0, member)
+    train_x, test_x = standardise(x[:300].float(), x[300:].float())
+    direct = mlp.train_classifier(train_x, y[:300], 4, mlp.MLP_HIDDEN, 0, member)
     assert direct.epochs_run == direct.best_epoch == 5
-    assert torch.equal(probe.predict_scores(direct.net, test_x).argmax(1), probed.predictions["mlp"])
+    assert torch.equal(predict_scores(direct.net, test_x).argmax(1), probed.predictions["mlp"])
 
 
 def test_scrambled_test_labels_change_no_choice_of_any_probe():
@@ -229,7 +223,7 @@ def test_predictions_file_round_trip(tmp_path):
 
 def test_protocol_is_logged_with_the_settings():
     params = ProbeSettings().to_params()
-    assert params["probe.protocol"] == probe.PROTOCOL == "5"
+    assert params["probe.protocol"] == PROTOCOL == "5"
     assert dataclasses.replace(ProbeSettings(), l2_grid=(1.0,)).to_params()["probe.l2_grid"] == "(1.0,)"
 
 
@@ -245,16 +239,16 @@ def test_mlp_restarts_are_averaged_and_each_kept():
     # restart 0 is the single probe; the others are seeded restarts, not copies of it
     single = probe_all(x[:300], y[:300], x[300:], y[300:], 4, seed=0, settings=dataclasses.replace(settings, mlp_restarts=1))
     assert torch.equal(rows[0], single.predictions["mlp"]) and "mlp_restart_spread" not in single.metrics
-    again = probe.train_classifier(
-        probe.standardise(x[:300].float(), x[300:].float())[0],
+    again = mlp.train_classifier(
+        standardise(x[:300].float(), x[300:].float())[0],
         y[:300],
         4,
-        probe.MLP_HIDDEN,
-        probe.restart_seed(0, 2),
-        probe.mlp_member(settings, settings.mlp_lrs[0], settings.mlp_weight_decays[0]),
+        mlp.MLP_HIDDEN,
+        mlp.restart_seed(0, 2),
+        mlp.mlp_member(settings, settings.mlp_lrs[0], settings.mlp_weight_decays[0]),
     )
-    test_x = probe.standardise(x[:300].float(), x[300:].float())[1]
-    assert torch.equal(probe.predict_scores(again.net, test_x).argmax(1), rows[2])
+    test_x = standardise(x[:300].float(), x[300:].float())[1]
+    assert torch.equal(predict_scores(again.net, test_x).argmax(1), rows[2])
     # the report reads a restarted probe per image as the fraction of its restarts that is right
     from analysis.predictions import Predictions
 

@@ -18,7 +18,8 @@ from benchmark import reprobe
 from benchmark.config import TrialConfig
 from benchmark.data import load_dataset
 from benchmark.evaluation.evaluate import evaluate
-from benchmark.evaluation.probe import ProbeSettings, read_predictions, save_predictions
+from benchmark.evaluation.probe_predictions import read_predictions, save_predictions
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.saved_model import save_model
 from benchmark.tracking.runs import TrialRun, start_sweep_run
 from benchmark.tracking.store import TrackingTarget, ensure_experiment

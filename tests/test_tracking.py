@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
-from benchmark.evaluation.probe import ProbeSettings
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.tracking.runs import EPOCH_METRIC, ERROR_TAG, INTERRUPTED, STOPPED_TAG, TrialRun, mark_interrupted, start_sweep_run
 from benchmark.tracking.store import TrackingTarget, ensure_experiment
 

@@ -13,7 +13,9 @@ from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.evaluation.clustering import cluster_agreement
 from benchmark.evaluation.pixel_probes import pixel_probes
-from benchmark.evaluation.probe import ProbeSettings, compact, probe_all
+from benchmark.evaluation.probe import probe_all
+from benchmark.evaluation.probe_predictions import compact
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.evaluation.reconstruction import reconstruction_metrics
 from benchmark.quantizer import code_perplexity
 from benchmark.rate import vae_rates, vq_rates

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +24,9 @@ from pathlib import Path
 import torch
 
 from benchmark.data import Dataset
-from benchmark.evaluation import probe
-from benchmark.evaluation.probe import Probed, ProbeSettings, probe_all
+from benchmark.evaluation import linear_probe, mlp_probe, probe, probe_inputs, probe_settings
+from benchmark.evaluation.probe import Probed, probe_all
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.outputs import write_atomically
 
 CACHE_ENV = "VQBENCH_PIXEL_PROBE_CACHE"
@@ -48,9 +50,20 @@ def fingerprint(data: Dataset) -> str:
 def _code_version() -> str:
     """A change to how probes are trained or fed changes their numbers: it must miss the cache."""
     digest = hashlib.sha256()
-    for source in (Path(probe.__file__), Path(__file__)):
-        digest.update(source.read_bytes())
+    for source in (probe.__file__, probe_settings.__file__, probe_inputs.__file__, linear_probe.__file__, mlp_probe.__file__, __file__):
+        digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what `platform` knows of it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, object]:
@@ -63,6 +76,10 @@ def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, ob
         "code": _code_version(),
         "torch": torch.__version__,
         "device": data.train_x.device.type,
+        # L-BFGS's last bits differ across thread counts and CPUs (its final gradient norm did, accuracies did not):
+        # a cache shared by different machines must not hand one machine's rounding to another's rerun.
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
     }
     return json.loads(json.dumps(key))  # as a file gives it back (tuples as lists)
 

@@ -19,7 +19,9 @@ from torch import nn
 from benchmark.config import TrialConfig
 from benchmark.data import Dataset
 from benchmark.evaluation.evaluate import represent_split
-from benchmark.evaluation.probe import ProbeSettings, accuracy, predict_scores, standardise, train_classifier
+from benchmark.evaluation.mlp_probe import train_classifier
+from benchmark.evaluation.probe_inputs import accuracy, predict_scores, standardise
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.evaluation.reconstruction import ssim_per_image
 from benchmark.train import scale
 

@@ -27,7 +27,8 @@ from ray import tune
 
 from benchmark.config import TrialConfig
 from benchmark.evaluation import train_probe
-from benchmark.evaluation.probe import ProbeSettings, save_predictions
+from benchmark.evaluation.probe_predictions import save_predictions
+from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.fault_injection import InjectedFault, before_checkpoint
 from benchmark.result_keys import DIVERGED, EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.saved_model import save_model
