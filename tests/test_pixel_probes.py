@@ -80,6 +80,33 @@ def test_a_changed_probe_code_misses(computed, monkeypatch):
     assert len(computed) == 2
 
 
+def test_every_probe_module_is_in_the_code_version(monkeypatch):
+    """The probes live in several modules: an edit to any of them (the L-BFGS solver, say) must miss the cache."""
+    from benchmark.evaluation import linear_probe
+
+    before = cache._code_version()
+    real = Path.read_bytes
+    monkeypatch.setattr(
+        Path, "read_bytes", lambda self: real(self) + (b"# edited" if self.name == Path(linear_probe.__file__).name else b"")
+    )
+    assert cache._code_version() != before
+
+
+def test_another_thread_count_or_cpu_misses(computed, monkeypatch):
+    """L-BFGS rounds differently on other threads and CPUs: a shared cache must not hand one's bits to another."""
+    data = small_dataset()
+    cache.pixel_probes(data, 0, QUICK)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        cache.pixel_probes(data, 0, QUICK)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(cache, "_cpu_model", lambda: "another CPU")
+    cache.pixel_probes(data, 0, QUICK)
+    assert len(computed) == 3
+
+
 @pytest.mark.parametrize("content", ["", "{not json", '{"key": 1}', '{"metrics": {"mlp_acc": 0.5}}', "[]"])
 def test_a_corrupt_file_is_computed_again_and_replaced(pixel_probe_cache, computed, content):
     data = small_dataset()
