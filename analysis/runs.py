@@ -31,7 +31,7 @@ ROLE_TAG = "vqbench.role"
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 CONFIG_TYPES = {f.name: f.type for f in fields(TrialConfig)}
 VAE_ONLY = ("kl_weight", "target_rate", "capacity_weight")
-VQ_ONLY = ("num_codes", "beta", "ema", "ema_decay", "restart_dead_codes")
+VQ_ONLY = ("num_codes", "beta", "quantizer", "ema", "ema_decay", "restart_dead_codes")
 TAG_COLUMNS = {
     "vqbench.error": "error",
     "vqbench.config_id": "config_id",
@@ -76,6 +76,7 @@ LATER_CONFIG = {
     "train_probe_every": 0,
     "target_rate": 0.0,
     "capacity_weight": DEFAULT_CAPACITY_WEIGHT,
+    "quantizer": "plain",
 }  # a runs CSV exported before these existed lacks them
 # Config columns the tags also carry, used where a run died before logging its params.
 TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}

@@ -107,7 +107,7 @@ def _is(values: pd.Series, target: float) -> pd.Series:
 
 
 def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per model, dataset and label setting: the paper's K/D/beta (VQ-VAE; VAE: the paper's D,
+    """Per model, dataset and label setting: the paper's K/D/beta and quantizer (VQ-VAE; VAE: the paper's D,
     the default KL weight) where such runs exist, else all runs."""
     parts = []
     for (model, _, _), group in runs.groupby(["model", "dataset", "label_embedding"], dropna=False, sort=False):
@@ -116,6 +116,7 @@ def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
                 _is(group["num_codes"], PAPER_VQ["num_codes"])
                 & _is(group["code_dim"], PAPER_VQ["code_dim"])
                 & _is(group["beta"], PAPER_VQ["beta"])
+                & (group["quantizer"].fillna("plain") == "plain" if "quantizer" in group else True)  # the paper's quantizer
             )
             parts.append(group[pick] if pick.any() else group)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -22,6 +23,15 @@ GREY_DATASETS = ("digits", "mnist", "fashion_mnist")  # the rest are complex ima
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 LABEL_EMBEDDINGS = ("none", "add")
 PRECISIONS = ("fp32", "bf16")
+# The VQ-VAE's quantizer (issue 30). `plain` is the paper's, hand-written (benchmark/quantizer.py); the others come from
+# vector-quantize-pytorch (benchmark/quantizer_arms.py, the `quantizers` extra): an EMA codebook with dead-code expiry,
+# cosine-similarity codes looked up in 8 dimensions, the rotation trick, finite scalar quantization, residual VQ.
+QUANTIZERS = ("plain", "ema", "cosine", "rotation", "fsq", "residual")
+QUANTIZER_LIBRARY = "vector_quantize_pytorch"
+# FSQ's level sets for codebooks of about 2^8, 2^10, 2^12, 2^14 and 2^16 codes (Mentzer et al. 2023, Table 1):
+# `quantizer=fsq` takes the one whose size is nearest K in log2, e.g. K = 512 -> (8, 5, 5, 5), 1,000 codes.
+FSQ_LEVELS = ((8, 6, 5), (8, 5, 5, 5), (7, 5, 5, 5, 5), (8, 8, 8, 6, 5), (8, 8, 8, 5, 5, 5))
+RESIDUAL_DEPTH = 4  # residual VQ's quantizers, each of K codes: every position holds this many codes
 TEST_HOOKS = ("fail_at_epoch",)  # config keys the tests set to inject faults: never a command-line option or a setting
 
 # The paper's setting (Radman, Table 1), written once: the config's defaults, the `paper` space, the sensitivity
@@ -58,6 +68,7 @@ class TrialConfig:
     num_codes: int = PAPER_VQ["num_codes"]
     code_dim: int = PAPER_VQ["code_dim"]
     beta: float = PAPER_VQ["beta"]
+    quantizer: str = "plain"
     kl_weight: float = DEFAULT_KL_WEIGHT
     # A rate-matched VAE: the bits per image its KL is held at, in place of the KL weight (0 = off, the KL weight rules).
     target_rate: float = 0.0
@@ -79,6 +90,7 @@ class TrialConfig:
         check_dataset(self.dataset)
         _check_choice("label_embedding", self.label_embedding, LABEL_EMBEDDINGS)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("quantizer", self.quantizer, QUANTIZERS)
         for key in ("epochs", "batch_size", "num_codes", "code_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be an integer >= 1")
@@ -97,6 +109,8 @@ class TrialConfig:
                 f"kl_weight={self.kl_weight!r} and target_rate={self.target_rate!r} both set the VAE's KL term: "
                 "pass one of them (target_rate replaces the KL weight)"
             )
+        if self.quantizer != "plain":
+            self._check_library_arm()
         if self.capacity_weight <= 0:
             raise ConfigError(f"capacity_weight={self.capacity_weight!r} is not allowed: it must be a finite number > 0")
         if not 0 < self.ema_decay < 1:
@@ -104,6 +118,22 @@ class TrialConfig:
         for key in ("seed", "fail_at_epoch", "train_probe_every"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: it must be >= 0")
+
+    def _check_library_arm(self) -> None:
+        if self.model != "vqvae":
+            raise ConfigError(
+                f"quantizer={self.quantizer!r} is not allowed for model={self.model}: only a VQ-VAE quantizes; pass --model vqvae"
+            )
+        if self.ema or self.restart_dead_codes:
+            raise ConfigError(
+                f"ema / restart_dead_codes are options of quantizer=plain, not of quantizer={self.quantizer!r}: the library's arms "
+                "bring their own codebook updates; drop them or use quantizer=plain"
+            )
+        if importlib.util.find_spec(QUANTIZER_LIBRARY) is None:
+            raise ConfigError(
+                f"quantizer={self.quantizer!r} needs vector-quantize-pytorch, which is not installed: "
+                "pip install 'vqbench[quantizers]' (or use quantizer=plain, the paper's)"
+            )
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "TrialConfig":
@@ -128,7 +158,20 @@ class TrialConfig:
     @property
     def config_id(self) -> str:
         """Stable short hash: one trial config, one id, across retries and resumes."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        raw = self.to_dict()
+        if raw["quantizer"] == "plain":  # added later: every config from before it keeps its id (resumes, stored runs)
+            del raw["quantizer"]
+        return hashlib.sha1(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def fsq_levels(self) -> tuple[int, ...]:
+        """FSQ's levels for this K: the recommended set nearest it in log2 (a tie: the smaller)."""
+        return min(FSQ_LEVELS, key=lambda levels: abs(math.log2(math.prod(levels)) - math.log2(self.num_codes)))
+
+    @property
+    def codebook_size(self) -> int:
+        """Codes each position chooses from: K, except under FSQ, whose levels fix it (`fsq_levels`)."""
+        return math.prod(self.fsq_levels) if self.quantizer == "fsq" else self.num_codes
 
     @property
     def leaks_label(self) -> bool:
@@ -139,7 +182,8 @@ class TrialConfig:
         """What the trial is, in one token: its Ray Tune trial name and its MLflow run name."""
         parts = [self.model, dataset_label(self.dataset)]
         if self.model == "vqvae":
-            parts += [f"K{self.num_codes}", f"D{self.code_dim}", f"b{self.beta:g}"]
+            arm = [] if self.quantizer == "plain" else [self.quantizer]
+            parts += [*arm, f"K{self.codebook_size}", f"D{self.code_dim}", f"b{self.beta:g}"]
         else:
             parts += [f"D{self.code_dim}", f"rate{self.target_rate:g}" if self.target_rate > 0 else f"kl{self.kl_weight:g}"]
         if self.leaks_label:

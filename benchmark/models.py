@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import TrialConfig
-from benchmark.quantizer import VectorQuantizer
+from benchmark.quantizer_arms import build_quantizer
 from benchmark.rate import gaussian_kl_nats
 
 HIDDEN = (32, 64)
@@ -92,9 +92,7 @@ class VQVAE(nn.Module):
         super().__init__()
         self.encoder = encoder(channels, config.code_dim, config.batch_norm)
         self.decoder = decoder(config.code_dim, channels, config.batch_norm)
-        self.quantizer = VectorQuantizer(
-            config.num_codes, config.code_dim, config.beta, config.ema, config.ema_decay, config.restart_dead_codes
-        )
+        self.quantizer = build_quantizer(config)
         self.label_embedding = nn.Embedding(num_classes, config.code_dim) if config.leaks_label else None
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

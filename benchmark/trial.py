@@ -41,14 +41,16 @@ HELP = {
     "num_codes": f"K, codebook size (VQ-VAE; paper: {PAPER_VQ['num_codes']})",
     "code_dim": f"D, latent channels per position (paper: {PAPER_VQ['code_dim']})",
     "beta": f"commitment cost (VQ-VAE; paper: {PAPER_VQ['beta']:g})",
+    "quantizer": "the VQ-VAE's quantizer: plain (the paper's), or from vector-quantize-pytorch: ema, cosine, rotation, fsq "
+    "(levels nearest K), residual",
     "kl_weight": "KL weight on the per-pixel scale (VAE; the paper does not state it)",
     "target_rate": "bits per image a rate-matched VAE holds its KL at, in place of the KL weight (VAE; 0 = off)",
     "capacity_weight": "gamma of a rate-matched VAE's recon + gamma * |KL - target| (per-pixel scale)",
     "batch_norm": "BatchNorm in encoder and decoder (the paper's setting for complex colour images)",
     "label_embedding": "none, or add: the paper's label embedding, which leaks the label into the latent",
-    "ema": "EMA codebook updates instead of the codebook loss",
-    "ema_decay": "decay of the EMA codebook",
-    "restart_dead_codes": "re-seed unused codes from encoder outputs",
+    "ema": "EMA codebook updates instead of the codebook loss (quantizer plain)",
+    "ema_decay": "decay of the EMA codebook (quantizer plain)",
+    "restart_dead_codes": "re-seed unused codes from encoder outputs (quantizer plain)",
     "precision": "fp32 or bf16 (autocast)",
     "train_probe_every": "the per-epoch linear probe and SSIM on held-out train images every N epochs and after the last (0 = never)",
 }
@@ -96,7 +98,7 @@ def run_trial(
 def save_figures(result: TrialResult, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     c, ev = result.config, result.evaluation
-    title = f"{c.model} on {dataset_label(c.dataset)}, test latents" + (f" (K={c.num_codes})" if c.model == "vqvae" else "")
+    title = f"{c.model} on {dataset_label(c.dataset)}, test latents" + (f" (K={c.codebook_size})" if c.model == "vqvae" else "")
     return [
         save_reconstruction_grid(ev.originals, ev.reconstructions, c.name, folder / "reconstructions.png"),
         save_tsne(ev.latents, ev.latent_labels, c.seed, title, folder / "tsne.png", ev.label_names),

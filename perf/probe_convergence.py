@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         test = represent_split(model, data.test_x, data.test_y, config, decode=False)
         representations[f"{config.name}/latent"] = (*standardise(train["latent"], test["latent"]), None)
         if "codes" in train:
-            representations[f"{config.name}/codes"] = (train["codes"], test["codes"], config.num_codes)
+            representations[f"{config.name}/codes"] = (train["codes"], test["codes"], config.codebook_size)
     if args.pixels:
         representations["pixels"] = (*standardise(data.train_x.flatten(1).float(), data.test_x.flatten(1).float()), None)
 

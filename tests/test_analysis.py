@@ -334,6 +334,26 @@ def test_a_rate_matched_vae_has_a_target_rate_and_no_kl_weight_and_old_csvs_read
     assert old["target_rate"].isna().all() and old.loc[old["model"] == "vae", "kl_weight"].notna().all()
 
 
+def test_a_quantizer_arm_is_not_the_paper_vq_vae_and_old_csvs_are_plain(paper_runs, tmp_path):
+    """An FSQ (or any library) arm at the paper's K, D and beta is another model: the claims' reference must not pool it."""
+    from analysis.runs import read_runs_csv, write_runs_csv
+
+    write_runs_csv(paper_runs, tmp_path / "all.csv")
+    raw = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False, na_values=[""])
+    arm = raw.index[(raw["model"] == "vqvae") & (raw["status"] == "FINISHED")][0]
+    raw.loc[arm, ["quantizer", "run_id"]] = ["fsq", "fsq-run"]
+    raw.to_csv(tmp_path / "arms.csv", index=False)
+    runs = read_runs_csv([tmp_path / "arms.csv"])
+    assert runs.loc[runs["run_id"] == "fsq-run", "quantizer"].item() == "fsq"
+    assert runs.loc[runs["model"] == "vae", "quantizer"].isna().all()  # a VAE has no quantizer
+    reference = tables.reference_runs(tables.finished(runs))
+    assert "fsq-run" not in set(reference["run_id"]) and (reference.loc[reference["model"] == "vqvae", "quantizer"] == "plain").all()
+    # a CSV exported before the key existed: every VQ-VAE in it had the paper's quantizer
+    raw.drop(columns=["quantizer"]).drop(index=arm).to_csv(tmp_path / "old.csv", index=False)
+    old = read_runs_csv([tmp_path / "old.csv"])
+    assert (old.loc[old["model"] == "vqvae", "quantizer"] == "plain").all()
+
+
 def test_load_runs_bad_input(store, tmp_path):
     with pytest.raises(RunsError, match="experiment 'nope' not found.*paper"):
         load_runs("nope", tracking_uri=store.uri)

@@ -91,11 +91,11 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
 
     if "codes" in test:
         codes = test["codes"]
-        used = torch.bincount(codes.reshape(-1), minlength=config.num_codes) > 0
-        metrics["codebook/perplexity"] = code_perplexity(codes, config.num_codes).item()
+        used = torch.bincount(codes.reshape(-1), minlength=config.codebook_size) > 0
+        metrics["codebook/perplexity"] = code_perplexity(codes, config.codebook_size).item()
         metrics["codebook/usage"] = used.float().mean().item()
         metrics["codebook/dead_codes"] = float((~used).sum().item())
-        metrics.update(vq_rates(codes, config.num_codes))
+        metrics.update(vq_rates(codes, config.codebook_size))
     if "kl_nats" in test:
         metrics.update(vae_rates(test["kl_nats"], config.target_rate))
     metrics.update({f"time/eval_{k}_s": v for k, v in timings.items()})
@@ -124,7 +124,7 @@ def probe_representations(
     found = {}
     for name in ("latent", "codes"):
         if name in train:
-            num_codes = config.num_codes if name == "codes" else None
+            num_codes = config.codebook_size if name == "codes" else None
             found[name] = probe_all(train[name], data.train_y, test[name], data.test_y, data.num_classes, config.seed, settings, num_codes)
     found["pixels"] = pixel_probes(data, config.seed, settings)
     for name, probed in found.items():

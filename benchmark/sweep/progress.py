@@ -175,7 +175,7 @@ class SweepProgress(Callback):
             config.name,
             config.model,
             config.dataset,
-            str(config.num_codes) if vq else "-",
+            str(config.codebook_size) if vq else "-",
             str(config.code_dim),
             f"{config.beta if vq else config.kl_weight:g}",
             str(config.seed),
