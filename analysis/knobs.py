@@ -33,6 +33,7 @@ from analysis.tables import (
     format_p,
     markdown,
     paired,
+    plain_quantizer,
 )
 from analysis.verdicts import PairedTest, decide, holm_family, with_tost
 from benchmark.config import DEFAULT_KL_WEIGHT, PAPER_VQ, paper_vq_text
@@ -203,6 +204,7 @@ def _vq_rows(runs: pd.DataFrame, plan: Plan) -> list[dict]:
 def sensitivity(runs: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(KL table, VQ table): claim 1 at each KL weight and each VQ-VAE setting one knob from the centre, decided
     in the plan's one sensitivity family."""
+    runs = plain_quantizer(runs)
     kl, vq = _decided(_kl_rows(runs, plan), _vq_rows(runs, plan), plan)
     return kl.rename(columns={"value": "kl_weight"}).drop(columns="knob"), vq
 
@@ -341,7 +343,7 @@ def frontier_figure(runs: pd.DataFrame, path: Path) -> Path | None:
 
 def frontier_plot(runs: pd.DataFrame) -> Figure | None:
     """The frontier figure, laid out and its point labels placed so that no two overlap (see `place_labels`)."""
-    done = finished(runs)
+    done = plain_quantizer(finished(runs))
     done = done[done["label_embedding"] == "none"]
     curves = {("vae", "kl_weight"): "VAE along the KL weight", ("vqvae", "num_codes"): f"VQ-VAE along K ({AT_PAPER_D_BETA})"}
     datasets = [

@@ -26,6 +26,7 @@ import pandas as pd
 DEFAULT_PLAN = Path(__file__).parent / "plans" / "paper.toml"
 PLAN_TAG, PLAN_HASH_TAG = "vqbench.plan", "vqbench.plan_hash"
 PRIMARY, SENSITIVITY, SECONDARY = "primary", "sensitivity", "secondary"
+MATCHED_RATE = "matched_rate"  # optional: claims 1 and 2 at matched information rate (analysis/rates.py)
 POOLING_KEYS = ("precision", "probe_protocol", "code_version")
 METRIC_KINDS = ("accuracy", "ssim", "clustering")
 TOP_KEYS = {
@@ -40,6 +41,7 @@ TOP_KEYS = {
     "endpoints",
     "sensitivity",
     "secondary",
+    MATCHED_RATE,
 }
 ENDPOINT_KEYS = {"id", "claim", "text", "paper", "dataset", "metric", "compare", "expect", "threshold"}
 
@@ -94,6 +96,10 @@ class Plan:
     vq_axes: dict[str, dict[str, tuple[float, ...]]]  # dataset -> knob -> declared values
     secondary_metrics: tuple[str, ...]
     cluster_comparators: tuple[str, ...]
+    # [matched_rate]: each declared quantizer arm against the rate-matched VAE nearest its effective rate, per dataset
+    matched_rate_metric: str = ""
+    matched_rate_arms: tuple[str, ...] = ()
+    matched_rate_expect: dict[str, int] = field(default_factory=dict)  # dataset -> the sign its claim predicts
     overridden: dict[str, float] = field(default_factory=dict)  # margins replaced on the command line
     declared_margins: dict[str, float] = field(default_factory=dict)  # what the file declared, where overridden
 
@@ -216,7 +222,9 @@ def load_plan(path: str | Path) -> Plan:
     for family in (PRIMARY, SENSITIVITY, SECONDARY):
         entry = _need(families_table, family, dict, "[families]", path)
         _need(entry, "description", str, f"[families.{family}]", path)
-    _unknown(families_table, {PRIMARY, SENSITIVITY, SECONDARY}, "[families]", path)
+    if MATCHED_RATE in data:
+        _need(_need(families_table, MATCHED_RATE, dict, "[families]", path), "description", str, f"[families.{MATCHED_RATE}]", path)
+    _unknown(families_table, {PRIMARY, SENSITIVITY, SECONDARY, MATCHED_RATE}, "[families]", path)
     families = {k: v["description"] for k, v in families_table.items()}
     endpoints = []
     listed = _need(data, "endpoints", list, "the plan", path)
@@ -275,6 +283,7 @@ def load_plan(path: str | Path) -> Plan:
         vq_axes[dataset] = {k: _numbers(entry[k], f"[[sensitivity.vq]].{k}", path) for k in ("num_codes", "code_dim", "beta") if k in entry}
     secondary = data.get("secondary", {})
     _unknown(secondary, {"metrics", "cluster_comparators"}, "[secondary]", path)
+    matched = _matched_rate(data.get(MATCHED_RATE, {}), f"probe/{representation}/{probe}_acc", path)
     return Plan(
         name=name,
         description=str(data.get("description", "")),
@@ -299,7 +308,34 @@ def load_plan(path: str | Path) -> Plan:
         vq_axes=vq_axes,
         secondary_metrics=tuple(secondary.get("metrics", [])),
         cluster_comparators=tuple(secondary.get("cluster_comparators", [])),
+        **matched,
     )
+
+
+def _matched_rate(table: dict, default_metric: str, path: Path) -> dict[str, object]:
+    """The optional [matched_rate] table: its metric, its quantizer arms and, per dataset, the claimed sign."""
+    from benchmark.config import QUANTIZERS
+
+    where = f"[{MATCHED_RATE}]"
+    _unknown(table, {"metric", "arms", "dataset"}, where, path)
+    if not table:
+        return {}
+    arms = _need(table, "arms", list, where, path)
+    bad = [a for a in arms if a not in QUANTIZERS]
+    if bad or not arms:
+        raise PlanError(f"plan {path}: {where}.arms = {arms!r}: name one or more of {', '.join(QUANTIZERS)}")
+    expect = {}
+    for entry in _need(table, "dataset", list, where, path):
+        _unknown(entry, {"dataset", "expect"}, f"[[{MATCHED_RATE}.dataset]]", path)
+        sign = _need(entry, "expect", int, f"[[{MATCHED_RATE}.dataset]]", path)
+        if sign not in (-1, 1):
+            raise PlanError(f"plan {path}: [[{MATCHED_RATE}.dataset]].expect = {sign}: write -1 (VAE better) or 1 (VQ-VAE better)")
+        expect[_need(entry, "dataset", str, f"[[{MATCHED_RATE}.dataset]]", path)] = sign
+    return {
+        "matched_rate_metric": str(table.get("metric", default_metric)),
+        "matched_rate_arms": tuple(arms),
+        "matched_rate_expect": expect,
+    }
 
 
 # --- registration, read back --------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import claims, knobs, leakage, pareto, plots, pooling, predictions, tables
+from analysis import claims, knobs, leakage, pareto, plots, pooling, predictions, rates, tables
 from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, SENSITIVITY, Plan, PlanError, deviations, load_plan
 from analysis.runs import RunsError, Source, add_protocol_option, download_artifact, open_experiment, read_runs_csv, scope_runs
 from analysis.stats import CONFIDENCE
@@ -116,6 +116,9 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     sections += _label_section(inputs.runs)
     sensitivity, made = knobs.section(inputs.runs, figures, out, plan)
     sections += sensitivity
+    written += made
+    at_rate, made = rates.section(inputs.runs, figures, out, plan)
+    sections += at_rate
     written += made
     fronts, made = pareto.section(inputs.runs, figures, out)
     sections += fronts

@@ -106,17 +106,24 @@ def _is(values: pd.Series, target: float) -> pd.Series:
     return pd.Series(np.isclose(values.astype("float64"), target), index=values.index) & values.notna()
 
 
+def plain_quantizer(runs: pd.DataFrame) -> pd.DataFrame:
+    """The VAEs and the VQ-VAEs with the paper's quantizer: the families the paper's claims and knobs are about
+    (a library arm is another model, compared in `analysis.rates`). A frame from before the key: all of it."""
+    if "quantizer" not in runs:
+        return runs
+    return runs[(runs["model"] != "vqvae") | (runs["quantizer"].fillna("plain") == "plain")]
+
+
 def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model, dataset and label setting: the paper's K/D/beta and quantizer (VQ-VAE; VAE: the paper's D,
     the default KL weight) where such runs exist, else all runs."""
     parts = []
-    for (model, _, _), group in runs.groupby(["model", "dataset", "label_embedding"], dropna=False, sort=False):
+    for (model, _, _), group in plain_quantizer(runs).groupby(["model", "dataset", "label_embedding"], dropna=False, sort=False):
         if model == "vqvae":
             pick = (
                 _is(group["num_codes"], PAPER_VQ["num_codes"])
                 & _is(group["code_dim"], PAPER_VQ["code_dim"])
                 & _is(group["beta"], PAPER_VQ["beta"])
-                & (group["quantizer"].fillna("plain") == "plain" if "quantizer" in group else True)  # the paper's quantizer
             )
             parts.append(group[pick] if pick.any() else group)
         else:

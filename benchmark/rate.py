@@ -45,3 +45,9 @@ def vq_rates(codes: torch.Tensor, num_codes: int) -> dict[str, float]:
     nominal = codes.flatten(1).shape[1] * math.log2(num_codes)
     effective = float(position_entropy_bits(codes, num_codes).double().sum())
     return {f"{RATE_PREFIX}bits": nominal, f"{RATE_PREFIX}nominal_bits": nominal, f"{RATE_PREFIX}effective_bits": effective}
+
+
+def on_train_split(rates: dict[str, float]) -> dict[str, float]:
+    """The same rates measured on the train split, `rate/train_*`: what an analysis may choose with (a matched VAE, in
+    `analysis.rates`), since the test split never chooses anything. The nominal rate is the same on every split."""
+    return {f"{RATE_PREFIX}train_{key[len(RATE_PREFIX) :]}": value for key, value in rates.items() if key != f"{RATE_PREFIX}nominal_bits"}

@@ -20,6 +20,7 @@ from benchmark.evaluation.probe_inputs import accuracy, holdout_split, predict_s
 from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.evaluation.reconstruction import mse_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
 from benchmark.models import build_model
+from benchmark.rate import vq_rates
 from benchmark.train import scale
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -365,7 +366,8 @@ def test_evaluate_reports_every_metric(model_name):
     )
     if model_name == "vqvae":
         expected |= {"codebook/perplexity", "codebook/usage", "codebook/dead_codes", "rate/nominal_bits", "rate/effective_bits"}
-    expected.add("rate/bits")
+        expected.add("rate/train_effective_bits")
+    expected |= {"rate/bits", "rate/train_bits"}
     assert expected <= set(ev.metrics)
     assert all(key.startswith("time/") for key in set(ev.metrics) - expected), set(ev.metrics) - expected
     for key, value in ev.metrics.items():
@@ -399,11 +401,19 @@ def test_evaluate_reports_every_metric(model_name):
         # 16 positions of 32 codes: 80 bits nominal; what the used codes carry is at most that, and more than 0
         assert ev.metrics["rate/bits"] == ev.metrics["rate/nominal_bits"] == pytest.approx(16 * 5)
         assert 0 < ev.metrics["rate/effective_bits"] <= min(16 * 5, 16 * np.log2(used)) + 1e-6
+        # the train split's, from its own codes (what an analysis may choose with)
+        train_codes = represent_split(model, data.train_x, data.train_y, config, decode=False)["codes"]
+        assert ev.metrics["rate/train_effective_bits"] == pytest.approx(vq_rates(train_codes, 32)["rate/effective_bits"])
+        assert ev.metrics["rate/train_bits"] == ev.metrics["rate/bits"]
     else:  # the VAE's rate: its test images' mean KL to the prior, in bits
         with torch.no_grad():
             mean, logvar = model.posterior(scale(data.test_x), data.test_y)
         nats = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))
         assert ev.metrics["rate/bits"] == pytest.approx(float(nats.mean()) / np.log(2), rel=1e-5)
+        with torch.no_grad():
+            mean, logvar = model.posterior(scale(data.train_x), data.train_y)
+        nats = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))
+        assert ev.metrics["rate/train_bits"] == pytest.approx(float(nats.mean()) / np.log(2), rel=1e-5)
         assert "rate/nominal_bits" not in ev.metrics
 
     # figure data

@@ -18,7 +18,7 @@ from benchmark.evaluation.probe_predictions import compact
 from benchmark.evaluation.probe_settings import ProbeSettings
 from benchmark.evaluation.reconstruction import reconstruction_metrics
 from benchmark.quantizer import code_perplexity
-from benchmark.rate import vae_rates, vq_rates
+from benchmark.rate import on_train_split, vae_rates, vq_rates
 from benchmark.result_keys import versioned_prefix
 from benchmark.train import autocast, scale
 
@@ -96,8 +96,10 @@ def evaluate(model: nn.Module, data: Dataset, config: TrialConfig, settings: Pro
         metrics["codebook/usage"] = used.float().mean().item()
         metrics["codebook/dead_codes"] = float((~used).sum().item())
         metrics.update(vq_rates(codes, config.codebook_size))
+        metrics.update(on_train_split(vq_rates(train["codes"], config.codebook_size)))
     if "kl_nats" in test:
         metrics.update(vae_rates(test["kl_nats"], config.target_rate))
+        metrics.update(on_train_split(vae_rates(train["kl_nats"], config.target_rate)))
     metrics.update({f"time/eval_{k}_s": v for k, v in timings.items()})
 
     grid = grid_indices(data.test_y, GRID_IMAGES).to(originals.device)
