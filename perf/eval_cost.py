@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda: probes_before(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, config.codebook_size), device
         )
         times["probe_codes"] = seconds(
-            lambda: probe_all(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, num_codes=config.codebook_size), device
+            lambda: probe_all(train["codes"], data.train_y, test["codes"], data.test_y, classes, seed, num_codes=config.codebook_size),
+            device,
         )
     pixels = data.train_x.flatten(1).float(), data.test_x.flatten(1).float()
     before_pixels_first_s = seconds(lambda: probes_before(pixels[0], data.train_y, pixels[1], data.test_y, classes, seed), device)

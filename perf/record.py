@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 
+from benchmark.machine import cpu_model
 from benchmark.outputs import file_problem
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.jsonl"
@@ -68,16 +69,6 @@ class Options(argparse.ArgumentParser):
         if problem := file_problem(args.out):
             self.error(f"--out {args.out}: {problem}; pass a file path that can be written")  # exit 2, before anything is measured
         return args
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:

@@ -839,7 +839,7 @@ def test_report_header_names_precisions_and_warns_when_runs_were_probed_differen
 
 
 def test_a_runs_csv_exported_before_a_config_field_existed_still_reads(paper_runs, tmp_path):
-    from analysis.runs import LATER_CONFIG, VAE_ONLY, read_runs_csv, write_runs_csv
+    from analysis.runs import LATER_CONFIG, VAE_ONLY, VQ_ONLY, read_runs_csv, write_runs_csv
 
     path = tmp_path / "old.csv"
     write_runs_csv(paper_runs.drop(columns=list(LATER_CONFIG)), path)
@@ -847,6 +847,9 @@ def test_a_runs_csv_exported_before_a_config_field_existed_still_reads(paper_run
     for column, before in LATER_CONFIG.items():
         if column in VAE_ONLY:  # a rate-matched VAE's knobs: no older run is one, so they mean nothing in any row
             assert old[column].isna().all()
+        elif column in VQ_ONLY:  # the quantizer: the paper's on every older VQ-VAE, nothing on a VAE
+            vq = old["model"] == "vqvae"
+            assert (old.loc[vq, column] == before).all() and old.loc[~vq, column].isna().all()
         else:
             assert (old[column] == before).all()
     # an evaluation switch is not a setting: old and new runs of one config share their Table 1 row

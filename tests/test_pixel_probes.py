@@ -102,7 +102,7 @@ def test_another_thread_count_or_cpu_misses(computed, monkeypatch):
         cache.pixel_probes(data, 0, QUICK)
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(cache, "_cpu_model", lambda: "another CPU")
+    monkeypatch.setattr(cache.machine, "cpu_model", lambda: "another CPU")
     cache.pixel_probes(data, 0, QUICK)
     assert len(computed) == 3
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from benchmark import machine
 from benchmark.data import Dataset
 from benchmark.evaluation import linear_probe, mlp_probe, probe, probe_inputs, probe_settings
 from benchmark.evaluation.probe import Probed, probe_all
@@ -55,17 +55,6 @@ def _code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), else what `platform` knows of it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, object]:
     """Everything the pixel probes' numbers depend on; stored in the file beside them."""
     key = {
@@ -79,7 +68,7 @@ def cache_key(data: Dataset, seed: int, settings: ProbeSettings) -> dict[str, ob
         # L-BFGS's last bits differ across thread counts and CPUs (its final gradient norm did, accuracies did not):
         # a cache shared by different machines must not hand one machine's rounding to another's rerun.
         "threads": torch.get_num_threads(),
-        "cpu": _cpu_model(),
+        "cpu": machine.cpu_model(),
     }
     return json.loads(json.dumps(key))  # as a file gives it back (tuples as lists)
 
