@@ -38,6 +38,7 @@ ML_CORE = tuple(
         "image_folder",
         "models",
         "quantizer",
+        "quantizer_arms",
         "rate",
         "train",
         "trial",
@@ -46,6 +47,7 @@ ML_CORE = tuple(
         "error_text",
         "result_keys",
         "fault_injection",
+        "machine",
     )
 )
 

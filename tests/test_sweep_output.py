@@ -192,6 +192,7 @@ SPACES = {
     "pareto": (40, ["mnist"]),
     "sensitivity": (39, ["mnist"]),
     "rate": (27, ["mnist"]),
+    "quantizers": (110, ["mnist"]),
 }
 
 
