@@ -152,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also fit every member of protocol 3's MLP grid (REFERENCE_MLP_GRID): the held-out choice and its test accuracy",
     )
+    options.add_argument(
+        "--mlp-epochs",
+        type=int,
+        help="the MLP's fixed budget to check, in epochs (default: the protocol's); a candidate for the next protocol is checked here first",
+    )
+    options.add_argument(
+        "--no-linear", dest="linear", action="store_false", help="leave the linear probe out (only the MLP's budget is in question)"
+    )
     options.add_argument("--no-pixels", dest="pixels", action="store_false", help="leave raw pixels out (another process probes them)")
     options.add_argument("--seed", type=int, default=0, help="trial and probe seed (default: 0)")
     options.add_argument("--threads", type=int, default=available_cores(), help="torch threads (default: all cores)")
@@ -174,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(
             settings, max_epochs=4, mlp_epochs=4, mlp_lrs=settings.mlp_lrs[:1], mlp_weight_decays=settings.mlp_weight_decays[:1]
         )
+    if args.mlp_epochs is not None:
+        if args.mlp_epochs < 1:
+            options.error(f"--mlp-epochs {args.mlp_epochs}: a budget is at least 1 epoch")
+        settings = dataclasses.replace(settings, mlp_epochs=args.mlp_epochs)
     representations = {}
     for config, model in trained_models(args, saved, data, device):
         train = represent_split(model, data.train_x, data.train_y, config, decode=False)
@@ -185,20 +197,25 @@ def main(argv: list[str] | None = None) -> int:
         representations["pixels"] = (*standardise(data.train_x.flatten(1).float(), data.test_x.flatten(1).float()), None)
 
     figures: dict[str, float] = {}
-    print(f"{args.dataset}, seed {args.seed}, {args.threads} thread(s), {device}; probe protocol {settings.protocol}")
+    print(
+        f"{args.dataset}, seed {args.seed}, {args.threads} thread(s), {device}; probe protocol {settings.protocol}"
+        + (f", MLP budget {settings.mlp_epochs} epochs (not the protocol's)" if args.mlp_epochs is not None else "")
+    )
     print(f"{'representation':44} {'probe':6} {'acc':>6} {'epochs/iters':>12} {'s':>6} {'longer':>6} {'s':>6} {'diff':>6} {'spread':>6}")
     for name, (train_x, test_x, num_codes) in representations.items():
         common = (train_x, data.train_y, test_x, data.test_y, data.num_classes, args.seed, settings, num_codes)
         grid = REFERENCE_MLP_GRID if args.grid else ((), ())
         mlp = mlp_figures(*common, args.factor, args.restarts, grid)
-        linear = linear_figures(*common)
         figures.update({f"{name}/mlp/{k}": v for k, v in mlp.items()})
-        figures.update({f"{name}/linear/{k}": v for k, v in linear.items()})
         print(
             f"{name:44} {'mlp':6} {100 * mlp['probe_acc']:6.2f} {mlp['probe_epochs']:12.0f} {mlp['probe_s']:6.1f} "
             f"{100 * mlp['long_acc']:6.2f} {mlp['long_s']:6.1f} {mlp['diff_points']:+6.2f} {mlp['restart_spread_points']:6.2f}"
             + (f"  grid's pick {100 * mlp['grid_best_acc']:.2f} ({mlp['grid_diff_points']:+.2f})" if args.grid else "")
         )
+        if not args.linear:
+            continue
+        linear = linear_figures(*common)
+        figures.update({f"{name}/linear/{k}": v for k, v in linear.items()})
         flag = " capped" if linear["capped"] else ""
         print(
             f"{name:44} {'linear':6} {100 * linear['acc']:6.2f} {linear['iters']:12.0f} {linear['s']:6.1f} "

@@ -237,6 +237,21 @@ def test_probe_convergence_probes_saved_models_and_refuses_another_dataset(tmp_p
     assert not (tmp_path / "x.jsonl").exists()
 
 
+def test_probe_convergence_checks_a_candidate_mlp_budget_alone(tmp_path, capsys):
+    """A next protocol's budget is checked before it is adopted: that many epochs against 4x them, no linear probe."""
+    config = TrialConfig(model="vae", dataset="digits", epochs=1, code_dim=8)
+    path = save_model(build_model(config, 1, 10), config, tmp_path, 1, 10)
+    f = run(probe_convergence, tmp_path, "--models-from", str(path), "--no-pixels", "--no-linear", "--mlp-epochs", "3")["figures"]
+    rep = "vae-digits-D8-kl0.01-s0/latent"
+    assert f[f"{rep}/mlp/probe_epochs"] == 3 and f[f"{rep}/mlp/long_epochs"] == 12
+    assert not [key for key in f if "/linear/" in key]
+    assert "MLP budget 3 epochs (not the protocol's)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        probe_convergence.main(["--tiny", "--out", str(tmp_path / "x.jsonl"), "--models-from", str(path), "--mlp-epochs", "0"])
+    assert exit.value.code == 2 and "--mlp-epochs 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_trials_per_hour(tmp_path):
     record = run(trials_per_hour, tmp_path)
