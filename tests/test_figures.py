@@ -14,7 +14,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Annotation, Text
 
-from analysis import knobs, plots, tables
+from analysis import frontier, plots, tables
 from analysis.report import main as report_main
 from analysis.runs import read_runs_csv
 from analysis.stats import t_interval
@@ -114,10 +114,10 @@ def test_figure_intervals_stay_inside_each_metric_range():
 
 def test_bands_and_bars_of_every_figure_stay_inside_the_range(monkeypatch):
     runs = two_seed_runs()
-    figures = captured(monkeypatch, knobs)
-    knobs.frontier_figure(runs, Path("unused.png"))
-    (frontier,) = figures
-    for ax in frontier.axes:
+    figures = captured(monkeypatch, frontier)
+    frontier.frontier_figure(runs, Path("unused.png"))
+    (fig,) = figures
+    for ax in fig.axes:
         for collection in ax.collections:  # error bars: one segment per point and axis
             for segment in collection.get_segments():
                 xs, ys = segment[:, 0], segment[:, 1]
@@ -167,8 +167,8 @@ def test_every_plus_minus_and_band_names_its_statistic_and_n(monkeypatch, tmp_pa
     header = tables.table1_markdown(tables.table1(runs)).splitlines()[0]
     for title in ("probe MLP (%)", "SSIM", "MSE"):
         assert f"{title} mean ± 95% t, n seeds" in header
-    figures = captured(monkeypatch, knobs)
-    knobs.frontier_figure(runs, Path("unused.png"))
+    figures = captured(monkeypatch, frontier)
+    frontier.frontier_figure(runs, Path("unused.png"))
     figures += captured(monkeypatch, plots)
     plots.sensitivity_figure(runs, "num_codes", Path("unused.png"))
     for fig in figures:
@@ -228,8 +228,8 @@ def test_a_report_from_a_csv_without_its_figures_names_each_absent_figure_once(t
 
 def test_frontier_labels_do_not_overlap_and_titles_name_the_dataset_and_the_probe(monkeypatch):
     runs = two_seed_runs(dataset="CIFAR-10-images")
-    figures = captured(monkeypatch, knobs)
-    knobs.frontier_figure(runs, Path("unused.png"))
+    figures = captured(monkeypatch, frontier)
+    frontier.frontier_figure(runs, Path("unused.png"))
     (fig,) = figures
     renderer = fig.canvas.get_renderer()
     labels = [a for ax in fig.axes for a in ax.texts if isinstance(a, Annotation)]
