@@ -23,85 +23,24 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import Run
 
-from analysis import claims, knobs, leakage, pareto, plots, pooling, predictions, rates, tables
-from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, SENSITIVITY, Plan, PlanError, deviations, load_plan
-from analysis.runs import RunsError, Source, add_protocol_option, download_artifact, open_experiment, read_runs_csv, scope_runs
+from analysis import claims, knobs, leakage, pareto, plots, rates, tables
+from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError, load_plan
+from analysis.report_header import header
+from analysis.report_inputs import Inputs, check_pooling, gather, gather_csv
+from analysis.runs import RunsError, add_protocol_option, download_artifact
 from analysis.stats import CONFIDENCE
 from benchmark.config import PAPER_TRAINING, paper_vq_text
 from benchmark.error_text import first_line
 from benchmark.outputs import folder_problem
-from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
 from benchmark.tracking.store import DEFAULT_EXPERIMENT
 
 ARTIFACT_DIR = "report"
 RUN_FIGURES = ("reconstructions.png", "tsne.png")
 MAX_LISTED_FAILURES = 20
-
-
-@dataclass
-class Inputs:
-    """Everything read before a single file is written."""
-
-    source: Source | None  # None: read from runs CSVs
-    sweep: Run | None  # the sweep run the report is logged to
-    runs: pd.DataFrame  # the trials in scope, every status
-    outside: int  # trial runs of the experiment left out of scope (other sweeps)
-    origin: str  # where the runs were read from, for the header
-    plan: Plan | None = None  # set by main (or a caller) before write_report
-    predictions: predictions.Predictions | None = None
-    pooled: tuple[str, ...] = ()  # pooling violations let through by --allow-pooling
-    figure_folders: tuple[Path, ...] = ()  # from CSVs: the figures/ folders beside them, where the per-run figures are carried
-
-
-def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None, all_sweeps: bool, protocol: str | None = None) -> Inputs:
-    """Read and check a store's runs (under probe `protocol` where given); raises RunsError (naming the fix) for anything unusable."""
-    source = open_experiment(experiment, tracking_uri)
-    scope = scope_runs(source, parent_run_id, all_sweeps, protocol)
-    _check_finished(scope.runs, f"experiment {source.experiment_name!r}")
-    found = predictions.from_store(source.client, list(tables.finished(scope.runs)["run_id"]), protocol)
-    return Inputs(source, scope.sweep, scope.runs, scope.outside, f"MLflow store `{source.tracking_uri}`", predictions=found)
-
-
-def gather_csv(paths: list[Path]) -> Inputs:
-    """Read and check runs CSVs; raises RunsError for anything unusable."""
-    runs = read_runs_csv(paths)
-    _check_finished(runs, ", ".join(str(p) for p in paths))
-    folders = tuple(dict.fromkeys(p.resolve().parent / "figures" for p in paths))
-    return Inputs(
-        None,
-        None,
-        runs,
-        0,
-        "runs CSV " + ", ".join(f"`{p.name}`" for p in paths),
-        predictions=predictions.from_csvs(paths),
-        figure_folders=folders,
-    )
-
-
-def check_pooling(inputs: Inputs, plan: Plan, allow: bool) -> None:
-    """RunsError naming the runs where a cell would pool what the plan refuses; with `allow`, recorded for the header."""
-    found = pooling.violations(inputs.runs, plan.pooling)
-    if found and not allow:
-        listed = "\n  ".join(found[:10]) + (f"\n  ... and {len(found) - 10} more" if len(found) > 10 else "")
-        raise RunsError(
-            f"the plan `{plan.name}` refuses to pool these runs into one cell:\n  {listed}\n"
-            "report on one precision, probe protocol and code version at a time, or pass --allow-pooling (the header will say so)"
-        )
-    inputs.pooled = tuple(found)
-
-
-def _check_finished(runs: pd.DataFrame, where: str) -> None:
-    if tables.finished(runs).empty:
-        counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
-        raise RunsError(
-            f"no FINISHED trial runs in {where} ({counts}): wait for the sweep to finish, or look at their vqbench.error tags and rerun it"
-        )
 
 
 def write_report(inputs: Inputs, out: Path) -> list[Path]:
@@ -110,7 +49,7 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     figures = out / "figures"
     written: list[Path] = []
     plan = inputs.plan or load_plan(DEFAULT_PLAN)
-    sections = [_header(inputs, plan), _runs_section(inputs.runs), _intervals_section()]
+    sections = [header(inputs, plan), _runs_section(inputs.runs), _intervals_section()]
     sections += _table1_section(inputs.runs)
     sections += _claims_section(inputs, plan)
     sections += _label_section(inputs.runs)
@@ -140,88 +79,6 @@ def log_report(inputs: Inputs, files: list[Path], out: Path) -> None:
 
 
 # --- sections ------------------------------------------------------------------------------
-
-
-def _header(inputs: Inputs, plan: Plan) -> str:
-    runs = inputs.runs
-    experiments = ", ".join(f"`{e}`" for e in sorted(runs["experiment"].dropna().unique())) or "?"
-    lines = [f"# vqbench report: experiment {experiments}", "", f"- Read from: {inputs.origin}"]
-    sweeps = runs.groupby(runs["parent_run_id"].fillna("none"), sort=False).agg(sweep=("sweep", "first"), trials=("run_id", "size"))
-    listed = [
-        f"`{name or 'unnamed'}` (`{run_id}`, {row_trials} trial run(s))"
-        for run_id, name, row_trials in zip(sweeps.index, sweeps["sweep"], sweeps["trials"])
-    ]
-    lines.append(f"- Sweeps covered ({len(listed)}): " + "; ".join(listed))
-    if inputs.outside:
-        lines.append(
-            f"- Left out: {inputs.outside} trial run(s) of other sweeps in this experiment (pass --parent-run-id to report on another sweep, --all-sweeps for all)"
-        )
-    commits = sorted(runs["git_commit"].dropna().unique())
-    lines.append(f"- Code version of the trials (git commit): {', '.join(f'`{c[:10]}`' for c in commits) or 'unknown'}")
-    lines += _dataset_lines(tables.finished(runs))
-    lines += _plan_lines(inputs, plan)
-    return "\n".join(lines + _settings_lines(tables.finished(runs)))
-
-
-def _dataset_lines(finished: pd.DataFrame) -> list[str]:
-    """Each dataset with its content hash and note, where the trials recorded them."""
-    parts = []
-    for dataset, group in sorted(finished.groupby("dataset"), key=lambda kv: tables.dataset_rank(kv[0])):
-        hashes = sorted(group["dataset.hash"].dropna().astype(str).unique()) if "dataset.hash" in group else []
-        notes = sorted(group["dataset.note"].dropna().astype(str).unique()) if "dataset.note" in group else []
-        text = f"`{dataset}` ({tables.DATASET_NAMES.get(dataset, dataset)})"
-        text += f", hash {', '.join(f'`{h[:12]}`' for h in hashes)}" if hashes else ", hash not recorded"
-        if "dataset.classes" in group and group["dataset.classes"].notna().any():
-            text += f", {int(pd.to_numeric(group['dataset.classes'], errors='coerce').max())} classes"
-        text += f": {'; '.join(notes)}" if notes else ""
-        parts.append(text)
-    lines = [f"- Datasets: {'; '.join(parts) or 'none'}"]
-    channels = pd.to_numeric(finished["dataset.channels"], errors="coerce") if "dataset.channels" in finished else pd.Series(dtype=float)
-    if (channels == 3).any() or finished["dataset"].isin(["cifar10", "cifar100"]).any():
-        lines.append(
-            "- SSIM on colour images: scikit-image's `structural_similarity` with `channel_axis` (7x7 window, data range 1), "
-            "the mean of the three channels' SSIM per image, then the mean over images"
-        )
-    return lines
-
-
-def _plan_lines(inputs: Inputs, plan: Plan) -> list[str]:
-    sizes = {PRIMARY: len(plan.endpoints), SENSITIVITY: knobs.declared_size(plan), SECONDARY: claims.secondary_size(plan)}
-    lines = [
-        f"- Analysis plan: `{plan.name}` (`{plan.path.name}`, SHA-256 `{plan.short_hash}`): {plan.description}",
-        "- Families (Holm within each, difference and TOST p together): "
-        + "; ".join(f"**{name}** ({sizes[name]} declared tests)" for name in (PRIMARY, SENSITIVITY, SECONDARY)),
-        f"- Minimum n for a verdict: {plan.min_n} seeds; alpha {plan.alpha:g}; equivalence margins (declared bounds, not "
-        "statistics): " + "; ".join(f"{kind} ±{m.value:g}" for kind, m in plan.margins.items()),
-    ]
-    for text in deviations(plan, inputs.runs):
-        lines.append(f"- **Deviation from the plan:** {text}")
-    if inputs.pooled:
-        lines.append(
-            f"- **Pooled with --allow-pooling ({len(inputs.pooled)} cell(s)), against the plan's pooling rule:** "
-            + "; ".join(inputs.pooled[:5])
-            + (" ..." if len(inputs.pooled) > 5 else "")
-        )
-    return lines
-
-
-def _settings_lines(finished: pd.DataFrame) -> list[str]:
-    """The precisions and probe settings the numbers come from; a warning where runs were probed differently."""
-    lines = [
-        f"- Precision: {', '.join(f'{p} ({n} run(s))' for p, n in finished['precision'].value_counts().sort_index().items()) or 'none'}"
-    ]
-    columns = sorted(c for c in finished.columns if c.startswith(PROBE_PARAMS))
-    settings = finished[columns].astype(object).map(lambda v: "?" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v))
-    described = settings.apply(lambda row: ", ".join(f"{c[len(PROBE_PARAMS) :]}={v}" for c, v in row.items()), axis=1)
-    counts = described.value_counts()
-    listed = "; ".join(f"{text or 'not recorded'} ({n} run(s))" for text, n in counts.items())
-    lines.append(f"- Probe settings: {listed or 'none'}")
-    if len(counts) > 1:
-        lines.append(
-            f"- **Warning:** these runs were probed in {len(counts)} different ways; probe accuracies from different "
-            "settings are not comparable, and the paired comparisons below mix them. Report on one setting at a time."
-        )
-    return lines
 
 
 def _runs_section(runs: pd.DataFrame) -> str:

@@ -827,14 +827,14 @@ def test_report_knobs_section(store, tmp_path):
 
 
 def test_report_header_names_precisions_and_warns_when_runs_were_probed_differently():
-    from analysis.report import _settings_lines
+    from analysis.report_header import settings_lines
 
     runs = pd.DataFrame({"precision": ["fp32", "fp32", "bf16"], "probe.max_epochs": [60, 60, 40], "probe.patience": [3, 3, 4]})
-    lines = _settings_lines(runs)
+    lines = settings_lines(runs)
     assert lines[0] == "- Precision: bf16 (1 run(s)), fp32 (2 run(s))"
     assert "max_epochs=60, patience=3 (2 run(s))" in lines[1] and "max_epochs=40, patience=4 (1 run(s))" in lines[1]
     assert lines[2].startswith("- **Warning:** these runs were probed in 2 different ways")
-    same = _settings_lines(runs.iloc[:2])
+    same = settings_lines(runs.iloc[:2])
     assert len(same) == 2 and "Warning" not in "".join(same)
 
 

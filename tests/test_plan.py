@@ -249,6 +249,7 @@ def test_the_report_gives_sign_flip_p_in_every_verdict_table_and_no_verdict_belo
     assert "Analysis plan: `paper`" in text and PLAN.short_hash in text
     assert "**primary** (11 declared tests)" in text and "**sensitivity** (16 declared tests)" in text
     assert "**secondary** (24 declared tests)" in text  # 3 probe endpoints x 4 metrics + 3 datasets x 2 comparators x 2
+    assert "**matched_rate** (12 declared tests)" in text  # 6 quantizer arms x 2 datasets, listed because the plan declares it
     assert "registered under no plan" in text  # these runs were not registered
     assert "seed-only: no per-image predictions" in text
 
