@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from analysis import predictions, tables
-from analysis.runs import RunsError, add_protocol_option, open_experiment, scope_runs, write_runs_csv
+from analysis.runs import RunsError, add_protocol_option, open_experiment, scope_runs
+from analysis.runs_csv import write_runs_csv
 from benchmark.outputs import file_problem
 from benchmark.tracking.store import DEFAULT_EXPERIMENT
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.runs import CONFIG_TYPES
+from analysis.run_columns import CONFIG_TYPES
 from analysis.tables import NOT_SETTINGS, finished
 from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
 

@@ -10,7 +10,8 @@ from mlflow.entities import Run
 
 from analysis import pooling, predictions, tables
 from analysis.plan import Plan
-from analysis.runs import RunsError, Source, open_experiment, read_runs_csv, scope_runs
+from analysis.runs import RunsError, Source, open_experiment, scope_runs
+from analysis.runs_csv import read_runs_csv
 
 
 @dataclass

@@ -4,9 +4,8 @@
     runs = load_runs("paper", tracking_uri="sqlite:////abs/path/mlflow.db")
     runs[runs.status == "FINISHED"].groupby(["model", "dataset"])["probe/latent/mlp_acc"].mean()
 
-Params come back from MLflow as strings; they are typed here from `TrialConfig`'s fields.
-Knobs that mean nothing for a model are NA in its rows (K, beta and the EMA/restart
-switches for a VAE; the KL weight for a VQ-VAE), so grouping never splits on them.
+Params come back from MLflow as strings; `analysis.run_columns` types them; `analysis.runs_csv` reads and writes
+the same frame as CSV.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,67 +21,10 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark.config import DEFAULT_CAPACITY_WEIGHT, MODELS, TrialConfig
+from analysis.run_columns import CONFIG_TYPES, FRONT, LATER_TAGS, ROLE_TAG, TAG_COLUMNS, TAG_FALLBACKS, typed_runs
 from benchmark.error_text import first_line
 from benchmark.result_keys import protocol_view
 from benchmark.tracking.store import TrackingError, check_reachable, resolve_tracking_uri
-
-ROLE_TAG = "vqbench.role"
-STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-CONFIG_TYPES = {f.name: f.type for f in fields(TrialConfig)}
-VAE_ONLY = ("kl_weight", "target_rate", "capacity_weight")
-VQ_ONLY = ("num_codes", "beta", "quantizer", "ema", "ema_decay", "restart_dead_codes")
-TAG_COLUMNS = {
-    "vqbench.error": "error",
-    "vqbench.config_id": "config_id",
-    "vqbench.device": "device",
-    "vqbench.git_commit": "git_commit",
-    "vqbench.leaks_label": "leaks_label",
-    "vqbench.stopped_at_epoch": "stopped_at_epoch",  # FINISHED, but stopped early by the scheduler: no final evaluation
-    "vqbench.study": "study",
-    "vqbench.objectives": "objectives",  # what a search ranked trials on, "metric:mode,..."; absent for fixed trials
-    "vqbench.plan": "plan",  # the analysis plan the sweep registered (`--plan`): its name and SHA-256
-    "vqbench.plan_hash": "plan_hash",
-    "dataset.hash": "dataset.hash",  # what the trial's data was: content hash, a note, class and image counts
-    "dataset.note": "dataset.note",
-    "dataset.classes": "dataset.classes",
-    "dataset.class_names": "dataset.class_names",
-    "dataset.channels": "dataset.channels",
-    "dataset.root": "dataset.root",
-    "dataset.train_images": "dataset.train_images",
-    "dataset.test_images": "dataset.test_images",
-}
-DATASET_TAGS = (
-    "dataset.hash",
-    "dataset.note",
-    "dataset.classes",
-    "dataset.class_names",
-    "dataset.channels",
-    "dataset.root",
-    "dataset.train_images",
-    "dataset.test_images",
-)  # the dataset's card (benchmark.data.DatasetCard)
-LATER_TAGS = ("stopped_at_epoch", "study", "objectives", "plan", "plan_hash", *DATASET_TAGS)
-TEXT_COLUMNS = (
-    "plan",
-    "plan_hash",
-    "dataset.hash",
-    "dataset.note",
-    "dataset.class_names",
-    "dataset.root",
-)  # never typed as numbers (a hash may be all digits)
-# Config fields added after runs were published, with the value that describes the runs logged before them.
-LATER_CONFIG = {
-    "train_probe_every": 0,
-    "target_rate": 0.0,
-    "capacity_weight": DEFAULT_CAPACITY_WEIGHT,
-    "quantizer": "plain",
-}  # a runs CSV exported before these existed lacks them
-# Config columns the tags also carry, used where a run died before logging its params.
-TAG_FALLBACKS = {"vqbench.model": "model", "vqbench.dataset": "dataset", "vqbench.label_embedding": "label_embedding"}
-FRONT = ["experiment", "sweep", "run_id", "parent_run_id", "run_name", "status", "error", "start_time", "end_time"]
-# What a runs CSV must hold: what `python -m analysis.export` writes, less what older exports lack.
-CSV_COLUMNS = [*FRONT, *(c for c in CONFIG_TYPES if c not in LATER_CONFIG), "config_id", "device", "git_commit", "leaks_label"]
 
 
 class RunsError(RuntimeError):
@@ -211,88 +153,6 @@ def check_protocol_held(runs: list[Run], protocol: str) -> None:
         )
 
 
-def read_runs_csv(paths: list[Path]) -> pd.DataFrame:
-    """The frame `load_runs` returns, rebuilt from runs CSVs (`python -m analysis.export`); no MLflow store needed."""
-    frames = []
-    for path in paths:
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise RunsError(
-                f"cannot read runs CSV {path} ({type(err).__name__}: {first_line(err, 300)}): pass a file written by `python -m analysis.export`"
-            ) from None
-        check_runs_csv(frame, path)
-        frames.append(frame)
-    if not frames:
-        raise RunsError("no runs CSV given: pass --runs FILE.csv [FILE.csv ...]")
-    frame = pd.concat(frames, ignore_index=True)
-    duplicated = frame["run_id"].duplicated()
-    if duplicated.any():
-        raise RunsError(
-            f"run {frame.loc[duplicated, 'run_id'].iloc[0]} appears in more than one row of the runs CSVs: pass each export once"
-        )
-    return typed_runs(frame)
-
-
-def check_runs_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Every column the analysis reads, and values it can use: a hand-edited or foreign CSV fails here, not as a traceback."""
-    missing = [c for c in CSV_COLUMNS if c not in frame]
-    if missing:
-        raise RunsError(
-            f"{path} is not a runs CSV: it lacks the column(s) {', '.join(missing)}; write one with `python -m analysis.export`"
-        )
-    blank = frame["dataset"].notna() & (frame["dataset"].astype(str).str.strip() == "")
-    if blank.any():
-        raise RunsError(f"{path}: run {frame.loc[blank, 'run_id'].iloc[0]} has an empty dataset name; fix the row or export the runs again")
-    for column, allowed in (("model", MODELS), ("status", STATUSES)):  # any dataset name: image folders name their own
-        bad = frame[column].notna() & ~frame[column].isin(allowed)
-        if bad.any():
-            raise RunsError(
-                f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}; "
-                f"allowed: {', '.join(allowed)}. Fix the row or export the runs again"
-            )
-    numeric = [c for c, kind in CONFIG_TYPES.items() if kind in ("int", "float") and c in frame] + [c for c in frame.columns if "/" in c]
-    for column in numeric:
-        bad = frame[column].notna() & pd.to_numeric(frame[column], errors="coerce").isna()
-        if bad.any():
-            raise RunsError(
-                f"{path}: run {frame.loc[bad, 'run_id'].iloc[0]} has {column}={frame.loc[bad, column].iloc[0]!r}, not a number; "
-                "fix the row or export the runs again"
-            )
-
-
-def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Type a frame of string cells: config from TrialConfig, metrics (names with '/') as floats, other params as numbers where all parse."""
-    known = set(FRONT) | set(CONFIG_TYPES) | {"config_id", "leaks_label", "device", "git_commit", "study", "objectives", *TEXT_COLUMNS}
-    metric_names = [c for c in frame.columns if "/" in c]
-    for column in frame.columns:
-        if column in known or column in metric_names:
-            continue
-        numbers = pd.to_numeric(frame[column], errors="coerce")
-        if numbers.notna().sum() == frame[column].notna().sum():
-            frame[column] = numbers
-    for column in LATER_TAGS:
-        if column not in frame:
-            frame[column] = None
-    for column, before in LATER_CONFIG.items():
-        frame[column] = frame[column].fillna(str(before)) if column in frame else str(before)
-    for column in (
-        "experiment",
-        "sweep",
-        "error",
-        "git_commit",
-        "device",
-        "config_id",
-        "run_name",
-        "parent_run_id",
-        "study",
-        "objectives",
-        *TEXT_COLUMNS,
-    ):
-        frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
-    return _typed(frame, metric_names)
-
-
 @dataclass(frozen=True)
 class Scope:
     """The trial runs a report (or an export) covers, and what was left out."""
@@ -314,15 +174,6 @@ def scope_runs(source: Source, parent_run_id: str | None, all_sweeps: bool, prot
             f"no trial runs (tag vqbench.role=trial) in {where}: run a sweep into it first, or pick another --experiment / --parent-run-id"
         )
     return Scope(runs.reset_index(drop=True), sweep, len(every) - len(runs))
-
-
-def write_runs_csv(runs: pd.DataFrame, path: Path) -> None:
-    """One row per trial run: config, status, every final metric, run id; times as epoch milliseconds (exact round trip)."""
-    out = runs.copy()
-    for column in ("start_time", "end_time"):
-        out[column] = pd.array([None if pd.isna(t) else t.value // 10**6 for t in out[column]], dtype="Int64")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False)
 
 
 def sweep_runs(source: Source) -> list[Run]:
@@ -406,34 +257,3 @@ def _row(run: Run, metrics: dict[str, float], params: dict[str, str]) -> dict[st
             row[column] = tags.get(tag)
     row.update(metrics)
     return row
-
-
-def _typed(frame: pd.DataFrame, metric_names: list[str]) -> pd.DataFrame:
-    for column in ("start_time", "end_time"):
-        frame[column] = pd.to_datetime(pd.to_numeric(frame[column], errors="coerce"), unit="ms", utc=True)
-    for column, kind in CONFIG_TYPES.items():
-        if kind == "int":
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-        elif kind == "float":
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-        elif kind == "bool":
-            frame[column] = frame[column].map(_to_bool).astype("boolean")
-    frame["leaks_label"] = frame["leaks_label"].map(_to_bool).astype("boolean")
-    for column in metric_names:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    is_vae, is_vq = frame["model"] == "vae", frame["model"] == "vqvae"
-    for column in VQ_ONLY:
-        frame.loc[is_vae, column] = pd.NA
-    for column in VAE_ONLY:
-        frame.loc[is_vq, column] = pd.NA
-    # a VAE has either a KL weight or a target rate (with its gamma): the other knobs mean nothing for it
-    rate_matched = is_vae & (frame["target_rate"].fillna(0) > 0)
-    frame.loc[rate_matched, "kl_weight"] = pd.NA
-    frame.loc[is_vae & ~rate_matched, ["target_rate", "capacity_weight"]] = pd.NA
-    return frame.sort_values(["dataset", "model", "label_embedding", "seed", "start_time"], na_position="last", ignore_index=True)
-
-
-def _to_bool(value: object) -> object:
-    if isinstance(value, str):
-        return {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), pd.NA)
-    return pd.NA if value is None or pd.isna(value) else bool(value)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.paper import PAPER_DATASETS, paper_row, setting_differences
-from analysis.runs import CONFIG_TYPES, STATUSES
+from analysis.run_columns import CONFIG_TYPES, STATUSES
 from analysis.stats import Estimate, t_interval
 from analysis.verdicts import PairedTest, paired_test
 from benchmark.config import DEFAULT_KL_WEIGHT, PAPER_VQ, TEST_HOOKS

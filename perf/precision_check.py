@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.runs import CONFIG_TYPES, RunsError, read_runs_csv
+from analysis.run_columns import CONFIG_TYPES
+from analysis.runs import RunsError
+from analysis.runs_csv import read_runs_csv
 from analysis.verdicts import MIN_SEEDS, paired_test
 from benchmark.config import TEST_HOOKS, TrialConfig
 from benchmark.data import DATA_DIR_ENV

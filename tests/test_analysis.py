@@ -315,7 +315,7 @@ def test_load_runs_types_and_columns(store, paper_runs):
 
 
 def test_a_rate_matched_vae_has_a_target_rate_and_no_kl_weight_and_old_csvs_read(paper_runs, tmp_path):
-    from analysis.runs import read_runs_csv, write_runs_csv
+    from analysis.runs_csv import read_runs_csv, write_runs_csv
 
     write_runs_csv(paper_runs, tmp_path / "all.csv")
     raw = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False, na_values=[""])
@@ -336,7 +336,7 @@ def test_a_rate_matched_vae_has_a_target_rate_and_no_kl_weight_and_old_csvs_read
 
 def test_a_quantizer_arm_is_not_the_paper_vq_vae_and_old_csvs_are_plain(paper_runs, tmp_path):
     """An FSQ (or any library) arm at the paper's K, D and beta is another model: the claims' reference must not pool it."""
-    from analysis.runs import read_runs_csv, write_runs_csv
+    from analysis.runs_csv import read_runs_csv, write_runs_csv
 
     write_runs_csv(paper_runs, tmp_path / "all.csv")
     raw = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False, na_values=[""])
@@ -620,7 +620,7 @@ def test_report_from_a_store_and_from_its_export_are_identical(store, tmp_path, 
     assert export_main(["--experiment", "paper", "--tracking-uri", store.uri, "--out", str(csv)]) == 0
     assert "wrote 28 trial run(s) (24 FINISHED, 1 " in capsys.readouterr().out
     from_store = load_runs("paper", tracking_uri=store.uri)
-    from analysis.runs import read_runs_csv
+    from analysis.runs_csv import read_runs_csv
 
     from_csv = read_runs_csv([csv])
     assert list(from_csv.columns) == list(from_store.columns)
@@ -839,7 +839,8 @@ def test_report_header_names_precisions_and_warns_when_runs_were_probed_differen
 
 
 def test_a_runs_csv_exported_before_a_config_field_existed_still_reads(paper_runs, tmp_path):
-    from analysis.runs import LATER_CONFIG, VAE_ONLY, VQ_ONLY, read_runs_csv, write_runs_csv
+    from analysis.run_columns import LATER_CONFIG, VAE_ONLY, VQ_ONLY
+    from analysis.runs_csv import read_runs_csv, write_runs_csv
 
     path = tmp_path / "old.csv"
     write_runs_csv(paper_runs.drop(columns=list(LATER_CONFIG)), path)

@@ -16,7 +16,7 @@ from matplotlib.text import Annotation, Text
 
 from analysis import frontier, plots, tables
 from analysis.report import main as report_main
-from analysis.runs import read_runs_csv
+from analysis.runs_csv import read_runs_csv
 from analysis.stats import t_interval
 
 REPO = Path(__file__).resolve().parents[1]

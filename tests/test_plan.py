@@ -17,7 +17,7 @@ from scipy import stats
 from analysis import claims, knobs, load_runs
 from analysis.plan import DEFAULT_PLAN, PRIMARY, PlanError, deviations, load_plan
 from analysis.report import main as report_main
-from analysis.runs import read_runs_csv, write_runs_csv
+from analysis.runs_csv import read_runs_csv, write_runs_csv
 from analysis.verdicts import (
     CONTRADICTED,
     EQUIVALENT,

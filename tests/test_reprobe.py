@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import export
 from analysis.report import main as report_main
-from analysis.runs import read_runs_csv
+from analysis.runs_csv import read_runs_csv
 from benchmark import reprobe
 from benchmark.config import TrialConfig
 from benchmark.data import load_dataset

@@ -17,7 +17,7 @@ import pytest
 from analysis import claims, load_runs, predictions
 from analysis.plan import DEFAULT_PLAN, PRIMARY, load_plan
 from analysis.report import main as report_main
-from analysis.runs import write_runs_csv
+from analysis.runs_csv import write_runs_csv
 from analysis.verdicts import SEED_ONLY, SUPPORTED, TWO_LEVEL, decide, holm_family, paired_test, two_level_test, with_tost
 from benchmark.result_keys import PREDICTIONS_FILE
 from tests.test_analysis import Store, metrics_for
