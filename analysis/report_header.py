@@ -11,6 +11,7 @@ from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
 
 
 def header(inputs: Inputs, plan: Plan) -> str:
+    """What a reader needs before any number: the runs' origin, sweeps, code, data, plan and probe settings."""
     runs = inputs.runs
     experiments = ", ".join(f"`{e}`" for e in sorted(runs["experiment"].dropna().unique())) or "?"
     lines = [f"# vqbench report: experiment {experiments}", "", f"- Read from: {inputs.origin}"]

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", default=real_data_dir(), help="data root in torchvision's layout (default: $VQBENCH_DATA_DIR or ../shared/data)"
     )
     args = options.parse(argv)
+    if args.mlp_epochs is not None and args.mlp_epochs < 1:  # before any model or data is read
+        options.error(f"--mlp-epochs {args.mlp_epochs}: a budget is at least 1 epoch")
     torch.set_num_threads(args.threads)
     device = pick_device()
     saved = [read_model(path, device) for path in args.models_from or ()]
@@ -183,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
             settings, max_epochs=4, mlp_epochs=4, mlp_lrs=settings.mlp_lrs[:1], mlp_weight_decays=settings.mlp_weight_decays[:1]
         )
     if args.mlp_epochs is not None:
-        if args.mlp_epochs < 1:
-            options.error(f"--mlp-epochs {args.mlp_epochs}: a budget is at least 1 epoch")
         settings = dataclasses.replace(settings, mlp_epochs=args.mlp_epochs)
     representations = {}
     for config, model in trained_models(args, saved, data, device):
