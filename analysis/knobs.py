@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import frontier, plots
-from analysis.claims import verdict_text
+from analysis.claims_text import verdict_text
 from analysis.plan import SENSITIVITY, Plan
 from analysis.stats import CONFIDENCE
 from analysis.tables import (

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from analysis import plots
-from analysis.claims import verdict_text
+from analysis.claims_text import verdict_text
 from analysis.plan import MATCHED_RATE, Plan
 from analysis.tables import (
     DATASET_NAMES,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import claims, knobs, leakage, pareto, plots, rates, tables
+from analysis import claims, claims_text, knobs, leakage, pareto, plots, rates, tables
 from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError, load_plan
 from analysis.report_header import header
 from analysis.report_inputs import Inputs, check_pooling, gather, gather_csv
@@ -180,17 +180,17 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
         "shares one test set: each such row says so."
     )
     section = ["## The paper's claims, tested under the plan", "", intro, ""]
-    section += [f"- {s}" for s in claims.claim_sentences(tested)]
+    section += [f"- {s}" for s in claims_text.claim_sentences(tested)]
     section += [
         "",
-        claims.claims_markdown(tested, PRIMARY),
+        claims_text.claims_markdown(tested, PRIMARY),
         "",
         "### Secondary: other representations and probes",
         "",
         f"Family **{SECONDARY}** ({claims.secondary_size(plan)} declared tests): {plan.families[SECONDARY]} Holm within this "
         "family only; these describe, they are not the verdict.",
         "",
-        claims.claims_markdown(tested, SECONDARY),
+        claims_text.claims_markdown(tested, SECONDARY),
         "",
         "### VQ-VAE minus VAE, per dataset",
         "",
@@ -199,7 +199,7 @@ def _claims_section(inputs: Inputs, plan: Plan) -> list[str]:
     if differences.empty:
         section.append("No dataset has finished runs of both models, so no difference can be computed.")
     else:
-        section.append(claims.differences_markdown(differences))
+        section.append(claims_text.differences_markdown(differences))
         stand_ins = sorted(differences.loc[differences["stand_in"], "dataset"].unique())
         if stand_ins:
             names = ", ".join(tables.DATASET_NAMES.get(d, d) for d in stand_ins)

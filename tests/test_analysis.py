@@ -28,7 +28,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis import RunsError, claims, leakage, load_runs, tables
+from analysis import RunsError, claims, claims_text, leakage, load_runs, tables
 from analysis.paper import paper_table, setting_differences
 from analysis.plan import DEFAULT_PLAN, Plan, load_plan
 from analysis.report import main as report_main
@@ -460,7 +460,7 @@ def test_claims_each_way(paper_runs, store, tmp_path):
     assert primary.loc["1-mnist", "verdict"] == "no verdict" and primary.loc["1-mnist", "reason"] == "n = 3 < 5"
     assert primary.loc["2-cifar100", "reason"] == "no runs on cifar100"
     assert primary.loc["4-mnist-well", "reason"].startswith("no cluster/latent/ari recorded on mnist")
-    sentences = claims.claim_sentences(tested)
+    sentences = claims_text.claim_sentences(tested)
     assert sentences[0].startswith("**Claim 1**: MNIST: VQ-VAE minus VAE probe MLP = -10.00") and "no verdict: n = 3 < 5" in sentences[0]
     assert "not resolved: cifar100: no runs on cifar100" in sentences[1]
     # the label embedding is not the primary setting: `add` runs never enter the primary family
