@@ -14,6 +14,8 @@ Every image is brought to 32x32, the input of the paper's three stride-2 convolu
 every pixel), 8x8 digits are upsampled 4x bilinearly (values 0..16 are rescaled to 0..255),
 image folders of another square size are resized bilinearly.
 
+Where the files are and whether they are there is `benchmark.data_files`: it runs before any image is read.
+
 Every dataset carries a card (`DatasetCard`): its name, root, content hash, classes, image counts
 and a provenance note, which every run trained on it records.
 """
@@ -34,21 +36,23 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import dataset_label, normalise_dataset
-from benchmark.error_text import first_line
+from benchmark.data_files import (
+    CIFAR_FILES,
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    NUM_CLASSES,
+    TORCHVISION_FOLDER,
+    DataError,
+    check_available,
+    fetch,
+    image_folder_root,
+    is_image_folder,
+    required_files,
+    resolve_data_dir,
+)
 from benchmark.image_folder import ImageFolderError, load_image_folder, read_note, update_digest
 
-DATA_DIR_ENV = "VQBENCH_DATA_DIR"
-DEFAULT_DATA_DIR = "~/.cache/vqbench/data"
-
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-CIFAR_FILES = {
-    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")),
-    "cifar100": ("cifar-100-python", ("train", "test")),
-}
-TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 REFETCH = "Delete it and fetch it again with --download."
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
-CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3}  # what a reloaded model is built for
 NOTES = {
     "digits": "scikit-learn's embedded 8x8 digits, upsampled to 32x32 bilinearly; a fixed 75/25 stratified split",
     "mnist": "MNIST, torchvision's IDX files, zero-padded from 28x28 to 32x32",
@@ -56,10 +60,6 @@ NOTES = {
     "cifar10": "CIFAR-10, the release's python pickles",
     "cifar100": "CIFAR-100, the release's python pickles (100 fine classes; the 20 superclasses for Figure 3)",
 }
-
-
-class DataError(RuntimeError):
-    """A dataset is missing or unreadable: the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -110,69 +110,6 @@ class Dataset:
         return self.test_coarse if self.test_coarse is not None else self.test_y
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """`--data-dir`, else $VQBENCH_DATA_DIR, else ~/.cache/vqbench/data; always absolute."""
-    chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
-
-
-def is_image_folder(name: str) -> bool:
-    return name not in NUM_CLASSES
-
-
-def image_folder_root(name: str, data_dir: str | os.PathLike | None) -> Path:
-    """An absolute path as it is; a folder name inside the data root."""
-    return Path(name) if os.path.isabs(name) else resolve_data_dir(data_dir) / name
-
-
-def required_files(name: str, root: Path) -> list[Path]:
-    if name in TORCHVISION_FOLDER:
-        return [root / TORCHVISION_FOLDER[name] / "raw" / f for f in IDX_FILES]
-    if name in CIFAR_FILES:
-        folder, files = CIFAR_FILES[name]
-        return [root / folder / f for f in files]
-    return []
-
-
-def missing_files(name: str, root: Path) -> list[Path]:
-    return [p for p in required_files(name, root) if not p.is_file()]
-
-
-def fetch_command(name: str, root: Path) -> str:
-    return f"python -m benchmark.data {name} --data-dir {root} --download"
-
-
-def check_data_dir(data_dir: str | os.PathLike | None) -> None:
-    """A data root that is a file cannot hold a dataset, nor receive a download."""
-    if data_dir is not None and not str(data_dir).strip():
-        raise DataError("--data-dir is empty: pass the data root folder (torchvision's layout), or leave it out for the default")
-    root = resolve_data_dir(data_dir)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"--data-dir {root} is a file: pass the data root folder (torchvision's layout)")
-
-
-def check_available(name: str, data_dir: str | os.PathLike | None, download: bool = False) -> None:
-    """Fail before any work starts when a dataset's files are absent and cannot be fetched."""
-    check_data_dir(data_dir)
-    if is_image_folder(name):
-        folder = image_folder_root(name, data_dir)
-        if not folder.is_dir():
-            raise DataError(
-                f"dataset {name!r} is neither built in ({', '.join(NUM_CLASSES)}) nor an image folder: {folder} does not exist. "
-                f"Pass --data-dir (or ${DATA_DIR_ENV}) naming the folder that holds {dataset_label(name)}/, or the folder's absolute path"
-            )
-        return
-    root = resolve_data_dir(data_dir)
-    missing = missing_files(name, root)
-    if missing and not download:
-        folder = missing[0].parent
-        raise DataError(
-            f"dataset {name!r} is not in {folder}: expected files {', '.join(p.name for p in missing)}. "
-            f"Fetch it with `{fetch_command(name, root)}`, "
-            f"or pass --data-dir pointing at a folder in torchvision's layout that holds it."
-        )
-
-
 def check_readable(name: str, data_dir: str | os.PathLike | None) -> None:
     """What a sweep checks before Ray starts, in well under a second for MNIST: every file present,
     IDX headers consistent with the file sizes and label counts with image counts, CIFAR pickles
@@ -195,27 +132,6 @@ def check_readable(name: str, data_dir: str | os.PathLike | None) -> None:
         fine_key = "labels" if name == "cifar10" else "fine_labels"
         for file in files:
             _read_cifar_pickle(root / folder / file, fine_key, name == "cifar100")
-
-
-def fetch(name: str, data_dir: str | os.PathLike | None) -> None:
-    """Download a dataset through torchvision once, in the calling process; one clear error offline."""
-    if name not in TORCHVISION_FOLDER and name not in CIFAR_FILES:
-        return
-    from torchvision import datasets
-
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[
-        name
-    ]
-    root = resolve_data_dir(data_dir)
-    try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as err:  # URLError, RuntimeError("Error downloading ..."), a failed md5 check
-        reason = first_line(err)
-        raise DataError(
-            f"cannot download {name} into {root} ({type(err).__name__}: {reason}): check the internet connection, "
-            f"or fetch it on another machine and pass --data-dir pointing at a copy in torchvision's layout"
-        ) from None
 
 
 def _idx_shape(path: Path, ndim: int) -> tuple[int, ...]:

@@ -31,7 +31,8 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, load_dataset
+from benchmark.data import load_dataset
+from benchmark.data_files import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError
 from benchmark.evaluation.evaluate import probe_representations, represent_split
 from benchmark.evaluation.probe_predictions import write_predictions
 from benchmark.evaluation.probe_settings import PARAM_PREFIX, PROTOCOL, ProbeSettings

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmark.config import TrialConfig
-from benchmark.data import CHANNELS, NUM_CLASSES
+from benchmark.data_files import CHANNELS, NUM_CLASSES
 from benchmark.result_keys import MODEL_FILE
 from benchmark.train import new_model
 

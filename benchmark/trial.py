@@ -21,7 +21,8 @@ from torch import nn
 
 from benchmark import fault_injection
 from benchmark.config import PAPER_TRAINING, PAPER_VQ, TEST_HOOKS, ConfigError, TrialConfig, dataset_label, normalise_dataset
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError, DatasetCard, load_dataset
+from benchmark.data import DatasetCard, load_dataset
+from benchmark.data_files import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError
 from benchmark.evaluation.evaluate import Evaluation, evaluate
 from benchmark.evaluation.figures import save_reconstruction_grid, save_tsne
 from benchmark.evaluation.train_probe import LINEAR_ACC, SSIM, is_due, train_probe

@@ -27,7 +27,7 @@ from analysis.runs import RunsError
 from analysis.runs_csv import read_runs_csv
 from analysis.verdicts import MIN_SEEDS, paired_test
 from benchmark.config import TEST_HOOKS, TrialConfig
-from benchmark.data import DATA_DIR_ENV
+from benchmark.data_files import DATA_DIR_ENV
 from benchmark.trial import run_trial
 from perf.record import Options, available_cores, write_record
 from perf.workload import real_data_dir

@@ -11,7 +11,8 @@ import os
 import torch
 
 from benchmark.config import PAPER_TRAINING, PAPER_VQ, TrialConfig
-from benchmark.data import DATA_DIR_ENV, Dataset
+from benchmark.data import Dataset
+from benchmark.data_files import DATA_DIR_ENV
 from perf.record import REPO
 
 # Synthetic shapes by name; the dataset each stands for decides the project's presets (CIFAR: BatchNorm on).

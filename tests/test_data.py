@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import (
-    DATA_DIR_ENV,
-    DataError,
-    check_available,
-    load_dataset,
-    required_files,
-    resolve_data_dir,
-)
+from benchmark.data import load_dataset
+from benchmark.data_files import DATA_DIR_ENV, DataError, check_available, required_files, resolve_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 from benchmark import image_folder
 from benchmark.config import ConfigError, TrialConfig, check_dataset, dataset_label, normalise_dataset
-from benchmark.data import DataError, load_dataset
+from benchmark.data import load_dataset
+from benchmark.data_files import DataError
 from benchmark.sweep import cli
 from tests.conftest import REPO
 from tests.test_endings import refused_fast

@@ -35,6 +35,7 @@ ML_CORE = tuple(
         "config",
         "space",
         "data",
+        "data_files",
         "image_folder",
         "models",
         "quantizer",
@@ -58,9 +59,10 @@ RULES = [
     ("the ML core", ML_CORE, ("ray", "mlflow")),
     ("benchmark.evaluation", modules_of("benchmark.evaluation"), ("ray", "mlflow")),
     ("benchmark.image_folder", ("benchmark.image_folder",), ("ray", "mlflow", "torch")),
+    ("benchmark.data_files", ("benchmark.data_files",), ("ray", "mlflow", "torch")),  # what preflight checks, before torch
     ("benchmark.tracking", modules_of("benchmark.tracking"), ("torch",)),
     ("analysis", modules_of("analysis"), ("torch",)),
-    ("benchmark.sweep.preflight", ("benchmark.sweep.preflight",), ("ray.tune",)),
+    ("benchmark.sweep.preflight", ("benchmark.sweep.preflight",), ("ray.tune", "torch")),  # bad input refused in a second
     ("benchmark.sweep", modules_of("benchmark.sweep"), ("analysis",)),  # the library never imports the analysis
     (REPROBE, (REPROBE,), ("ray",)),
 ]

@@ -15,7 +15,7 @@ import sys
 import time
 
 from benchmark.config import DATASETS, PRECISIONS, ConfigError
-from benchmark.data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError
+from benchmark.data_files import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataError
 from benchmark.space import available_spaces, describe_spaces
 from benchmark.sweep.dry_run import describe
 from benchmark.sweep.plan import DEFAULT_PLAN, plan

@@ -11,7 +11,7 @@ import json
 from ray.tune.search.sample import Categorical, Domain, Integer, LogUniform, Normal, Quantized
 
 from benchmark.config import dataset_label
-from benchmark.data import (
+from benchmark.data_files import (
     DATA_DIR_ENV,
     DEFAULT_DATA_DIR,
     fetch_command,

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import DATASETS, ConfigError, TrialConfig, check_dataset, normalise_dataset
-from benchmark.data import check_readable, fetch, resolve_data_dir
+from benchmark.data import check_readable
+from benchmark.data_files import fetch, resolve_data_dir
 from benchmark.space import SpaceOptions, Study, load_space, space_studies, validate
 from benchmark.sweep.preflight import check_options
 from benchmark.sweep.selection import OVERRIDES, check_ranking, only, scheduler_for, with_overrides

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from benchmark.config import ConfigError
-from benchmark.data import check_data_dir
+from benchmark.data_files import check_data_dir
 from benchmark.error_text import first_line
 from benchmark.outputs import folder_problem
 from benchmark.tracking.store import resolve_tracking_uri

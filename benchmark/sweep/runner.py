@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from benchmark.config import ConfigError, TrialConfig
-from benchmark.data import resolve_data_dir
+from benchmark.data_files import resolve_data_dir
 from benchmark.result_keys import EPOCH, MLFLOW_RUN_ID
 from benchmark.space import Study
 from benchmark.sweep.plan import SweepPlan, resolved_params

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import ConfigError
-from benchmark.data import resolve_data_dir
+from benchmark.data_files import resolve_data_dir
 from benchmark.sweep.storage import RemoteFolder, storage_folder
 from benchmark.tracking.store import TrackingTarget
 
