@@ -28,7 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import claims, claims_text, knobs, leakage, pareto, plots, rates, tables
-from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError, load_plan
+from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError
+from analysis.plan_file import load_plan
 from analysis.report_header import header
 from analysis.report_inputs import Inputs, check_pooling, gather, gather_csv
 from analysis.runs import RunsError, add_protocol_option, download_artifact

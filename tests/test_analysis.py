@@ -30,7 +30,8 @@ from scipy import stats
 
 from analysis import RunsError, claims, claims_text, leakage, load_runs, tables
 from analysis.paper import paper_table, setting_differences
-from analysis.plan import DEFAULT_PLAN, Plan, load_plan
+from analysis.plan import DEFAULT_PLAN, Plan
+from analysis.plan_file import load_plan
 from analysis.report import main as report_main
 from analysis.stats import t_interval
 from analysis.verdicts import holm

@@ -15,7 +15,8 @@ import pytest
 from scipy import stats
 
 from analysis import claims, knobs, load_runs
-from analysis.plan import DEFAULT_PLAN, PRIMARY, PlanError, deviations, load_plan
+from analysis.plan import DEFAULT_PLAN, PRIMARY, PlanError, deviations
+from analysis.plan_file import load_plan
 from analysis.report import main as report_main
 from analysis.runs_csv import read_runs_csv, write_runs_csv
 from analysis.verdicts import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from analysis import load_runs, rates
-from analysis.plan import DEFAULT_PLAN, load_plan
+from analysis.plan import DEFAULT_PLAN
+from analysis.plan_file import load_plan
 from analysis.report import main as report_main
 from tests.test_analysis import Store, metrics_for
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from analysis import claims, load_runs, predictions
-from analysis.plan import DEFAULT_PLAN, PRIMARY, load_plan
+from analysis.plan import DEFAULT_PLAN, PRIMARY
+from analysis.plan_file import load_plan
 from analysis.report import main as report_main
 from analysis.runs_csv import write_runs_csv
 from analysis.verdicts import SEED_ONLY, SUPPORTED, TWO_LEVEL, decide, holm_family, paired_test, two_level_test, with_tost
