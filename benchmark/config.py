@@ -165,13 +165,11 @@ class TrialConfig:
 
     @property
     def fsq_levels(self) -> tuple[int, ...]:
-        """FSQ's levels for this K: the recommended set nearest it in log2 (a tie: the smaller)."""
-        return min(FSQ_LEVELS, key=lambda levels: abs(math.log2(math.prod(levels)) - math.log2(self.num_codes)))
+        return fsq_levels(self.num_codes)
 
     @property
     def codebook_size(self) -> int:
-        """Codes each position chooses from: K, except under FSQ, whose levels fix it (`fsq_levels`)."""
-        return math.prod(self.fsq_levels) if self.quantizer == "fsq" else self.num_codes
+        return codebook_size(self.num_codes, self.quantizer)
 
     @property
     def leaks_label(self) -> bool:
@@ -183,12 +181,22 @@ class TrialConfig:
         parts = [self.model, dataset_label(self.dataset)]
         if self.model == "vqvae":
             arm = [] if self.quantizer == "plain" else [self.quantizer]
-            parts += [*arm, f"K{self.codebook_size}", f"D{self.code_dim}", f"b{self.beta:g}"]
+            parts += [*arm, f"K{self.codebook_size}", f"D{self.code_dim}"] + ([] if self.quantizer == "fsq" else [f"b{self.beta:g}"])
         else:
             parts += [f"D{self.code_dim}", f"rate{self.target_rate:g}" if self.target_rate > 0 else f"kl{self.kl_weight:g}"]
         if self.leaks_label:
             parts.append("labelemb")
         return "-".join(parts + [f"s{self.seed}"])
+
+
+def fsq_levels(num_codes: int) -> tuple[int, ...]:
+    """FSQ's levels for a K: the recommended set nearest it in log2 (a tie: the smaller)."""
+    return min(FSQ_LEVELS, key=lambda levels: abs(math.log2(math.prod(levels)) - math.log2(num_codes)))
+
+
+def codebook_size(num_codes: int, quantizer: str) -> int:
+    """Codes each position chooses from: K, except under FSQ, whose levels fix it (`fsq_levels`)."""
+    return math.prod(fsq_levels(num_codes)) if quantizer == "fsq" else num_codes
 
 
 def check_dataset(name: Any) -> None:

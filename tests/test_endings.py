@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +20,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmark.config import TrialConfig
 from benchmark.result_keys import EPOCH, FAILED, MLFLOW_RUN_ID
 from benchmark.space import available_spaces
 from benchmark.sweep import cli, interrupt
 from benchmark.sweep.runner import stopped_early
 from benchmark.sweep.state import SWEEP_FILE
 from benchmark.sweep.summary import read_outcome, render
+from benchmark.sweep.summary import table as summary_table
 from benchmark.tracking.runs import ERROR_TAG, INTERRUPTED_TAG, STOPPED_TAG, close_stopped, mark_interrupted, start_sweep_run
 from benchmark.tracking.store import TrackingTarget, ensure_experiment
 from tests.conftest import REPO
@@ -282,51 +285,83 @@ def test_list_spaces_shows_each_description(capsys):
 # ---------------------------------------------------------------- the summary, from a real store
 
 
-def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp_path):
+def _summary_store(tmp_path):
+    """A sweep's parent run in a real MLflow store, and a function that adds one finished (or not) trial to it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = ensure_experiment(client, "t", uri)
     parent = start_sweep_run(client, experiment, "s", {}, {})
     target = TrackingTarget(uri, experiment, parent)
 
-    def child(k: int | None, seed: int, status: str, acc: float | None = None, **tags: str) -> str:
-        params = {
-            "model": "vqvae" if k else "vae",
-            "dataset": "digits",
-            "seed": str(seed),
-            "label_embedding": "none",
-            **({"num_codes": str(k)} if k else {}),
-        }
-        run = client.create_run(experiment, run_name=f"K{k}-s{seed}", tags={"mlflow.parentRunId": parent, **tags})
-        for key, value in params.items():
-            client.log_param(run.info.run_id, key, value)
+    def child(config: TrialConfig, status: str, acc: float | None = None, **tags: str) -> str:
+        """One trial's run as the trainable leaves it: named as the config, its params, its metric."""
+        run = client.create_run(experiment, run_name=config.name, tags={"mlflow.parentRunId": parent, **tags})
+        for key, value in config.to_dict().items():
+            client.log_param(run.info.run_id, key, str(value))
         if acc is not None:
             client.log_metric(run.info.run_id, "probe/latent/mlp_acc", acc)
         client.set_terminated(run.info.run_id, status)
         return run.info.run_id
 
+    return target, child
+
+
+def test_summary_sorts_k_as_numbers_and_lists_each_trial_that_did_not_finish(tmp_path):
+    target, child = _summary_store(tmp_path)
+    uri = target.uri
+
+    def vq(k: int, seed: int) -> TrialConfig:
+        return TrialConfig(model="vqvae", dataset="digits", num_codes=k, seed=seed)
+
     for k in (256, 16, 64):
-        child(k, 0, "FINISHED", 0.5)
-        child(k, 1, "FINISHED", 0.7)
-    child(None, 0, "FINISHED", 0.9)
-    child(16, 2, "FINISHED", None, **{STOPPED_TAG: "2"})
-    failed = child(64, 2, "FAILED", None, **{"vqbench.error": "DataError: labels outside 0..9"})
-    child(256, 2, "FAILED", None, **{"vqbench.error": "TrialDiverged: loss became nan in epoch 1"})
+        child(vq(k, 0), "FINISHED", 0.5)
+        child(vq(k, 1), "FINISHED", 0.7)
+    child(TrialConfig(model="vae", dataset="digits", seed=0), "FINISHED", 0.9)
+    child(vq(16, 2), "FINISHED", None, **{STOPPED_TAG: "2"})
+    failed = child(vq(64, 2), "FAILED", None, **{"vqbench.error": "DataError: labels outside 0..9"})
+    child(vq(256, 2), "FAILED", None, **{"vqbench.error": "TrialDiverged: loss became nan in epoch 1"})
 
     outcome = read_outcome(target, interrupted=False)
     text = render(outcome, "s", 12.0, target, "t", "python -m benchmark.sweep --resume s")
     lines = text.splitlines()
-    table = [line.split() for line in lines if line.strip().startswith("digits")]
-    assert [row[2] for row in table] == ["-", "16", "64", "256"]
-    assert table[1][4:7] == ["0.6000", "±", "0.1414"] and "1" in table[1][-3:]  # mean ± sd over the 2 finished seeds
-    header = lines.index(next(line for line in lines if line.strip().startswith("dataset")))
+    table = [line.split() for line in lines if line.strip().startswith(("vae-digits", "vqvae-digits"))]
+    assert [row[0] for row in table] == ["vae-digits-D64-kl0.01", *(f"vqvae-digits-K{k}-D64-b0.25" for k in (16, 64, 256))]
+    assert table[1][1:4] == ["0.6000", "±", "0.1414"] and "1" in table[1][-3:]  # mean ± sd over the 2 finished seeds
+    header = lines.index(next(line for line in lines if line.strip().startswith("setting")))
     assert "mean ± sd over the n finished trials" in lines[header - 1] and "not a confidence interval" in lines[header - 1]
     assert lines[0] == "sweep s ended after 12 s: 7 finished, 1 stopped early, 1 diverged, 1 failed"
-    assert any(f"failed K64-s2: DataError: labels outside 0..9 (run {failed})" in line for line in lines)
-    assert any("diverged K256-s2: TrialDiverged" in line for line in lines)
+    assert any(f"failed vqvae-digits-K64-D64-b0.25-s2: DataError: labels outside 0..9 (run {failed})" in line for line in lines)
+    assert any("diverged vqvae-digits-K256-D64-b0.25-s2: TrialDiverged" in line for line in lines)
     assert "so the sweep exits 1" in lines[-1] and f"python -m analysis.report --experiment t --tracking-uri {uri}" in lines[-1]
     assert outcome.exit_code == 1
     assert read_outcome(target, interrupted=True).exit_code == 130
+
+
+def test_summary_never_pools_settings_that_share_a_k(tmp_path):
+    """Quantizer arms at one K, and the VAE at two KL weights, are rows of their own; FSQ's row is its 1,000 codes."""
+    target, child = _summary_store(tmp_path)
+    configs = [
+        TrialConfig(model="vqvae", dataset="digits", num_codes=512, quantizer="plain"),
+        TrialConfig(model="vqvae", dataset="digits", num_codes=512, quantizer="ema"),
+        TrialConfig(model="vqvae", dataset="digits", num_codes=512, quantizer="fsq"),
+        TrialConfig(model="vae", dataset="digits", kl_weight=0.01),
+        TrialConfig(model="vae", dataset="digits", kl_weight=1.0),
+    ]
+    for i, config in enumerate(configs):
+        for seed in (0, 1):
+            child(replace(config, seed=seed), "FINISHED", 0.5 + 0.1 * i)
+    outcome = read_outcome(target, interrupted=False)
+    found = summary_table(outcome)
+    assert list(found["setting"]) == [
+        "vae-digits-D64-kl0.01",
+        "vae-digits-D64-kl1",
+        "vqvae-digits-K512-D64-b0.25",
+        "vqvae-digits-ema-K512-D64-b0.25",
+        "vqvae-digits-fsq-K1000-D64",
+    ]
+    assert list(found["n"]) == [2] * 5
+    assert found.set_index("setting").loc["vqvae-digits-ema-K512-D64-b0.25", "probe_acc"] == "0.6000 ± 0.0000"
+    assert sorted(outcome.runs["K"].dropna().astype(int).unique()) == [512, 1000]
 
 
 def test_trials_that_never_opened_a_run_count_as_failed(tmp_path):

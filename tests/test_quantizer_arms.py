@@ -49,7 +49,9 @@ def test_fsq_takes_the_level_set_nearest_k_and_its_codes_are_its_size():
     assert TrialConfig(**{**SMALL, "num_codes": 512}, quantizer="fsq").codebook_size == 1000
     assert TrialConfig(**{**SMALL, "num_codes": 256}, quantizer="fsq").codebook_size == math.prod(FSQ_LEVELS[0]) == 240
     assert TrialConfig(**{**SMALL, "num_codes": 512}).codebook_size == 512  # K itself for every other arm
-    assert TrialConfig(**{**SMALL, "num_codes": 512}, quantizer="fsq").name == "vqvae-digits-fsq-K1000-D8-b0.25-s0"
+    assert (
+        TrialConfig(**{**SMALL, "num_codes": 512}, quantizer="fsq").name == "vqvae-digits-fsq-K1000-D8-s0"
+    )  # FSQ has no commitment cost: no beta in its name
     # every index FSQ emits is one of its levels' product, and encoder outputs that spread use many of them
     quantizer = build_model(TrialConfig(**{**SMALL, "num_codes": 512}, quantizer="fsq"), 1, 10).quantizer.eval()
     codes = quantizer(3 * torch.randn(64, SMALL["code_dim"], 4, 4, generator=torch.Generator().manual_seed(0))).indices

@@ -76,6 +76,7 @@ def test_the_sweep_s_closing_table_has_the_readme_s_caption_and_header(tmp_path)
                     "model": "vqvae" if k else "vae",
                     "K": k,
                     "label_emb": "none",
+                    "setting": f"vqvae-digits-K{k}-D64-b0.25" if k else "vae-digits-D64-kl0.01",
                     "ending": "finished",
                     "run_name": f"r{k}-{seed}",
                     "run_id": f"id{k}{seed}",

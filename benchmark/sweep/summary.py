@@ -11,6 +11,7 @@ still says why. A trial ends one of five ways:
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -18,10 +19,13 @@ import pandas as pd
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
+from benchmark.config import codebook_size
 from benchmark.tracking.runs import ERROR_TAG, STOPPED_TAG
 from benchmark.tracking.store import TrackingTarget
 
-KEYS = ["dataset", "model", "K", "label_emb"]
+# A setting is a trial's name less its seed (`TrialConfig.name`): every knob, quantizer arm and label embedding apart.
+SETTING = "setting"
+ORDER = ["dataset", "model", "K", SETTING]  # how rows are listed: K as a number, the VAE (no K) first
 METRICS = {
     "probe_acc": "probe/latent/mlp_acc",
     "pixels_acc": "probe/pixels/mlp_acc",
@@ -36,7 +40,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 class Outcome:
     """How each trial of one sweep ended; `problems` holds one line per trial that did not finish."""
 
-    runs: pd.DataFrame  # one row per child run: KEYS, ending, run name and id, error, METRICS
+    runs: pd.DataFrame  # one row per child run: ORDER, label_emb, ending, run name and id, error, METRICS
     interrupted: bool
     problems: list[str] = field(default_factory=list)
     missing: int = 0  # planned trials with no run at all: they failed before opening one, and count as failed
@@ -59,7 +63,7 @@ def read_outcome(target: TrackingTarget, interrupted: bool, planned: int = 0) ->
     frame = pd.DataFrame([_row(run, interrupted) for run in runs])
     problems = []
     if not frame.empty:
-        frame = frame.sort_values(KEYS + ["run_name"], key=_numeric_k, ignore_index=True)
+        frame = frame.sort_values(ORDER + ["run_name"], key=_numeric_k, ignore_index=True)
         for row in frame[frame.ending.isin(["failed", "diverged"])].itertuples():
             problems.append(f"{row.ending} {row.run_name}: {row.error or 'no error recorded'} (run {row.run_id})")
     missing = 0 if interrupted else max(0, planned - len(frame))
@@ -81,7 +85,8 @@ def _row(run: Run, interrupted: bool) -> dict[str, object]:
     return {
         "dataset": p.get("dataset") or tags.get("vqbench.dataset"),
         "model": model,
-        "K": int(p["num_codes"]) if model == "vqvae" and "num_codes" in p else None,
+        "K": codebook_size(int(p["num_codes"]), p.get("quantizer", "plain")) if model == "vqvae" and "num_codes" in p else None,
+        SETTING: re.sub(r"-s\d+$", "", run.info.run_name or ""),
         "label_emb": p.get("label_embedding") or tags.get("vqbench.label_embedding"),
         "ending": ending,
         "run_name": run.info.run_name,
@@ -97,15 +102,15 @@ def _numeric_k(column: pd.Series) -> pd.Series:
 
 
 def table(outcome: Outcome) -> pd.DataFrame:
-    """Per setting: mean ± sd over the finished trials and their n, then the other endings counted apart."""
+    """Per setting (never pooled across K, D, beta, KL weight, arm or label embedding): mean ± sd over the finished
+    trials and their n, then the other endings counted apart."""
     runs = outcome.runs
     if runs.empty:
         return runs
     rows = []
-    for keys, group in runs.groupby(KEYS, dropna=False, sort=False):
+    for setting, group in runs.groupby(SETTING, sort=False):
         done = group[group.ending == "finished"]
-        row = dict(zip(KEYS, keys))
-        row["K"] = "-" if pd.isna(row["K"]) else int(row["K"])
+        row = {SETTING: setting}
         for name in METRICS:
             row[name] = _mean_sd(done[name].dropna())
         row["n"] = len(done)
