@@ -55,7 +55,7 @@ def tuner_for(
 
     trainable = tune.with_resources(tune_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if restore:
-        return tune.Tuner.restore(str(storage / study.label), trainable=trainable, resume_errored=True)
+        return restore_tuner(str(storage / study.label), trainable)
     common = {**common, "study_tags": {**common.get("plan_tags", {}), **study.tags()}}
     param_space, search_alg = space_for(study, common)
     return tune.Tuner(
@@ -64,6 +64,21 @@ def tuner_for(
         tune_config=tune_config_for(study, args, search_alg),
         run_config=run_config_for(study, args, storage, progress, common["tracking"]),
     )
+
+
+def restore_tuner(folder: str, trainable: Any):
+    """Ray Tune's saved Tuner, or one clear error when it names code that is no longer there: its state pickles the
+    callbacks and searchers by module path, so a sweep started before a module moved cannot be restored by this code."""
+    from ray import tune
+
+    try:
+        return tune.Tuner.restore(folder, trainable=trainable, resume_errored=True)
+    except (ModuleNotFoundError, AttributeError) as err:
+        raise ConfigError(
+            f"--resume: the sweep's Ray state in {folder} was written by another version of vqbench ({type(err).__name__}: {err}). "
+            "Resume it with the version that started it (its commit is the parent run's `vqbench.git_commit` tag), "
+            "or run the sweep again under a new --name: its finished trials stay in MLflow"
+        ) from None
 
 
 def space_for(study: Study, common: dict[str, Any]) -> tuple[dict[str, Any], Any]:
