@@ -11,19 +11,12 @@ import math
 
 import pandas as pd
 
+from analysis.measures import DIFFERENCE_MEASURES
 from analysis.paper import PAPER_DATASETS
 from analysis.plan import PRIMARY, SECONDARY, Plan
 from analysis.predictions import Predictions, image_differences
-from analysis.tables import (
-    DIFFERENCE_MEASURES,
-    MODEL_NAMES,
-    PAIR_KEYS,
-    dataset_rank,
-    finished,
-    paired,
-    reference_description,
-    reference_runs,
-)
+from analysis.selection import finished, reference_description, reference_runs
+from analysis.tables import MODEL_NAMES, PAIR_KEYS, dataset_rank, paired
 from analysis.verdicts import (
     CONTRADICTED,
     NOT_RESOLVED,

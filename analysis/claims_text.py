@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.formatting import format_difference, format_p, markdown
+from analysis.measures import DIFFERENCE_MEASURES, MEASURES, Measure
 from analysis.plan import PRIMARY
-from analysis.tables import DATASET_NAMES, DIFFERENCE_MEASURES, MEASURES, Measure, format_difference, format_p, markdown
+from analysis.tables import DATASET_NAMES
 from analysis.verdicts import NO_VERDICT, SEED_ONLY
 
 

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import predictions, tables
+from analysis import predictions, selection
 from analysis.runs import RunsError, add_protocol_option, open_experiment, scope_runs
 from analysis.runs_csv import write_runs_csv
 from benchmark.outputs import file_problem
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_runs_csv(scope.runs, args.out)
-    counts = ", ".join(f"{n} {status}" for status, n in tables.outcome(scope.runs).value_counts().items())  # stopped early apart
+    counts = ", ".join(f"{n} {status}" for status, n in selection.outcome(scope.runs).value_counts().items())  # stopped early apart
     print(f"wrote {len(scope.runs)} trial run(s) ({counts}) to {args.out}")
     found = predictions.from_store(source.client, list(scope.runs["run_id"]), args.protocol)
     target = predictions.companion(args.out)

@@ -16,8 +16,10 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from analysis import plots
+from analysis.measures import MLP, SSIM
 from analysis.plots import COLOURS, legend_below, probe_vs_ssim_axes, save
-from analysis.tables import DATASET_NAMES, MLP, SSIM, dataset_rank, finished, plain_quantizer
+from analysis.selection import finished, plain_quantizer
+from analysis.tables import DATASET_NAMES, dataset_rank
 from benchmark.config import PAPER_VQ
 
 AT_PAPER_D_BETA = f"D={PAPER_VQ['code_dim']}, beta={PAPER_VQ['beta']:g}"  # where the VQ-VAE's K axis is drawn

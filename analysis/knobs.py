@@ -15,20 +15,12 @@ import pandas as pd
 
 from analysis import frontier, plots
 from analysis.claims_text import verdict_text
+from analysis.formatting import format_difference, format_p, markdown
+from analysis.measures import MLP
 from analysis.plan import SENSITIVITY, Plan
+from analysis.selection import finished, plain_quantizer
 from analysis.stats import CONFIDENCE
-from analysis.tables import (
-    DATASET_NAMES,
-    MLP,
-    SHARED_KNOBS,
-    dataset_rank,
-    finished,
-    format_difference,
-    format_p,
-    markdown,
-    paired,
-    plain_quantizer,
-)
+from analysis.tables import DATASET_NAMES, SHARED_KNOBS, dataset_rank, paired
 from analysis.verdicts import PairedTest, decide, holm_family, with_tost
 from benchmark.config import DEFAULT_KL_WEIGHT, PAPER_VQ, paper_vq_text
 

@@ -8,23 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.formatting import format_difference, format_estimate, format_int, format_value, markdown
+from analysis.measures import MEASURES, MLP, PROBES
+from analysis.selection import finished, group_keys
 from analysis.stats import Estimate
-from analysis.tables import (
-    DATASET_NAMES,
-    MEASURES,
-    MLP,
-    MODEL_NAMES,
-    PROBES,
-    finished,
-    format_difference,
-    format_estimate,
-    format_int,
-    format_value,
-    group_keys,
-    markdown,
-    paired,
-    per_seed,
-)
+from analysis.tables import DATASET_NAMES, MODEL_NAMES, paired, per_seed
 
 
 def label_embedding_effect(runs: pd.DataFrame) -> pd.DataFrame:

@@ -14,8 +14,11 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.formatting import markdown
+from analysis.measures import MLP, SSIM
 from analysis.plots import COLOURS, legend_below, probe_vs_ssim_axes, save
-from analysis.tables import DATASET_NAMES, MLP, MODEL_NAMES, SSIM, dataset_rank, finished, markdown, outcome
+from analysis.selection import finished, outcome
+from analysis.tables import DATASET_NAMES, MODEL_NAMES, dataset_rank
 
 FAMILY = ["dataset", "model", "label_embedding"]
 OBJECTIVES = (MLP.column, SSIM.column)  # both maximised

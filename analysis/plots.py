@@ -14,21 +14,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.measures import KNN, LINEAR, MLP, PERPLEXITY, PIXEL_COLUMNS, SSIM, USAGE, Measure
+from analysis.selection import finished
 from analysis.stats import CONFIDENCE, Estimate, t_interval
-from analysis.tables import (
-    DATASET_NAMES,
-    KNN,
-    LINEAR,
-    MLP,
-    MODEL_NAMES,
-    PERPLEXITY,
-    PIXEL_COLUMNS,
-    SSIM,
-    USAGE,
-    Measure,
-    dataset_rank,
-    finished,
-)
+from analysis.tables import DATASET_NAMES, MODEL_NAMES, dataset_rank
 from benchmark.config import DEFAULT_KL_WEIGHT
 
 KNOBS = {

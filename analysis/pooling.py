@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.run_columns import CONFIG_TYPES
-from analysis.tables import NOT_SETTINGS, finished
+from analysis.selection import NOT_SETTINGS, finished
 from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
 
 PROTOCOL_PARAM = "probe.protocol"

@@ -19,19 +19,11 @@ from matplotlib.ticker import ScalarFormatter
 
 from analysis import plots
 from analysis.claims_text import verdict_text
+from analysis.formatting import format_difference, format_p, markdown
+from analysis.measures import MLP, SSIM
 from analysis.plan import MATCHED_RATE, Plan
-from analysis.tables import (
-    DATASET_NAMES,
-    MLP,
-    SHARED_KNOBS,
-    SSIM,
-    dataset_rank,
-    finished,
-    format_difference,
-    format_p,
-    markdown,
-    paired,
-)
+from analysis.selection import finished
+from analysis.tables import DATASET_NAMES, SHARED_KNOBS, dataset_rank, paired
 from analysis.verdicts import PairedTest, decide, holm_family, with_tost
 from benchmark.config import PAPER_VQ
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import claims, claims_text, knobs, leakage, pareto, plots, rates, tables
+from analysis import claims, claims_text, formatting, knobs, leakage, measures, pareto, plots, rates, selection, tables
 from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError
 from analysis.plan_file import load_plan
 from analysis.report_header import header
@@ -83,36 +83,36 @@ def log_report(inputs: Inputs, files: list[Path], out: Path) -> None:
 
 
 def _runs_section(runs: pd.DataFrame) -> str:
-    counts = tables.status_counts(runs)
-    done = int(counts.loc[counts["status"] == tables.FINISHED, "runs"].iloc[0])
+    counts = selection.status_counts(runs)
+    done = int(counts.loc[counts["status"] == selection.FINISHED, "runs"].iloc[0])
     text = [
         "## Runs",
         "",
-        tables.markdown(counts.astype(str)),
+        formatting.markdown(counts.astype(str)),
         "",
         f"Only the {done} FINISHED run(s) enter the numbers below; runs stopped early by the scheduler (no final evaluation), "
         "failed, killed and still-running runs are counted here and left out.",
     ]
-    repeats = tables.finished(runs)["config_id"].dropna().duplicated().sum()
+    repeats = selection.finished(runs)["config_id"].dropna().duplicated().sum()
     if repeats:
         text.append(
             f"\n{repeats} finished run(s) repeat a config (same config_id, so the same seed) of another run; "
             "they are averaged within their seed first, so n counts seeds, not runs."
         )
-    bad = runs.drop(tables.finished(runs).index)
+    bad = runs.drop(selection.finished(runs).index)
     if len(bad):
         listed = bad.head(MAX_LISTED_FAILURES)
         frame = pd.DataFrame(
             {
                 "run": [f"`{r}`" for r in listed["run_name"].fillna(listed["run_id"])],
-                "status": tables.outcome(listed),
+                "status": selection.outcome(listed),
                 "model": listed["model"].fillna("?"),
                 "dataset": listed["dataset"].fillna("?"),
                 "seed": listed["seed"].astype(str),
                 "error": [first_line(e, 160) if isinstance(e, str) else "" for e in listed["error"]],
             }
         )
-        text += ["", tables.markdown(frame)]
+        text += ["", formatting.markdown(frame)]
         if len(bad) > len(listed):
             text.append(f"\n... and {len(bad) - len(listed)} more.")
     return "\n".join(text)
@@ -222,7 +222,7 @@ def _label_section(runs: pd.DataFrame) -> list[str]:
     ]
     effect = leakage.label_embedding_effect(runs)
     if effect.empty:
-        used = sorted(tables.finished(runs)["label_embedding"].dropna().unique())
+        used = sorted(selection.finished(runs)["label_embedding"].dropna().unique())
         section += ["", f"Not measured: the finished runs use label_embedding={', '.join(used) or '?'} only. The `paper` space runs both."]
         return section
     section += [""] + [f"- {s}" for s in leakage.leakage_sentences(effect)]
@@ -242,7 +242,7 @@ def _examples_section(inputs: Inputs, figures: Path, out: Path) -> tuple[list[st
     absent = []
     picked = tables.representative_runs(inputs.runs)
     for row in picked.to_dict("records"):
-        accuracy = row.get(tables.MLP.column)
+        accuracy = row.get(measures.MLP.column)
         shown = "—" if accuracy is None or pd.isna(accuracy) else f"{100 * accuracy:.2f}%"
         section += [
             "",

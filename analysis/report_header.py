@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import claims, knobs, rates, tables
+from analysis import claims, knobs, rates, selection, tables
 from analysis.plan import MATCHED_RATE, PRIMARY, SECONDARY, SENSITIVITY, Plan, deviations
 from analysis.report_inputs import Inputs
 from benchmark.result_keys import PROBE_PARAM_PREFIX as PROBE_PARAMS
@@ -27,9 +27,9 @@ def header(inputs: Inputs, plan: Plan) -> str:
         )
     commits = sorted(runs["git_commit"].dropna().unique())
     lines.append(f"- Code version of the trials (git commit): {', '.join(f'`{c[:10]}`' for c in commits) or 'unknown'}")
-    lines += dataset_lines(tables.finished(runs))
+    lines += dataset_lines(selection.finished(runs))
     lines += plan_lines(inputs, plan)
-    return "\n".join(lines + settings_lines(tables.finished(runs)))
+    return "\n".join(lines + settings_lines(selection.finished(runs)))
 
 
 def dataset_lines(finished: pd.DataFrame) -> list[str]:

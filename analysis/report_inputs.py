@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.entities import Run
 
-from analysis import pooling, predictions, tables
+from analysis import pooling, predictions, selection
 from analysis.plan import Plan
 from analysis.runs import RunsError, Source, open_experiment, scope_runs
 from analysis.runs_csv import read_runs_csv
@@ -34,7 +34,7 @@ def gather(experiment: str, tracking_uri: str | None, parent_run_id: str | None,
     source = open_experiment(experiment, tracking_uri)
     scope = scope_runs(source, parent_run_id, all_sweeps, protocol)
     check_finished(scope.runs, f"experiment {source.experiment_name!r}")
-    found = predictions.from_store(source.client, list(tables.finished(scope.runs)["run_id"]), protocol)
+    found = predictions.from_store(source.client, list(selection.finished(scope.runs)["run_id"]), protocol)
     return Inputs(source, scope.sweep, scope.runs, scope.outside, f"MLflow store `{source.tracking_uri}`", predictions=found)
 
 
@@ -67,7 +67,7 @@ def check_pooling(inputs: Inputs, plan: Plan, allow: bool) -> None:
 
 
 def check_finished(runs: pd.DataFrame, where: str) -> None:
-    if tables.finished(runs).empty:
+    if selection.finished(runs).empty:
         counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
         raise RunsError(
             f"no FINISHED trial runs in {where} ({counts}): wait for the sweep to finish, or look at their vqbench.error tags and rerun it"

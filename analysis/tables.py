@@ -8,21 +8,17 @@ Accuracies stay fractions in the DataFrames; the markdown shows them in % like t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from analysis.formatting import format_estimate, format_int, format_value, markdown
+from analysis.measures import MLP, PIXEL_COLUMNS, TABLE1_MEASURES, Measure
 from analysis.paper import PAPER_DATASETS, paper_row, setting_differences
-from analysis.run_columns import CONFIG_TYPES, STATUSES
+from analysis.run_columns import CONFIG_TYPES
+from analysis.selection import BASE_KEYS, NOT_SETTINGS, finished, group_keys
 from analysis.stats import Estimate, t_interval
 from analysis.verdicts import PairedTest, paired_test
-from benchmark.config import DEFAULT_KL_WEIGHT, PAPER_VQ, TEST_HOOKS
 
-FINISHED = "FINISHED"
-STOPPED_EARLY = "stopped early"
-BASE_KEYS = ["model", "dataset", "label_embedding", "num_codes", "code_dim", "beta"]
-NOT_SETTINGS = {"seed", "train_probe_every", *TEST_HOOKS}  # not what was trained: the seed, or test and evaluation switches
 MODEL_ORDER = {"vae": 0, "vqvae": 1, "pixels": 2}
 MODEL_NAMES = {"vae": "VAE", "vqvae": "VQ-VAE", "pixels": "raw pixels"}
 DATASET_NAMES = {
@@ -38,116 +34,6 @@ DATASET_NAMES = {
 SHARED_KNOBS = ["seed", "epochs", "batch_size", "lr", "batch_norm", "precision"]
 PAIR_KEYS = ["dataset", "label_embedding", *SHARED_KNOBS]
 EXTRA_TITLES = {"kl_weight": "KL weight", "batch_norm": "BatchNorm", "batch_size": "batch", "restart_dead_codes": "restart dead"}
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A metric as the tables show it."""
-
-    column: str  # MLflow metric name
-    short: str  # column stem in the DataFrames
-    title: str
-    percent: bool
-    digits: int
-
-
-MLP = Measure("probe/latent/mlp_acc", "mlp_acc", "probe MLP (%)", True, 2)
-LINEAR = Measure("probe/latent/linear_acc", "linear_acc", "probe linear (%)", True, 2)
-KNN = Measure("probe/latent/knn_acc", "knn_acc", "probe kNN (%)", True, 2)
-MSE = Measure("recon/mse", "mse", "MSE", False, 4)
-SSIM = Measure("recon/ssim", "ssim", "SSIM", False, 3)
-PSNR = Measure("recon/psnr", "psnr", "PSNR (dB)", False, 2)
-USAGE = Measure("codebook/usage", "usage", "codebook usage (%)", True, 1)
-PERPLEXITY = Measure("codebook/perplexity", "perplexity", "codebook perplexity", False, 1)
-TABLE1_MEASURES = (MLP, LINEAR, KNN, MSE, SSIM, PSNR)
-PROBES = (MLP, LINEAR, KNN)
-DIFFERENCE_MEASURES = (MLP, LINEAR, KNN, SSIM)
-PIXEL_COLUMNS = {MLP.short: "probe/pixels/mlp_acc", LINEAR.short: "probe/pixels/linear_acc", KNN.short: "probe/pixels/knn_acc"}
-MEASURES = {m.column: m for m in (*TABLE1_MEASURES, USAGE, PERPLEXITY)}
-
-
-# --- selection -------------------------------------------------------------------------
-
-
-def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with a final evaluation: FINISHED, and not stopped early by the scheduler."""
-    return runs[(runs["status"] == FINISHED) & runs["stopped_at_epoch"].isna()]
-
-
-def outcome(runs: pd.DataFrame) -> pd.Series:
-    """The status, with FINISHED runs the scheduler stopped early counted apart."""
-    return runs["status"].where(runs["stopped_at_epoch"].isna(), STOPPED_EARLY)
-
-
-def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs per status (every status listed, zeros included; stopped early apart), then any other status seen."""
-    counts = outcome(runs).value_counts()
-    order = [FINISHED, STOPPED_EARLY, *STATUSES[1:]] + sorted(set(counts.index) - set(STATUSES) - {STOPPED_EARLY})
-    return pd.DataFrame({"status": order, "runs": [int(counts.get(s, 0)) for s in order]})
-
-
-def varying_settings(runs: pd.DataFrame) -> list[str]:
-    """Config columns beyond model/dataset/label/K/D/beta that vary within a model and dataset."""
-    found = []
-    for column in CONFIG_TYPES:
-        if column in BASE_KEYS or column in NOT_SETTINGS or column not in runs:
-            continue
-        if (runs.groupby(["model", "dataset"], dropna=False)[column].nunique(dropna=True) > 1).any():
-            found.append(column)
-    return found
-
-
-def group_keys(runs: pd.DataFrame) -> list[str]:
-    """One row per model, dataset, label setting, K, D, beta and any other varying knob."""
-    return BASE_KEYS + varying_settings(runs)
-
-
-def _is(values: pd.Series, target: float) -> pd.Series:
-    return pd.Series(np.isclose(values.astype("float64"), target), index=values.index) & values.notna()
-
-
-def plain_quantizer(runs: pd.DataFrame) -> pd.DataFrame:
-    """The VAEs and the VQ-VAEs with the paper's quantizer: the families the paper's claims and knobs are about
-    (a library arm is another model, compared in `analysis.rates`). A frame from before the key: all of it."""
-    if "quantizer" not in runs:
-        return runs
-    return runs[(runs["model"] != "vqvae") | (runs["quantizer"].fillna("plain") == "plain")]
-
-
-def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per model, dataset and label setting: the paper's K/D/beta and quantizer (VQ-VAE; VAE: the paper's D,
-    the default KL weight) where such runs exist, else all runs."""
-    parts = []
-    for (model, _, _), group in plain_quantizer(runs).groupby(["model", "dataset", "label_embedding"], dropna=False, sort=False):
-        if model == "vqvae":
-            pick = (
-                _is(group["num_codes"], PAPER_VQ["num_codes"])
-                & _is(group["code_dim"], PAPER_VQ["code_dim"])
-                & _is(group["beta"], PAPER_VQ["beta"])
-            )
-            parts.append(group[pick] if pick.any() else group)
-        else:
-            pick = _is(group["code_dim"], PAPER_VQ["code_dim"])
-            group = group[pick] if pick.any() else group
-            pick = _is(group["kl_weight"], DEFAULT_KL_WEIGHT)
-            parts.append(group[pick] if pick.any() else group)
-    return pd.concat(parts) if parts else runs.iloc[0:0]
-
-
-def reference_description(runs: pd.DataFrame, model: str) -> str:
-    """Which runs of `model` the comparisons use, in words."""
-    picked = runs[runs["model"] == model]
-    if model == "vqvae":
-        settings = picked[["num_codes", "code_dim", "beta"]].drop_duplicates()
-        if len(settings) == 1:
-            k, d, beta = settings.iloc[0]
-            return f"K={format_int(k)}, D={format_int(d)}, beta={format_value(beta)}"
-        return f"{len(settings)} K/D/beta settings averaged per seed"
-    settings = picked[["code_dim", "kl_weight"]].drop_duplicates()
-    if len(settings) == 1:
-        d, kl = settings.iloc[0]
-        return f"D={format_int(d)}, KL weight={format_value(kl)}"
-    return f"{len(settings)} D/KL-weight settings averaged per seed"
 
 
 # --- Table 1 ---------------------------------------------------------------------------
@@ -266,53 +152,6 @@ def representative_runs(runs: pd.DataFrame, metric: str = MLP.column) -> pd.Data
         pick = (scored if len(scored) else ranked).iloc[(max(len(scored), 1) - 1) // 2]
         rows.append(pick)
     return pd.DataFrame(rows).reset_index(drop=True) if rows else finished(runs).iloc[0:0]
-
-
-# --- markdown --------------------------------------------------------------------------
-
-
-def format_value(value: object) -> str:
-    if value is None or pd.isna(value):
-        return "—"
-    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
-
-
-def format_int(value: object) -> str:
-    return "—" if value is None or pd.isna(value) else str(int(value))
-
-
-def format_estimate(est: Estimate, measure: Measure, with_interval: bool = True) -> str:
-    """'80.05 ± 1.23' (accuracies in %); the mean alone where there is no interval."""
-    if math.isnan(est.mean):
-        return "—"
-    scale = 100 if measure.percent else 1
-    text = f"{est.mean * scale:.{measure.digits}f}"
-    if with_interval and est.has_interval:
-        text += f" ± {(est.high - est.low) / 2 * scale:.{measure.digits}f}"
-    return text
-
-
-def format_difference(mean: float, low: float, high: float, measure: Measure) -> str:
-    """'−10.45 [−12.10, −8.30]': percentage points for accuracies; the mean alone with no interval."""
-    if mean is None or pd.isna(mean):
-        return "—"
-    scale = 100 if measure.percent else 1
-    digits = measure.digits
-    text = f"{mean * scale:+.{digits}f}"
-    if not (pd.isna(low) or pd.isna(high)):
-        text += f" [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
-    return text
-
-
-def format_p(value: float) -> str:
-    return "—" if value is None or pd.isna(value) else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    """A pipe table (pandas' `to_markdown`); every cell already a string."""
-    if frame.empty:
-        return "_(none)_"
-    return frame.map(lambda v: str(v).replace("|", "\\|")).to_markdown(index=False, disable_numparse=True)
 
 
 def _cell(row: dict[str, object], measure: Measure) -> str:

@@ -28,7 +28,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis import RunsError, claims, claims_text, leakage, load_runs, tables
+from analysis import RunsError, claims, claims_text, leakage, load_runs, selection, tables
 from analysis.paper import paper_table, setting_differences
 from analysis.plan import DEFAULT_PLAN, Plan
 from analysis.plan_file import load_plan
@@ -347,7 +347,7 @@ def test_a_quantizer_arm_is_not_the_paper_vq_vae_and_old_csvs_are_plain(paper_ru
     runs = read_runs_csv([tmp_path / "arms.csv"])
     assert runs.loc[runs["run_id"] == "fsq-run", "quantizer"].item() == "fsq"
     assert runs.loc[runs["model"] == "vae", "quantizer"].isna().all()  # a VAE has no quantizer
-    reference = tables.reference_runs(tables.finished(runs))
+    reference = selection.reference_runs(selection.finished(runs))
     assert "fsq-run" not in set(reference["run_id"]) and (reference.loc[reference["model"] == "vqvae", "quantizer"] == "plain").all()
     # a CSV exported before the key existed: every VQ-VAE in it had the paper's quantizer
     raw.drop(columns=["quantizer"]).drop(index=arm).to_csv(tmp_path / "old.csv", index=False)
@@ -403,7 +403,7 @@ def test_table1_values(paper_runs):
 
 
 def test_status_counts(paper_runs):
-    counts = tables.status_counts(paper_runs).set_index("status")["runs"].to_dict()
+    counts = selection.status_counts(paper_runs).set_index("status")["runs"].to_dict()
     assert counts == {"FINISHED": 24, "stopped early": 1, "FAILED": 1, "KILLED": 1, "RUNNING": 1}
 
 

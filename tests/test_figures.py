@@ -14,14 +14,14 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Annotation, Text
 
-from analysis import frontier, plots, tables
+from analysis import frontier, measures, plots, tables
 from analysis.report import main as report_main
 from analysis.runs_csv import read_runs_csv
 from analysis.stats import t_interval
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "results" / "sensitivity" / "runs-mnist-vq-K-bf16.csv"
-MLP, SSIM, PERPLEXITY, USAGE = tables.MLP.column, tables.SSIM.column, tables.PERPLEXITY.column, tables.USAGE.column
+MLP, SSIM, PERPLEXITY, USAGE = measures.MLP.column, measures.SSIM.column, measures.PERPLEXITY.column, measures.USAGE.column
 
 
 def runs_frame(specs: list[dict]) -> pd.DataFrame:
