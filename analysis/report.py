@@ -18,8 +18,6 @@ the plan refuses to pool) prints one message and exits 2 before anything is writ
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import shutil
 import sys
@@ -32,12 +30,12 @@ from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError
 from analysis.plan_file import load_plan
 from analysis.report_header import header
 from analysis.report_inputs import Inputs, check_pooling, gather, gather_csv
-from analysis.runs import RunsError, add_protocol_option, download_artifact
+from analysis.report_options import option_problem, parse_args
+from analysis.runs import RunsError, download_artifact
 from analysis.stats import CONFIDENCE
 from benchmark.config import PAPER_TRAINING, paper_vq_text
 from benchmark.error_text import first_line
 from benchmark.outputs import folder_problem
-from benchmark.tracking.store import DEFAULT_EXPERIMENT
 
 ARTIFACT_DIR = "report"
 RUN_FIGURES = ("reconstructions.png", "tsne.png")
@@ -293,62 +291,11 @@ def _carry(target: Path, folders: tuple[Path, ...]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--experiment",
-        default=DEFAULT_EXPERIMENT,
-        help=f"MLflow experiment name (or id) the sweep logged to (default: {DEFAULT_EXPERIMENT}, the sweep's)",
-    )
-    parser.add_argument(
-        "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db as the sweep)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md and figures/ (default: report/)")
-    parser.add_argument("--parent-run-id", default=None, help="the sweep run to report on and log to (default: the latest)")
-    parser.add_argument("--all-sweeps", action="store_true", help="include the trials of every sweep in the experiment")
-    parser.add_argument(
-        "--runs",
-        type=Path,
-        nargs="+",
-        default=None,
-        metavar="CSV",
-        help="build the report from runs CSVs (`python -m analysis.export`) instead of an MLflow store",
-    )
-    add_protocol_option(parser)
-    parser.add_argument(
-        "--plan", type=Path, default=DEFAULT_PLAN, help="the analysis plan (TOML) the report enforces (default: analysis/plans/paper.toml)"
-    )
-    parser.add_argument(
-        "--allow-pooling",
-        action="store_true",
-        help="average runs of different precisions, probe protocols or code versions into one cell anyway (the header says so)",
-    )
-    parser.add_argument(
-        "--accuracy-margin",
-        type=float,
-        default=None,
-        help="override the plan's equivalence margin for accuracies, in points (a deviation the header names)",
-    )
-    parser.add_argument(
-        "--ssim-margin", type=float, default=None, help="override the plan's equivalence margin for SSIM (a deviation the header names)"
-    )
-    args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded figure is noise
-    for name, widest in (("accuracy_margin", 100.0), ("ssim_margin", 2.0)):  # the width of each metric's whole range
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and 0 < value < widest):
-            print(
-                f"error: --{name.replace('_', '-')} {value!r} is not allowed: pass a number above 0 and below {widest:g}, "
-                "the metric's whole range (a margin that wide calls everything equivalent)",
-                file=sys.stderr,
-            )
-            return 2
-    if args.runs and (args.parent_run_id or args.all_sweeps or args.tracking_uri or args.protocol):
-        print(
-            "error: --runs reads CSVs only: leave out --tracking-uri, --parent-run-id, --all-sweeps and --protocol "
-            "(a CSV holds the protocol it was exported with: `python -m analysis.export --protocol P`)",
-            file=sys.stderr,
-        )
+    args = parse_args(argv, __doc__.split("\n\n")[0])
+    if problem := option_problem(args):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded figure is noise
     out = args.out.resolve()
     try:
         plan = load_plan(args.plan).with_margins(None if args.accuracy_margin is None else args.accuracy_margin / 100, args.ssim_margin)
