@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import claims, claims_text, formatting, knobs, leakage, measures, pareto, plots, rates, selection, tables
+from analysis import claims, claims_text, formatting, knobs_text, leakage, measures, pareto, plots, rates, selection, tables
 from analysis.plan import DEFAULT_PLAN, PRIMARY, SECONDARY, Plan, PlanError
 from analysis.plan_file import load_plan
 from analysis.report_header import header
@@ -52,7 +52,7 @@ def write_report(inputs: Inputs, out: Path) -> list[Path]:
     sections += _table1_section(inputs.runs)
     sections += _claims_section(inputs, plan)
     sections += _label_section(inputs.runs)
-    sensitivity, made = knobs.section(inputs.runs, figures, out, plan)
+    sensitivity, made = knobs_text.section(inputs.runs, figures, out, plan)
     sections += sensitivity
     written += made
     at_rate, made = rates.section(inputs.runs, figures, out, plan)

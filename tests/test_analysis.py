@@ -28,7 +28,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis import RunsError, claims, claims_text, leakage, load_runs, selection, tables
+from analysis import RunsError, claims, claims_text, knobs_text, leakage, load_runs, selection, tables
 from analysis.paper import paper_table, setting_differences
 from analysis.plan import DEFAULT_PLAN, Plan
 from analysis.plan_file import load_plan
@@ -779,7 +779,7 @@ def test_claim1_at_each_kl_weight(store):
     assert table.loc[0.01, "verdict"] == "supported" and table.loc[1.0, "verdict"] == "contradicted"
     assert table.loc[0.001, "verdict"] == "not resolved"  # p = 0.003 is supported within 4 tests, not within the family
     assert table.loc[0.1, "verdict"] == "not resolved"
-    sentence = knobs.flips(knobs.kl_verdicts(runs, at3))[0]
+    sentence = knobs_text.flips(knobs.kl_verdicts(runs, at3))[0]
     assert "depends on the VAE's KL weight" in sentence and "KL weight 1: contradicted" in sentence
     # under the paper plan, three seeds give no verdict
     assert set(knobs.kl_verdicts(runs, PLAN)["verdict"]) == {"no verdict"}
@@ -804,7 +804,7 @@ def test_claim1_along_the_vq_vaes_knobs(store):
     centre = kl[np.isclose(kl["kl_weight"], 0.01)].iloc[0]
     assert table.loc[0, "p_holm"] == centre["p_holm"] and table.loc[0, "verdict"] == centre["verdict"]  # one test, one verdict
     assert table.loc[1, "verdict"] == "supported"  # K=32: 6.5 points below the VAE, 3 seeds that agree
-    (sentence,) = knobs.vq_flips(table)
+    (sentence,) = knobs_text.vq_flips(table)
     assert sentence.startswith("MNIST (label_embedding=none), 4 VQ-VAE settings: ") and "K=32" in sentence
     assert knobs.vq_axis_verdicts(load_runs("paper", tracking_uri=store.uri), PLAN).empty  # one VQ-VAE setting: no axis
 
