@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmark.evaluation.probe_settings import PROTOCOL
+from benchmark.result_keys import versioned_predictions_file
 from benchmark.sweep.summary import ui_command
 from benchmark.tracking.store import TrackingTarget
 from cluster import sandbox
@@ -266,7 +268,8 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     assert sorted(c["model"] for c in children) == ["vae", "vqvae"] and all(c["status"] == "FINISHED" for c in children)
     assert len({c["node"] for c in children}) == 2, "the trials did not run on both nodes"
     assert all(
-        c["artifacts"] == ["config.json", "model.pt", "predictions.npz", "predictions_v5.npz", "reconstructions.png", "tsne.png"]
+        c["artifacts"]
+        == ["config.json", "model.pt", "predictions.npz", versioned_predictions_file(PROTOCOL), "reconstructions.png", "tsne.png"]
         for c in children
     )
     assert sorted(report["artifact_files_on_head"]) == ["reconstructions.png"] * 2 + ["tsne.png"] * 2  # stored by the head's server

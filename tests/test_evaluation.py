@@ -17,7 +17,7 @@ from benchmark.evaluation.evaluate import GRID_IMAGES, evaluate, represent_split
 from benchmark.evaluation.mlp_probe import CodeFeatures, seen_pairs, train_classifier
 from benchmark.evaluation.probe import knn_predict, probe_all
 from benchmark.evaluation.probe_inputs import accuracy, holdout_split, predict_scores, standardise
-from benchmark.evaluation.probe_settings import ProbeSettings
+from benchmark.evaluation.probe_settings import PROTOCOL, ProbeSettings
 from benchmark.evaluation.reconstruction import mse_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
 from benchmark.models import build_model
 from benchmark.rate import vq_rates
@@ -359,8 +359,8 @@ def test_evaluate_reports_every_metric(model_name):
 
     reps = ("latent", "pixels", "codes") if model_name == "vqvae" else ("latent", "pixels")
     per_rep = {f"{p}_acc" for p in ("mlp", "linear", "linear_n20")} | MLP_KEYS | LINEAR_KEYS | {"linear_n20_l2", "linear_n20_capped"}
-    probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", "probe_v5/") for rep in reps for key in per_rep}
-    probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", "probe_v5/") for rep in ("latent", "pixels")}
+    probes = {f"{prefix}{rep}/{key}" for prefix in ("probe/", f"probe_v{PROTOCOL}/") for rep in reps for key in per_rep}
+    probes |= {f"{prefix}{rep}/knn_acc" for prefix in ("probe/", f"probe_v{PROTOCOL}/") for rep in ("latent", "pixels")}
     expected = (
         probes | {"recon/mse", "recon/ssim", "recon/psnr"} | {f"cluster/{rep}/{m}" for rep in ("latent", "pixels") for m in ("ari", "nmi")}
     )
@@ -375,7 +375,7 @@ def test_evaluate_reports_every_metric(model_name):
         if key.endswith("_acc"):
             assert 0 <= value <= 1
         if key.startswith("probe/"):
-            assert ev.metrics["probe_v5/" + key[len("probe/") :]] == value
+            assert ev.metrics[f"probe_v{PROTOCOL}/" + key[len("probe/") :]] == value
 
     # per-image predictions: the labels in test order and one compact array per representation and probe
     preds = ev.predictions

@@ -212,7 +212,7 @@ def test_predictions_file_round_trip(tmp_path):
         "codes/mlp": compact(np.array([0, 1, 2, 3, 4]), 10),
     }
     paths = save_predictions(predictions, tmp_path)
-    assert [p.name for p in paths] == ["predictions.npz", "predictions_v5.npz"]
+    assert [p.name for p in paths] == ["predictions.npz", f"predictions_v{PROTOCOL}.npz"]
     for path in paths:
         back = read_predictions(path)
         assert back.keys() == predictions.keys()
@@ -223,7 +223,7 @@ def test_predictions_file_round_trip(tmp_path):
 
 def test_protocol_is_logged_with_the_settings():
     params = ProbeSettings().to_params()
-    assert params["probe.protocol"] == PROTOCOL == "5"
+    assert params["probe.protocol"] == PROTOCOL == "6"
     assert dataclasses.replace(ProbeSettings(), l2_grid=(1.0,)).to_params()["probe.l2_grid"] == "(1.0,)"
 
 

@@ -17,7 +17,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import TrialConfig
+from benchmark.evaluation.probe_settings import PROTOCOL
 from benchmark.fault_injection import FAULT_MODE_ENV
+from benchmark.result_keys import versioned_predictions_file
 from benchmark.sweep import cli
 from benchmark.sweep.state import SWEEP_FILE
 from benchmark.trial import run_trial
@@ -335,7 +337,7 @@ def test_tracking_server_restart_mid_sweep_loses_no_final_metrics(tmp_path, mlfl
             "config.json",
             "model.pt",
             "predictions.npz",
-            "predictions_v5.npz",
+            versioned_predictions_file(PROTOCOL),
         }
 
 
