@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.evaluation.probe_settings import PROTOCOL
+from benchmark.result_keys import versioned_predictions_file
+
 REPO = Path(__file__).resolve().parents[1]
+# What a finished trial's run holds as artifacts (docs/tracking.md), sorted: the end-to-end tests assert it.
+TRIAL_ARTIFACTS = sorted(
+    ["config.json", "model.pt", "predictions.npz", versioned_predictions_file(PROTOCOL), "reconstructions.png", "tsne.png"]
+)
 SHARED_DATA = Path(os.environ.get("VQBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -22,13 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.evaluation.probe_settings import PROTOCOL
-from benchmark.result_keys import versioned_predictions_file
 from benchmark.sweep.summary import ui_command
 from benchmark.tracking.store import TrackingTarget
 from cluster import sandbox
 from cluster.local import MACHINE_KEYS, REPO, load, local_config
-from tests.conftest import free_port
+from tests.conftest import TRIAL_ARTIFACTS, free_port
 
 COMMAND_KEYS = (
     "initialization_commands",
@@ -267,11 +265,7 @@ def test_cluster_cycle_launch_sweep_teardown(tmp_path):
     children = report["children"]
     assert sorted(c["model"] for c in children) == ["vae", "vqvae"] and all(c["status"] == "FINISHED" for c in children)
     assert len({c["node"] for c in children}) == 2, "the trials did not run on both nodes"
-    assert all(
-        c["artifacts"]
-        == ["config.json", "model.pt", "predictions.npz", versioned_predictions_file(PROTOCOL), "reconstructions.png", "tsne.png"]
-        for c in children
-    )
+    assert all(c["artifacts"] == TRIAL_ARTIFACTS for c in children)
     assert sorted(report["artifact_files_on_head"]) == ["reconstructions.png"] * 2 + ["tsne.png"] * 2  # stored by the head's server
     assert f"MLflow UI: browse {report['tracking_uri']}/#/experiments/" in report["sweep_output"]
     assert report["runs_in_experiment"] == report["runs_in_experiment_after"] == 3  # the parent and its two trials
